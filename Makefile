@@ -1,0 +1,50 @@
+# The commands people type. Each is a thin wrapper; the logic lives in gadlib and dvc.yaml.
+#   make repro   set up (once), obtain the data, run the pipeline (dvc repro)
+#   make test    set up (once), obtain the data, run the whole test suite
+#   make lab     JupyterLab with a kernel that imports gadlib
+#   make bench   the benchmark (reports/bench.json)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND ?= Agg
+
+.PHONY: setup data repro test unit lab bench lint clean-venv
+
+setup: $(STAMP)
+
+# Re-running a command does not reinstall: the stamp is newer than the files it was made from.
+$(STAMP): requirements.lock pyproject.toml
+	@echo "== creating $(VENV) with $(PYTHON) and installing the pinned stack (a few minutes, once)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+data: $(STAMP)
+	$(BIN)/python -m gadlib.fetch
+
+repro: data
+	$(BIN)/dvc repro
+
+test: data
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not pipeline"
+
+lab: $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name gadlib --display-name "Python (gadlib)" >/dev/null
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gadlib tests bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,212 @@
+"""Reads and validates ``params.yaml``: the one edge where configuration enters the project.
+
+Every stage calls :func:`load_params` first, so an unknown key, a wrong type or a value out of range
+stops the run before any work, with one error that names the key, the value and what is allowed.
+Library functions never read the file; they take the plain values this module returns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from gadlib.data import DATASETS, FASHION_MNIST_CLASSES
+from gadlib.paths import PARAMS_FILE, ROOT
+
+ARCHITECTURES = ("resnet18", "vgg16", "small_cnn")
+METHODS = ("IntegratedGradients", "Saliency", "InputXGradient", "GuidedBackprop", "SmoothGrad")
+STRATEGIES = ("pair", "one_vs_all", "split")
+
+
+class ConfigError(ValueError):
+    """params.yaml has an unknown key, a wrong type or a value out of range."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of params.yaml: its type(s), a check on the value, and what is allowed (for errors)."""
+
+    types: tuple
+    check: Callable[[Any], bool] = lambda v: True
+    allowed: str = ""
+    required: bool = True
+    default: Any = None
+
+
+def _num(check=lambda v: True, allowed="a number", **kw) -> Field:
+    return Field((int, float), lambda v: not isinstance(v, bool) and math.isfinite(v) and check(v), allowed, **kw)
+
+
+def _int(check=lambda v: True, allowed="an integer", **kw) -> Field:
+    return Field((int,), lambda v: not isinstance(v, bool) and check(v), allowed, **kw)
+
+
+def _choice(options, **kw) -> Field:
+    return Field((str,), lambda v: v in options, f"one of {list(options)}", **kw)
+
+
+def _increasing_positive(values) -> bool:
+    return (len(values) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                    and math.isfinite(v) and v > 0 for v in values)
+            and all(a < b for a, b in zip(values, values[1:])))
+
+
+SCHEMA: dict[str, Any] = {
+    "seed": _int(lambda v: v >= 0, "an integer >= 0"),
+    "data": {
+        "fashion_mnist_dir": Field((str,), allowed="a folder path"),
+        "dogs_vs_cats_dir": Field((str,), allowed="a folder path"),
+        "cub200_dir": Field((str,), allowed="a folder path"),
+        "val_fraction": _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"),
+        "test_fraction": _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"),
+        "max_train_per_class": Field((int, type(None)), lambda v: v is None or v >= 2, "an integer >= 2 or null"),
+        "max_test_per_class": Field((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    },
+    "experiments": Field((dict,), lambda v: len(v) > 0, "a non-empty mapping of experiment name -> settings"),
+    "classifier": {
+        "epochs": _int(lambda v: v >= 1, "an integer >= 1"),
+        "batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
+        "lr": _num(lambda v: v > 0, "a number > 0"),
+        "patience": Field((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+        "pretrained": Field((bool,), allowed="true or false"),
+    },
+    "support": {
+        "alphas": Field((list,), _increasing_positive, "a non-empty, strictly increasing list of positive numbers (K = its length >= 1)"),
+        "alpha_scale": _num(lambda v: v > 0, "a number > 0"),
+        "init": _choice(("chained", "original")),
+        "epochs": _int(lambda v: v >= 1, "an integer >= 1"),
+        "lr": _num(lambda v: v > 0, "a number > 0"),
+        "batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
+    },
+    "attribution": {
+        "methods": Field((list,), lambda v: len(v) > 0 and all(m in METHODS for m in v) and len(set(v)) == len(v),
+                         f"a non-empty list of distinct names from {list(METHODS)}"),
+        "n_images": _int(lambda v: v >= 1, "an integer >= 1"),
+        "n_steps": _int(lambda v: v >= 2, "an integer >= 2"),
+        "internal_batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
+        "batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
+        "importance": _choice(("abs", "positive")),
+        "threshold_mode": _choice(("quantile", "fraction_of_max")),
+        "q": _num(lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
+        "tau": _num(lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "min_agreement": Field((int, type(None)), lambda v: v is None or v >= 1, "null (every map) or an integer >= 1"),
+        "fast": Field((bool,), allowed="true or false"),
+    },
+    "regions": {
+        "threshold_mode": _choice(("quantile", "fraction_of_max")),
+        "q": _num(lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
+        "tau": _num(lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "dilation": _int(lambda v: v >= 0, "an integer >= 0"),
+        "min_pixels": _int(lambda v: v >= 1, "an integer >= 1"),
+    },
+    "sensitivity": {
+        "fill": _choice(("black", "mean", "blur")),
+        "score": _choice(("logit", "margin")),
+        "blur_sigma": _num(lambda v: v > 0, "a number > 0"),
+    },
+    "figures": {
+        "n_examples": _int(lambda v: v >= 1, "an integer >= 1"),
+    },
+}
+
+EXPERIMENT_SCHEMA: dict[str, Field] = {
+    "dataset": _choice(DATASETS),
+    "classes": Field((list, str), lambda v: v == "all" or (isinstance(v, list) and len(v) >= 2),
+                     "'all' or a list of at least two class names, ids or {name, ids: [first, last]} groups"),
+    "architecture": _choice(ARCHITECTURES),
+    "image_size": _int(lambda v: 16 <= v <= 512, "an integer in [16, 512]"),
+    "strategy": _choice(STRATEGIES),
+    "target_classes": Field((list,), lambda v: len(v) >= 1, "a non-empty list of class names (one_vs_all)",
+                            required=False),
+    "groups": Field((list, str), lambda v: v == "auto" or (isinstance(v, list) and len(v) == 2),
+                    "'auto' (2-means over class-mean logits) or two lists of class names (split)",
+                    required=False, default="auto"),
+}
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict:
+    """Read and validate params.yaml; return it as plain nested dicts and lists.
+
+    Raises
+    ------
+    ConfigError naming the key, the value found and what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist; copy params.yaml from the repository")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    validate_params(params, source=str(path))
+    return params
+
+
+def validate_params(params: Any, source: str = "params.yaml") -> None:
+    """Check every key of ``params`` against :data:`SCHEMA`; raise :class:`ConfigError` on the first problem."""
+    _check_section(params, SCHEMA, prefix="", source=source)
+    for name, exp in params["experiments"].items():
+        _check_experiment(name, exp, params, source)
+
+
+def _check_section(values: Any, schema: dict, prefix: str, source: str) -> None:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping; got {values!r}")
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'; allowed keys here: {sorted(schema)}")
+    for key, spec in schema.items():
+        full = f"{prefix}{key}"
+        if key not in values:
+            if isinstance(spec, Field) and not spec.required:
+                values[key] = spec.default
+                continue
+            raise ConfigError(f"{source}: missing key '{full}'")
+        if isinstance(spec, dict):
+            _check_section(values[key], spec, prefix=f"{full}.", source=source)
+        else:
+            _check_value(full, values[key], spec, source)
+
+
+def _check_value(key: str, value: Any, spec: Field, source: str) -> None:
+    ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
+    if not ok or not spec.check(value):
+        raise ConfigError(f"{source}: '{key}' = {value!r} is not allowed; expected {spec.allowed}")
+
+
+def _check_experiment(name: str, exp: Any, params: dict, source: str) -> None:
+    _check_section(exp, EXPERIMENT_SCHEMA, prefix=f"experiments.{name}.", source=source)
+    classes = exp["classes"]
+    if exp["dataset"] == "fashion_mnist":
+        names = classes if isinstance(classes, list) else []
+        for cls in names:
+            if not (cls in FASHION_MNIST_CLASSES or (isinstance(cls, int) and 0 <= cls < 10)):
+                raise ConfigError(f"{source}: 'experiments.{name}.classes' has {cls!r}, which is not a "
+                                  f"Fashion-MNIST class; allowed: {list(FASHION_MNIST_CLASSES)} or ids 0-9")
+    n_classes = 10 if classes == "all" else len(classes)
+    if exp["strategy"] == "pair" and n_classes != 2:
+        raise ConfigError(f"{source}: 'experiments.{name}.strategy' = 'pair' needs exactly two classes; "
+                          f"got {classes!r}. Use one_vs_all or split for more")
+    if exp["strategy"] == "one_vs_all" and not exp.get("target_classes"):
+        raise ConfigError(f"{source}: 'experiments.{name}.target_classes' is required with strategy one_vs_all")
+    m = params["attribution"]["min_agreement"]
+    k_plus_1 = len(params["support"]["alphas"]) + 1
+    if m is not None and m > k_plus_1:
+        raise ConfigError(f"{source}: 'attribution.min_agreement' = {m} exceeds the number of maps "
+                          f"K + 1 = {k_plus_1}; use at most {k_plus_1} or null")
+
+
+def experiment_names(params: dict) -> list[str]:
+    """Names of the experiments, in file order."""
+    return list(params["experiments"])
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path from params.yaml, relative to the repository root unless absolute."""
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path

@@ -1,0 +1,120 @@
+"""An experiment's prepared data: train / validation / test images of the selected classes.
+
+Written once by the prepare stage and read by every later stage. Images are stored as uint8 (the
+sources are 8-bit, so nothing is lost) and returned as float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gadlib import data as datasets
+from gadlib.atomic import load_arrays, save_arrays
+from gadlib.config import resolve_path
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    """Images (N, C, H, W) float32 in [0, 1] and int64 labels for each split, with class names and
+    the per-channel mean and std that the models normalise with (computed on the training split)."""
+
+    train: datasets.ImageSet
+    val: datasets.ImageSet
+    test: datasets.ImageSet
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+
+def prepare_experiment(data_params: dict, experiment: dict, seed: int) -> PreparedData:
+    """Load the experiment's dataset, select its classes, split it and resize it.
+
+    Parameters
+    ----------
+    data_params : the ``data`` section of params.yaml
+    experiment : one entry of ``experiments`` (dataset, classes, image_size, ...)
+    seed : makes the subsampling and the splits deterministic
+    """
+    name = experiment["dataset"]
+    size = experiment["image_size"]
+    max_train, max_test = data_params["max_train_per_class"], data_params["max_test_per_class"]
+    if name == "fashion_mnist":
+        root = resolve_path(data_params["fashion_mnist_dir"])
+        datasets.verify_fashion_mnist(root)
+        full_train = datasets.select_classes(datasets.load_fashion_mnist(root, "train"), experiment["classes"])
+        test = datasets.select_classes(datasets.load_fashion_mnist(root, "test"), experiment["classes"])
+    elif name == "dogs_vs_cats":
+        cap = None if max_train is None or max_test is None else max_train + max_test
+        pool = datasets.select_classes(
+            datasets.load_dogs_vs_cats(resolve_path(data_params["dogs_vs_cats_dir"]), size, cap),
+            experiment["classes"])
+        fraction = data_params["test_fraction"]
+        train_idx, test_idx = datasets.stratified_split(pool.labels, [1 - fraction, fraction], seed)
+        full_train, test = _subset(pool, train_idx), _subset(pool, test_idx)
+    elif name == "cub200":
+        root = resolve_path(data_params["cub200_dir"])
+        full_train = datasets.load_cub200(root, experiment["classes"], size, "train")
+        test = datasets.load_cub200(root, experiment["classes"], size, "test")
+    else:
+        raise ValueError(f"unknown dataset {name!r}; use one of {datasets.DATASETS}")
+    full_train = _subset(full_train, datasets.subsample_per_class(full_train.labels, max_train, seed))
+    test = _subset(test, datasets.subsample_per_class(test.labels, max_test, seed + 1))
+    val_fraction = data_params["val_fraction"]
+    train_idx, val_idx = datasets.stratified_split(full_train.labels, [1 - val_fraction, val_fraction], seed)
+    train, val = _subset(full_train, train_idx), _subset(full_train, val_idx)
+    train, val, test = (_resize(s, size) for s in (train, val, test))
+    mean, std = datasets.channel_mean_std(train.images)
+    return PreparedData(train, val, test, mean, std)
+
+
+def save_prepared(path: str | Path, prepared: PreparedData) -> None:
+    """Write the prepared splits to one ``.npz`` (uint8 images; no pickle)."""
+    arrays = {"class_names": np.array(prepared.class_names), "mean": np.array(prepared.mean, np.float32),
+              "std": np.array(prepared.std, np.float32)}
+    for split in SPLITS:
+        part: datasets.ImageSet = getattr(prepared, split)
+        arrays[f"{split}_images"] = (part.images * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        arrays[f"{split}_labels"] = part.labels.numpy()
+    save_arrays(path, **arrays)
+
+
+def load_prepared(path: str | Path) -> PreparedData:
+    """Read what :func:`save_prepared` wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prepared data {path} does not exist; run the prepare stage "
+                                f"(`dvc repro prepare`) first")
+    arrays = load_arrays(path)
+    names = [str(n) for n in arrays["class_names"]]
+    parts = {
+        split: datasets.ImageSet(
+            torch.from_numpy(arrays[f"{split}_images"]).float().div_(255.0),
+            torch.from_numpy(arrays[f"{split}_labels"]).long(), names)
+        for split in SPLITS
+    }
+    return PreparedData(**parts, mean=arrays["mean"].tolist(), std=arrays["std"].tolist())
+
+
+def _subset(data: datasets.ImageSet, index: torch.Tensor) -> datasets.ImageSet:
+    return datasets.ImageSet(data.images[index], data.labels[index], data.class_names)
+
+
+def _resize(data: datasets.ImageSet, size: int) -> datasets.ImageSet:
+    if data.images.shape[-1] == size and data.images.shape[-2] == size:
+        return data
+    images = F.interpolate(data.images, size=(size, size), mode="bilinear", align_corners=False)
+    return datasets.ImageSet(images.clamp(0, 1), data.labels, data.class_names)

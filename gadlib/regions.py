@@ -1,0 +1,264 @@
+"""Binary importance mask -> groups of pixels -> convex-hull polygons -> complexity.
+
+The evaluation reads a map as a person does: nearby important pixels form one object. A binary mask
+is dilated by ``dilation`` pixels only to decide which pixels belong together; each group is then the
+set of the *original* mask's pixels in one 8-connected component of the dilated mask, and its region
+is the convex hull of those pixels' squares (shapely polygon).
+
+Coordinates: pixel ``(r, c)`` (row, column) is the unit square ``x in [c, c+1], y in [r, r+1]``, so a
+lone pixel has hull area 1 and every hull has positive area. Polygons live in these pixel-edge
+coordinates; a pixel belongs to a rasterised polygon when its centre ``(c + 0.5, r + 0.5)`` lies
+inside the polygon or on its boundary.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import shapely
+from scipy import ndimage
+from shapely.geometry import Polygon
+
+FOOTPRINTS = ("square", "disk")
+
+# 8-connectivity: pixels touching by an edge or a corner are neighbours.
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+class HullComplexity(NamedTuple):
+    """Complexity of one map's region set.
+
+    Attributes
+    ----------
+    fraction : float
+        Area of the union of the hull polygons divided by the image area H*W, in [0, 1]. Lower means
+        the map points at less of the image. 0.0 for an empty region set.
+    n_regions : int
+        Number of hull polygons (groups).
+    area_pixels : float
+        Area of the union of the hull polygons, in pixels (unit squares).
+    """
+
+    fraction: float
+    n_regions: int
+    area_pixels: float
+
+
+def _as_mask(mask, name: str = "mask") -> np.ndarray:
+    """Return ``mask`` as a 2-D bool numpy array; accept bool or 0/1 numbers (numpy or torch)."""
+    if hasattr(mask, "detach"):  # torch tensor, without importing torch here
+        mask = mask.detach().cpu().numpy()
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D (H, W) array; got shape {arr.shape}. Pass one map at a time "
+            f"(index a batch as {name}[i])."
+        )
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf":
+        values = np.unique(arr)
+        if np.all(np.isin(values, (0, 1))):
+            return arr.astype(bool)
+        raise ValueError(
+            f"{name} of shape {arr.shape} and dtype {arr.dtype} holds values other than 0 and 1 "
+            f"(e.g. {values[~np.isin(values, (0, 1))][:3].tolist()}); binarise it first with "
+            f"gadlib.thresholding.binarize."
+        )
+    raise TypeError(
+        f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 integers)."
+    )
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be (H, W), two positive integers; got {shape!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"shape must be (H, W), two positive integers; got {shape!r}")
+    return height, width
+
+
+def _footprint(dilation: int, footprint: str) -> np.ndarray:
+    if footprint == "square":
+        return np.ones((2 * dilation + 1, 2 * dilation + 1), dtype=bool)
+    yy, xx = np.mgrid[-dilation : dilation + 1, -dilation : dilation + 1]
+    return (yy**2 + xx**2) <= dilation**2
+
+
+def group_pixels(
+    mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square"
+) -> list[np.ndarray]:
+    """Group the pixels of a binary mask into regions: dilate, label 8-connected components.
+
+    Parameters
+    ----------
+    mask : (H, W) bool array (or 0/1 numbers; numpy or torch)
+        The significant pixels of one map.
+    dilation : int >= 0
+        Radius r in pixels of the dilation that decides grouping. With the default square footprint,
+        two pixels share a group when they are linked by a chain of mask pixels each within
+        chessboard distance 2r + 1 of the next (i.e. gaps of up to 2r background pixels are
+        bridged). r = 0 gives plain 8-connected components.
+    min_pixels : int >= 1
+        Groups with fewer *original mask* pixels than this are dropped.
+    footprint : {"square", "disk"}
+        Shape of the dilation: ``square`` is (2r+1) x (2r+1); ``disk`` holds the offsets with
+        Euclidean norm <= r.
+
+    Returns
+    -------
+    list of (k_i, 2) int64 arrays
+        One array per group, the (row, col) coordinates of the original mask's pixels in that group
+        (dilation only decides grouping; it adds no pixel). Groups are ordered by the raster order
+        of their component; rows inside a group in raster order. Empty list for an empty mask.
+    """
+    arr = _as_mask(mask)
+    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 0:
+        raise ValueError(f"dilation must be an integer >= 0 (pixels); got {dilation!r}")
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, (int, np.integer)) or min_pixels < 1:
+        raise ValueError(f"min_pixels must be an integer >= 1; got {min_pixels!r}")
+    if footprint not in FOOTPRINTS:
+        raise ValueError(f"unknown footprint {footprint!r}; use one of {FOOTPRINTS}")
+    if not arr.any():
+        return []
+    grown = (
+        ndimage.binary_dilation(arr, structure=_footprint(int(dilation), footprint))
+        if dilation > 0
+        else arr
+    )
+    labels, _ = ndimage.label(grown, structure=_EIGHT_CONNECTED)
+    rows, cols = np.nonzero(arr)
+    owner = labels[rows, cols]
+    order = np.argsort(owner, kind="stable")  # stable keeps raster order inside each group
+    _, starts, counts = np.unique(owner[order], return_index=True, return_counts=True)
+    coords = np.stack([rows[order], cols[order]], axis=1).astype(np.int64)
+    return [coords[s : s + n] for s, n in zip(starts, counts) if n >= min_pixels]
+
+
+def _group_hull(coords: np.ndarray) -> Polygon:
+    """Convex hull of the squares of the pixels in ``coords`` ((k, 2) row, col)."""
+    rows, cols = coords[:, 0], coords[:, 1]
+    # Only each row's leftmost and rightmost pixel can contribute hull corners.
+    uniq_rows, inverse = np.unique(rows, return_inverse=True)
+    left = np.full(uniq_rows.shape, np.iinfo(np.int64).max)
+    right = np.full(uniq_rows.shape, np.iinfo(np.int64).min)
+    np.minimum.at(left, inverse, cols)
+    np.maximum.at(right, inverse, cols)
+    xs = np.concatenate([left, left, right + 1, right + 1]).astype(float)
+    ys = np.concatenate([uniq_rows, uniq_rows + 1, uniq_rows, uniq_rows + 1]).astype(float)
+    hull = shapely.convex_hull(shapely.multipoints(np.stack([xs, ys], axis=1)))
+    return hull
+
+
+def hull_polygons(
+    mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square"
+) -> list[Polygon]:
+    """Convex-hull polygon of each pixel group of a binary mask (pixel squares, not centres).
+
+    Parameters
+    ----------
+    mask : (H, W) bool array
+    dilation, min_pixels, footprint
+        As in :func:`group_pixels`.
+
+    Returns
+    -------
+    list of shapely Polygon, one per group, in pixel-edge coordinates (x = column, y = row).
+        Every polygon has area >= 1: one pixel gives its unit square, two adjacent pixels a 2 x 1
+        rectangle. Polygons of different groups may overlap (hulls are convex); use the union for
+        areas, as :func:`hull_complexity` and :func:`rasterize` do.
+    """
+    return [_group_hull(g) for g in group_pixels(mask, dilation, min_pixels, footprint)]
+
+
+def rasterize(polygons: Sequence[Polygon], shape) -> np.ndarray:
+    """Pixels covered by the union of polygons.
+
+    Parameters
+    ----------
+    polygons : sequence of shapely Polygon, in pixel-edge coordinates (see module docstring)
+    shape : (H, W)
+
+    Returns
+    -------
+    (H, W) bool array: True where the pixel's centre lies inside the union or on its boundary.
+        All False for no polygons. A hull built by :func:`hull_polygons` covers every pixel of its
+        group, so the raster contains the mask it came from.
+    """
+    height, width = _check_shape(shape)
+    out = np.zeros((height, width), dtype=bool)
+    for poly in polygons:
+        if poly is None or poly.is_empty:
+            continue
+        x0, y0, x1, y1 = poly.bounds
+        # Only pixels whose centre can fall inside the polygon's bounding box are tested.
+        c0, c1 = max(int(np.ceil(x0 - 0.5)), 0), min(int(np.floor(x1 - 0.5)), width - 1)
+        r0, r1 = max(int(np.ceil(y0 - 0.5)), 0), min(int(np.floor(y1 - 0.5)), height - 1)
+        if c0 > c1 or r0 > r1:
+            continue
+        yy, xx = np.mgrid[r0 : r1 + 1, c0 : c1 + 1]
+        shapely.prepare(poly)
+        inside = shapely.intersects_xy(poly, xx + 0.5, yy + 0.5)  # boundary counts as inside
+        out[r0 : r1 + 1, c0 : c1 + 1] |= inside
+    return out
+
+
+def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
+    """Area of the union of a map's hull polygons as a fraction of the image (lower = simpler).
+
+    Parameters
+    ----------
+    polygons : sequence of shapely Polygon (from :func:`hull_polygons`)
+    shape : (H, W)
+        The image size; the fraction's denominator is H * W.
+
+    Returns
+    -------
+    HullComplexity(fraction, n_regions, area_pixels). Lower fraction means the map points at less of
+        the image. An empty region set gives HullComplexity(0.0, 0, 0.0).
+    """
+    height, width = _check_shape(shape)
+    polys = [p for p in polygons if p is not None and not p.is_empty]
+    if not polys:
+        return HullComplexity(0.0, 0, 0.0)
+    area = float(shapely.union_all(polys).area)
+    return HullComplexity(area / (height * width), len(polys), area)
+
+
+def relative_complexity(gad, original):
+    """RC = complexity(GAD map) / complexity(original map); RC < 1 means GAD points at less.
+
+    Parameters
+    ----------
+    gad, original : float or array-like of the same shape
+        Complexity fractions (>= 0), e.g. ``HullComplexity.fraction``.
+
+    Returns
+    -------
+    float (for scalar input) or float64 ndarray. Lower is better (simpler GAD map). Where
+        ``original == 0`` (an empty original map) RC is undefined: NaN, with one RuntimeWarning per
+        call giving the count, never 0 or 1. NaN inputs give NaN silently.
+    """
+    g = np.asarray(gad, dtype=np.float64)
+    o = np.asarray(original, dtype=np.float64)
+    if np.any(g < 0) or np.any(o < 0):
+        raise ValueError(
+            f"complexities must be >= 0; got gad={gad!r}, original={original!r}. "
+            f"Pass HullComplexity.fraction values."
+        )
+    g, o = np.broadcast_arrays(g, o)
+    zero = o == 0
+    if zero.any():
+        warnings.warn(
+            f"relative complexity undefined for {int(zero.sum())} of {zero.size} maps whose original "
+            f"map has complexity 0 (no significant region); RC is NaN there",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rc = np.where(zero, np.nan, g / np.where(zero, 1.0, o))
+    return float(rc) if rc.ndim == 0 else rc

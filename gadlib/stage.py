@@ -1,0 +1,90 @@
+"""Run one notebook as a pipeline stage: validate params.yaml, check the parameters, execute it.
+
+``python -m gadlib.stage NOTEBOOK OUTPUT [-p NAME VALUE ...]`` is what every ``dvc.yaml`` command
+calls. The parameter file is validated before the kernel starts; a parameter the notebook does not
+declare in its ``parameters`` cell is an error (papermill would only warn); the executed copy is
+written atomically, so an interrupted stage never leaves a finished-looking notebook behind. A
+failed run keeps its partial copy beside the output as ``*.failed.ipynb`` for reading the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from gadlib.atomic import atomic_path
+from gadlib.config import ConfigError, load_params
+from gadlib.paths import PARAMS_FILE, ROOT
+
+
+class StageError(ValueError):
+    """A stage was called with a parameter its notebook does not declare, or an unknown experiment."""
+
+
+def declared_parameters(notebook: str | Path) -> dict:
+    """Names and defaults of the notebook's ``parameters`` cell, as papermill reads them."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def check_parameters(notebook: str | Path, parameters: dict, params: dict) -> None:
+    """Raise :class:`StageError` for a parameter the notebook does not declare or an unknown experiment."""
+    declared = declared_parameters(notebook)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise StageError(f"{notebook} does not declare parameter(s) {unknown}; it declares "
+                         f"{sorted(declared)} in its 'parameters' cell")
+    experiment = parameters.get("experiment")
+    if experiment is not None and experiment not in params["experiments"]:
+        raise StageError(f"unknown experiment {experiment!r}; params.yaml defines {list(params['experiments'])}")
+
+
+def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params_file: str | Path) -> None:
+    """Validate, then execute ``notebook`` with papermill into ``output`` (atomically)."""
+    import papermill
+
+    params = load_params(params_file)
+    check_parameters(notebook, parameters, params)
+    output = Path(output)
+    failed = output.with_suffix(".failed.ipynb")
+    with atomic_path(output) as tmp:
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(tmp), parameters=parameters, cwd=str(ROOT),
+                kernel_name="python3", progress_bar=False, log_output=True,
+            )
+        except BaseException:
+            if tmp.exists():
+                shutil.copyfile(tmp, failed)
+            raise
+    if failed.exists():
+        failed.unlink()
+
+
+def _parse_value(text: str):
+    """Parameters arrive as text; read numbers, booleans and null as YAML would."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebook")
+    parser.add_argument("output")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    args = parser.parse_args(argv)
+    parameters = {name: _parse_value(value) for name, value in args.parameter}
+    try:
+        run_stage(args.notebook, args.output, parameters, PARAMS_FILE)
+    except (ConfigError, StageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
