@@ -50,10 +50,11 @@ def load_torch_state(path: str | os.PathLike, created_by: str = DEFAULT_CREATOR)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
-            f"refused to load {path}: it holds objects other than tensors and plain values, and "
-            f"unpickling them could run code. Re-create it with gadlib.checkpoints. ({err})"
+            f"refused to load {path}: it holds objects other than tensors and plain values "
+            f"(unpickling them could run code) or is not a checkpoint at all. Re-create it with "
+            f"gadlib.checkpoints. ({err})"
         ) from err
-    except (RuntimeError, EOFError) as err:
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
         raise ValueError(
             f"{path} is not a readable torch checkpoint (truncated or another format); "
             f"delete it and re-run {created_by}. ({err})"

@@ -8,18 +8,28 @@ Library functions never read the file; they take the plain values this module re
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from gadlib.data import DATASETS, FASHION_MNIST_CLASSES
+from gadlib.data import DATASETS, DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
 from gadlib.paths import PARAMS_FILE, ROOT
 
 ARCHITECTURES = ("resnet18", "vgg16", "small_cnn")
 METHODS = ("IntegratedGradients", "Saliency", "InputXGradient", "GuidedBackprop", "SmoothGrad")
 STRATEGIES = ("pair", "one_vs_all", "split")
+
+
+N_CLASSES = {"fashion_mnist": len(FASHION_MNIST_CLASSES), "dogs_vs_cats": len(DOGS_VS_CATS_CLASSES), "cub200": 200}
+CLASS_SELECTORS = {
+    "fashion_mnist": f"{list(FASHION_MNIST_CLASSES)} or ids 0-9",
+    "dogs_vs_cats": f"{list(DOGS_VS_CATS_CLASSES)} or ids 0-1",
+    "cub200": "a class name from classes.txt, an id 1-200, or {name: <label>, ids: [first, last]}",
+}
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ConfigError(ValueError):
@@ -59,8 +69,6 @@ SCHEMA: dict[str, Any] = {
     "seed": _int(lambda v: v >= 0, "an integer >= 0"),
     "data": {
         "fashion_mnist_dir": Field((str,), allowed="a folder path"),
-        "dogs_vs_cats_dir": Field((str,), allowed="a folder path"),
-        "cub200_dir": Field((str,), allowed="a folder path"),
         "val_fraction": _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"),
         "test_fraction": _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"),
         "max_train_per_class": Field((int, type(None)), lambda v: v is None or v >= 2, "an integer >= 2 or null"),
@@ -115,6 +123,7 @@ SCHEMA: dict[str, Any] = {
 
 EXPERIMENT_SCHEMA: dict[str, Field] = {
     "dataset": _choice(DATASETS),
+    "data_dir": Field((str,), lambda v: len(v) > 0, "the dataset's folder, relative to the repository root"),
     "classes": Field((list, str), lambda v: v == "all" or (isinstance(v, list) and len(v) >= 2),
                      "'all' or a list of at least two class names, ids or {name, ids: [first, last]} groups"),
     "architecture": _choice(ARCHITECTURES),
@@ -147,10 +156,18 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
 
 
 def validate_params(params: Any, source: str = "params.yaml") -> None:
-    """Check every key of ``params`` against :data:`SCHEMA`; raise :class:`ConfigError` on the first problem."""
+    """Check every key of ``params`` against :data:`SCHEMA`; raise :class:`ConfigError` on the first problem.
+
+    Optional experiment keys that are absent are filled in with their defaults.
+    """
     _check_section(params, SCHEMA, prefix="", source=source)
     for name, exp in params["experiments"].items():
-        _check_experiment(name, exp, params, source)
+        _check_experiment(name, exp, source)
+    m = params["attribution"]["min_agreement"]
+    k_plus_1 = len(params["support"]["alphas"]) + 1
+    if m is not None and m > k_plus_1:
+        raise ConfigError(f"{source}: 'attribution.min_agreement' = {m} exceeds the number of maps "
+                          f"K + 1 = {k_plus_1}; use at most {k_plus_1} or null")
 
 
 def _check_section(values: Any, schema: dict, prefix: str, source: str) -> None:
@@ -179,26 +196,42 @@ def _check_value(key: str, value: Any, spec: Field, source: str) -> None:
         raise ConfigError(f"{source}: '{key}' = {value!r} is not allowed; expected {spec.allowed}")
 
 
-def _check_experiment(name: str, exp: Any, params: dict, source: str) -> None:
+def _check_experiment(name: Any, exp: Any, source: str) -> None:
+    if not (isinstance(name, str) and EXPERIMENT_NAME.fullmatch(name)):
+        raise ConfigError(f"{source}: experiment name {name!r} is not allowed; it names folders, so use "
+                          f"letters, digits, '_' and '-' only")
     _check_section(exp, EXPERIMENT_SCHEMA, prefix=f"experiments.{name}.", source=source)
-    classes = exp["classes"]
-    if exp["dataset"] == "fashion_mnist":
-        names = classes if isinstance(classes, list) else []
-        for cls in names:
-            if not (cls in FASHION_MNIST_CLASSES or (isinstance(cls, int) and 0 <= cls < 10)):
-                raise ConfigError(f"{source}: 'experiments.{name}.classes' has {cls!r}, which is not a "
-                                  f"Fashion-MNIST class; allowed: {list(FASHION_MNIST_CLASSES)} or ids 0-9")
-    n_classes = 10 if classes == "all" else len(classes)
+    key, classes, dataset = f"experiments.{name}.classes", exp["classes"], exp["dataset"]
+    if isinstance(classes, list):
+        for cls in classes:
+            if not _is_class_selector(dataset, cls):
+                raise ConfigError(f"{source}: '{key}' has {cls!r}, which is not a {dataset} class; "
+                                  f"allowed: {CLASS_SELECTORS[dataset]}")
+        hashable = [repr(c) for c in classes]
+        if len(set(hashable)) != len(hashable):
+            raise ConfigError(f"{source}: '{key}' = {classes!r} names a class twice; list each class once")
+    n_classes = len(classes) if isinstance(classes, list) else N_CLASSES[dataset]
     if exp["strategy"] == "pair" and n_classes != 2:
         raise ConfigError(f"{source}: 'experiments.{name}.strategy' = 'pair' needs exactly two classes; "
-                          f"got {classes!r}. Use one_vs_all or split for more")
+                          f"got classes {classes!r}. Use one_vs_all or split for more")
     if exp["strategy"] == "one_vs_all" and not exp.get("target_classes"):
-        raise ConfigError(f"{source}: 'experiments.{name}.target_classes' is required with strategy one_vs_all")
-    m = params["attribution"]["min_agreement"]
-    k_plus_1 = len(params["support"]["alphas"]) + 1
-    if m is not None and m > k_plus_1:
-        raise ConfigError(f"{source}: 'attribution.min_agreement' = {m} exceeds the number of maps "
-                          f"K + 1 = {k_plus_1}; use at most {k_plus_1} or null")
+        raise ConfigError(f"{source}: 'experiments.{name}.target_classes' is required with strategy "
+                          f"one_vs_all; give a non-empty list of class names")
+
+
+def _is_class_selector(dataset: str, cls: Any) -> bool:
+    """Whether ``cls`` can name a class of ``dataset`` (CUB names are checked against classes.txt later)."""
+    is_int = isinstance(cls, int) and not isinstance(cls, bool)
+    if dataset == "fashion_mnist":
+        return cls in FASHION_MNIST_CLASSES or (is_int and 0 <= cls < len(FASHION_MNIST_CLASSES))
+    if dataset == "dogs_vs_cats":
+        return cls in DOGS_VS_CATS_CLASSES or (is_int and 0 <= cls < len(DOGS_VS_CATS_CLASSES))
+    if isinstance(cls, dict):
+        ids = cls.get("ids")
+        return (set(cls) == {"name", "ids"} and isinstance(cls["name"], str) and isinstance(ids, list)
+                and len(ids) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+                and 1 <= ids[0] <= ids[1] <= N_CLASSES["cub200"])
+    return (isinstance(cls, str) and cls.strip() != "") or (is_int and 1 <= cls <= N_CLASSES["cub200"])
 
 
 def experiment_names(params: dict) -> list[str]:

@@ -67,7 +67,14 @@ _PIXEL_RANGE_TOLERANCE = 1e-3
 
 TIDY_COLUMNS = ("experiment", "image", "method", "region_set")
 FIDELITY_COLUMNS = (
-    "experiment", "model", "alpha", "accuracy", "agreement", "margin", "target_margin", "final_loss"
+    "experiment",
+    "model",
+    "alpha",
+    "accuracy",
+    "agreement",
+    "margin",
+    "target_margin",
+    "final_loss",
 )
 SWEEP_COLUMNS = ("scale", "method", "rc", "rs_gad", "rs_rest", "agreement")
 
@@ -132,12 +139,16 @@ def plot_attribution_grid(
     gads: dict[str, np.ndarray] = {}
     for method in methods:
         maps[method] = _validate_importance(
-            importance_by_method[method], (n_models, n_images, height, width),
-            f"importance_by_method[{method!r}]", "(M, N, H, W)",
+            importance_by_method[method],
+            (n_models, n_images, height, width),
+            f"importance_by_method[{method!r}]",
+            "(M, N, H, W)",
         )
         gads[method] = _validate_importance(
-            gad_by_method[method], (n_images, height, width),
-            f"gad_by_method[{method!r}]", "(N, H, W)",
+            gad_by_method[method],
+            (n_images, height, width),
+            f"gad_by_method[{method!r}]",
+            "(N, H, W)",
         )
     indices = _validate_indices(image_indices, n_images)
 
@@ -147,14 +158,15 @@ def plot_attribution_grid(
             vmax = _display_max(maps[method][:, indices], clip_percentile)
             scales.update({(i, method): vmax for i in indices})
         else:
-            scales.update(
-                {(i, method): _display_max(maps[method][:, i], clip_percentile) for i in indices}
-            )
+            scales.update({(i, method): _display_max(maps[method][:, i], clip_percentile) for i in indices})
 
     n_rows, n_cols = len(indices) * len(methods), n_models + 2
     fig, grid = plt.subplots(
-        n_rows, n_cols, figsize=(1.7 * n_cols + 1.2, 1.7 * n_rows + 0.6),
-        squeeze=False, layout="constrained",
+        n_rows,
+        n_cols,
+        figsize=(1.7 * n_cols + 1.2, 1.7 * n_rows + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
     column_titles = ["image", *labels, "GAD"]
     row = 0
@@ -165,11 +177,11 @@ def plot_attribution_grid(
             row_axes[0].set_ylabel(f"image {i}\n{method}")
             vmax = scales[(i, method)]
             panels = [*maps[method][:, i], gads[method][i]]
-            for ax, panel in zip(row_axes[1:], panels):
+            for ax, panel in zip(row_axes[1:], panels, strict=True):
                 mappable = ax.imshow(panel, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
                 _hide_ticks(ax)
             if row == 0:
-                for ax, title in zip(row_axes, column_titles):
+                for ax, title in zip(row_axes, column_titles, strict=True):
                     ax.set_title(title, fontsize=9)
             colorbar = fig.colorbar(mappable, ax=list(row_axes[1:]), shrink=0.9, pad=0.01)
             colorbar.set_label(f"{method} importance", fontsize=8)
@@ -219,24 +231,53 @@ def plot_hulls(
         rings = _polygon_rings(polygons, f"{name}_polygons")
         counts[name] = len(rings)
         for ring in rings:
-            ax.add_patch(PolygonPatch(
-                ring, closed=True, facecolor=color, alpha=0.18, edgecolor="none",
-            ))
-            ax.add_patch(PolygonPatch(
-                ring, closed=True, fill=False, edgecolor=color, linewidth=1.6, linestyle=style,
-                path_effects=halo,
-            ))
+            ax.add_patch(
+                PolygonPatch(
+                    ring,
+                    closed=True,
+                    facecolor=color,
+                    alpha=0.18,
+                    edgecolor="none",
+                )
+            )
+            ax.add_patch(
+                PolygonPatch(
+                    ring,
+                    closed=True,
+                    fill=False,
+                    edgecolor=color,
+                    linewidth=1.6,
+                    linestyle=style,
+                    path_effects=halo,
+                )
+            )
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     _hide_ticks(ax)
     ax.legend(
         handles=[
-            Line2D([], [], color=REGION_SET_COLORS["original"], linestyle="--", linewidth=1.6,
-                   label=f"original ({counts['original']} regions)"),
-            Line2D([], [], color=REGION_SET_COLORS["gad"], linestyle="-", linewidth=1.6,
-                   label=f"GAD ({counts['gad']} regions)"),
+            Line2D(
+                [],
+                [],
+                color=REGION_SET_COLORS["original"],
+                linestyle="--",
+                linewidth=1.6,
+                label=f"original ({_count(counts['original'], 'region')})",
+            ),
+            Line2D(
+                [],
+                [],
+                color=REGION_SET_COLORS["gad"],
+                linestyle="-",
+                linewidth=1.6,
+                label=f"GAD ({_count(counts['gad'], 'region')})",
+            ),
         ],
-        loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8, frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncols=2,
+        fontsize=8,
+        frameon=False,
     )
     ax.set_title(title if title is not None else "Regions: original vs GAD", fontsize=10)
     return fig
@@ -272,8 +313,7 @@ def plot_occlusion_examples(
         raise ValueError("masks_by_set is empty; give at least one region set")
     if set(names) != set(drops):
         raise ValueError(
-            f"masks_by_set and drops must have the same region sets; got {sorted(names)} and "
-            f"{sorted(drops)}"
+            f"masks_by_set and drops must have the same region sets; got {sorted(names)} and {sorted(drops)}"
         )
     masks = {}
     drop_values = {}
@@ -298,8 +338,11 @@ def plot_occlusion_examples(
 
     n_cols = 1 + len(names)
     fig, grid = plt.subplots(
-        len(indices), n_cols, figsize=(2.1 * n_cols, 2.3 * len(indices) + 0.5),
-        squeeze=False, layout="constrained",
+        len(indices),
+        n_cols,
+        figsize=(2.1 * n_cols, 2.3 * len(indices) + 0.5),
+        squeeze=False,
+        layout="constrained",
     )
     for row, i in enumerate(indices):
         _show_image(grid[row, 0], imgs[i])
@@ -311,17 +354,19 @@ def plot_occlusion_examples(
             _show_image(ax, occluded)
             if 0 < mask.sum() < mask.size:  # outline the occluded set; a dark fill can hide it
                 ax.contour(
-                    mask.astype(float), levels=[0.5], linewidths=1.0,
+                    mask.astype(float),
+                    levels=[0.5],
+                    linewidths=1.0,
                     colors=[REGION_SET_COLORS.get(name, OKABE_ITO[6])],
                 )
             area = int(mask.sum())
             drop = drop_values[name][i]
             rs = drop / area if area > 0 else float("nan")
             ax.set_title(
-                f"{name}: {area} px\ndrop {_fmt(drop)} · RS {_fmt(rs)}", fontsize=8,
+                f"{name}: {area} px\ndrop {_fmt(drop)} · RS {_fmt(rs)}",
+                fontsize=8,
             )
-    fig.suptitle("Occlusion of region sets (drop = score before − after; RS = drop per pixel)",
-                 fontsize=10)
+    fig.suptitle("Occlusion of region sets (drop = score before − after; RS = drop per pixel)", fontsize=10)
     return fig
 
 
@@ -367,7 +412,8 @@ def plot_rc_distributions(
     experiments = _unique(gad_rows["experiment"])
     groups = {
         (method, experiment): rc[finite & _mask(gad_rows, method=method, experiment=experiment)]
-        for method in methods for experiment in experiments
+        for method in methods
+        for experiment in experiments
     }
     width = max(4.0, 0.9 * len(methods) * len(experiments) + 1.5)
     fig, ax = _single_axes(ax, figsize=(width, 4.0))
@@ -376,7 +422,10 @@ def plot_rc_distributions(
     if log_scale:
         ax.set_yscale("log")
     _top_annotations(
-        ax, positions, groups, lambda v: f"{np.mean(v < 1.0):.0%}\nn={v.size}",
+        ax,
+        positions,
+        groups,
+        lambda v: f"{np.mean(v < 1.0):.0%}\nn={v.size}",
         "share of images with RC < 1",
     )
     note = f" ({n_missing} NaN RC not shown)" if n_missing else ""
@@ -413,9 +462,7 @@ def plot_rs_comparison(
     present = set(table["region_set"])
     sets = [name for name in region_sets if name in present]
     if not sets:
-        raise ValueError(
-            f"table has none of the region sets {list(region_sets)}; found {sorted(present)}"
-        )
+        raise ValueError(f"table has none of the region sets {list(region_sets)}; found {sorted(present)}")
     if paired and not {"gad", "rest"} <= present:
         raise ValueError(
             "paired=True needs region_set 'gad' and 'rest' rows in the table; found "
@@ -434,8 +481,9 @@ def plot_rs_comparison(
     in_sets = table["region_set"].isin(sets).to_numpy()
     n_missing = int((in_sets & ~np.isfinite(rs_all)).sum())
     ax = panels[0]
-    _grouped_boxes(ax, group_labels, sets, boxes,
-                   {name: REGION_SET_COLORS.get(name, OKABE_ITO[2]) for name in sets})
+    _grouped_boxes(
+        ax, group_labels, sets, boxes, {name: REGION_SET_COLORS.get(name, OKABE_ITO[2]) for name in sets}
+    )
     ax.axhline(0.0, color="black", linewidth=0.8, zorder=0)
     note = f" ({n_missing} NaN RS not shown)" if n_missing else ""
     ax.set_xlabel(f"attribution method{note}")
@@ -455,7 +503,10 @@ def plot_rs_comparison(
         positions = _grouped_boxes(ax, group_labels, [""], diffs, {"": REGION_SET_COLORS["gad"]})
         ax.axhline(0.0, color="black", linestyle="--", linewidth=1.0, zorder=0)
         _top_annotations(
-            ax, positions, diffs, lambda v: f"{np.mean(v > 0):.0%}\nn={v.size}",
+            ax,
+            positions,
+            diffs,
+            lambda v: f"{np.mean(v > 0):.0%}\nn={v.size}",
             "share of images with RS(gad) > RS(rest)",
         )
         note = f" ({n_unpaired} images without both RS not shown)" if n_unpaired else ""
@@ -465,9 +516,7 @@ def plot_rs_comparison(
     return fig
 
 
-def plot_support_fidelity(
-    fidelity: pd.DataFrame, axes: Sequence[Axes] | None = None
-) -> Figure:
+def plot_support_fidelity(fidelity: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:
     """How well the support models keep the original's behaviour as α grows.
 
     Parameters
@@ -492,17 +541,27 @@ def plot_support_fidelity(
         rows = fidelity[fidelity["experiment"] == experiment].sort_values("alpha")
         alpha = rows["alpha"].to_numpy(dtype=float)
         color = colors[experiment]
-        for ax, column in zip(panels[:2], ("accuracy", "agreement")):
-            ax.plot(alpha, rows[column].to_numpy(dtype=float), marker="o", color=color,
-                    label=str(experiment))
-        panels[2].plot(alpha, rows["margin"].to_numpy(dtype=float), marker="o", color=color,
-                       label=str(experiment))
-        panels[2].plot(alpha, rows["target_margin"].to_numpy(dtype=float), marker="o",
-                       markerfacecolor="none", linestyle="--", color=color)
+        for ax, column in zip(panels[:2], ("accuracy", "agreement"), strict=True):
+            ax.plot(alpha, rows[column].to_numpy(dtype=float), marker="o", color=color, label=str(experiment))
+        panels[2].plot(
+            alpha, rows["margin"].to_numpy(dtype=float), marker="o", color=color, label=str(experiment)
+        )
+        panels[2].plot(
+            alpha,
+            rows["target_margin"].to_numpy(dtype=float),
+            marker="o",
+            markerfacecolor="none",
+            linestyle="--",
+            color=color,
+        )
         support = rows[rows["model"] != 0]
-        panels[3].plot(support["alpha"].to_numpy(dtype=float),
-                       support["final_loss"].to_numpy(dtype=float), marker="o", color=color,
-                       label=str(experiment))
+        panels[3].plot(
+            support["alpha"].to_numpy(dtype=float),
+            support["final_loss"].to_numpy(dtype=float),
+            marker="o",
+            color=color,
+            label=str(experiment),
+        )
     panels[0].set_ylabel("test accuracy")
     panels[0].set_title("Accuracy", fontsize=10)
     panels[1].set_ylabel("argmax agreement with original")
@@ -521,19 +580,19 @@ def plot_support_fidelity(
     for ax in panels[:2]:
         ax.set_ylim(top=1.02)
     panels[2].legend(
-        handles=[Line2D([], [], color="black", marker="o", label="achieved"),
-                 Line2D([], [], color="black", marker="o", markerfacecolor="none",
-                        linestyle="--", label="target")],
-        fontsize=8, loc="best",
+        handles=[
+            Line2D([], [], color="black", marker="o", label="achieved"),
+            Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="--", label="target"),
+        ],
+        fontsize=8,
+        loc="best",
     )
     if len(experiments) > 1:
         panels[0].legend(title="experiment", fontsize=8, title_fontsize=8)
     return fig
 
 
-def plot_alpha_sweep(
-    sweep: pd.DataFrame, axes: Sequence[Axes] | None = None
-) -> Figure:
+def plot_alpha_sweep(sweep: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:
     """RC, RS (gad vs rest) and support agreement against the α schedule multiplier.
 
     Parameters
@@ -577,8 +636,10 @@ def plot_alpha_sweep(
         ax.grid(True, alpha=0.3)
     panels[0].legend(title="method", fontsize=8, title_fontsize=8)
     panels[1].legend(
-        handles=[Line2D([], [], color="black", label="GAD regions"),
-                 Line2D([], [], color="black", linestyle="--", label="rest of original")],
+        handles=[
+            Line2D([], [], color="black", label="GAD regions"),
+            Line2D([], [], color="black", linestyle="--", label="rest of original"),
+        ],
         fontsize=8,
     )
     return fig
@@ -653,7 +714,7 @@ def plot_gad_vs_smoothgrad(
         rows = per_variant[label]
         rs = pd.to_numeric(rows["rs"], errors="coerce")
         comp = pd.to_numeric(rows["complexity"], errors="coerce")
-        ratio = (comp / base.reindex(comp.index).where(lambda s: s > 0))
+        ratio = comp / base.reindex(comp.index).where(lambda s: s > 0)
         for experiment in experiments:
             in_exp = rows.index.get_level_values("experiment") == experiment
             r = ratio[in_exp].to_numpy(dtype=float)
@@ -664,19 +725,24 @@ def plot_gad_vs_smoothgrad(
     if labels:
         positions = _grouped_boxes(ax, labels, experiments, ratios, palette)
         _top_annotations(
-            ax, positions, {k: v for k, v in ratios.items() if k[0] != baseline},
-            lambda v: f"{np.mean(v < 1.0):.0%}\nn={v.size}", f"share of images smaller than {baseline}",
+            ax,
+            positions,
+            {k: v for k, v in ratios.items() if k[0] != baseline},
+            lambda v: f"{np.mean(v < 1.0):.0%}\nn={v.size}",
+            f"share of images smaller than {baseline}",
         )
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1.0, zorder=0)
     ax.set_ylabel(f"complexity / complexity({baseline})")
     ax.set_title(f"Area relative to {baseline} (lower = smaller)", fontsize=10)
     ax.set_xlabel("variant")
+    _slant_ticks(ax)
     ax = panels[1]
     _grouped_boxes(ax, list(variants), experiments, rs_groups, palette)
     ax.axhline(0.0, color="black", linewidth=0.8, zorder=0)
     ax.set_ylabel("RS = score drop per occluded pixel")
     ax.set_title("Occlusion sensitivity of each variant's regions", fontsize=10)
     ax.set_xlabel("variant")
+    _slant_ticks(ax)
     _hue_legend(ax, experiments, "experiment")
     if cost is not None:
         names = [str(name) for name in cost.keys()]
@@ -684,11 +750,14 @@ def plot_gad_vs_smoothgrad(
         if not names:
             raise ValueError("cost is empty; pass None to leave the cost panel out")
         if not np.all(np.isfinite(seconds)) or (seconds < 0).any():
-            raise ValueError(f"cost must hold finite non-negative seconds; got {dict(zip(names, seconds))}")
+            raise ValueError(
+                f"cost must hold finite non-negative seconds; got {dict(zip(names, seconds, strict=True))}"
+            )
         ax = panels[2]
         bars = ax.bar(np.arange(len(names)), seconds, color=OKABE_ITO[2])
         ax.bar_label(bars, labels=[_fmt(v) for v in seconds], fontsize=8)
-        ax.set_xticks(np.arange(len(names)), names, rotation=20, ha="right")
+        ax.set_xticks(np.arange(len(names)), names)
+        _slant_ticks(ax)
         ax.set_ylabel("seconds per image")
         ax.set_title("Cost", fontsize=10)
         ax.set_xlabel("variant")
@@ -800,9 +869,15 @@ def _show_image(ax: Axes, image: np.ndarray, extent: tuple[float, ...] | None = 
     if image.shape[0] == 1:
         ax.imshow(image[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
     else:
-        ax.imshow(np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), interpolation="nearest",
-                  extent=extent)
+        ax.imshow(np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), interpolation="nearest", extent=extent)
     _hide_ticks(ax)
+
+
+def _slant_ticks(ax: Axes) -> None:
+    """Slant x tick labels so long variant names do not overlap."""
+    for label in ax.get_xticklabels():
+        label.set_rotation(20)
+        label.set_horizontalalignment("right")
 
 
 def _hide_ticks(ax: Axes) -> None:
@@ -871,8 +946,7 @@ def _panel_axes(
     """The caller's axes (checked to be ``n``) or a new 1 x n figure; figsize is per panel if new."""
     if axes is None:
         width = figsize[0] * n if figsize[0] < 8 else figsize[0]
-        fig, grid = plt.subplots(1, n, figsize=(width, figsize[1]), squeeze=False,
-                                 layout="constrained")
+        fig, grid = plt.subplots(1, n, figsize=(width, figsize[1]), squeeze=False, layout="constrained")
         return fig, list(grid[0])
     panels = [axes] if isinstance(axes, Axes) else list(np.ravel(np.asarray(axes, dtype=object)))
     if len(panels) != n or not all(isinstance(a, Axes) for a in panels):
@@ -907,11 +981,16 @@ def _grouped_boxes(
                 continue
             color = colors[hue]
             ax.boxplot(
-                [values], positions=[x], widths=width * 0.8, patch_artist=True, showfliers=False,
+                [values],
+                positions=[x],
+                widths=width * 0.8,
+                patch_artist=True,
+                showfliers=False,
                 manage_ticks=False,
                 boxprops={"facecolor": color, "alpha": 0.35, "edgecolor": color},
                 medianprops={"color": "black", "linewidth": 1.5},
-                whiskerprops={"color": color}, capprops={"color": color},
+                whiskerprops={"color": color},
+                capprops={"color": color},
             )
             jitter = rng.uniform(-width * 0.25, width * 0.25, size=values.size)
             ax.scatter(x + jitter, values, s=8, color=color, alpha=0.7, linewidths=0, zorder=3)
@@ -924,8 +1003,9 @@ def _top_annotations(ax, positions, data, describe, label) -> None:
     """Per-box summary text on a secondary x axis at the top, clear of the data."""
     keys = [key for key in positions if key in data and np.asarray(data[key]).size]
     top = ax.secondary_xaxis("top")
-    top.set_xticks([positions[key] for key in keys],
-                   [describe(np.asarray(data[key], dtype=float)) for key in keys])
+    top.set_xticks(
+        [positions[key] for key in keys], [describe(np.asarray(data[key], dtype=float)) for key in keys]
+    )
     top.tick_params(labelsize=7, length=0)
     top.set_xlabel(label, fontsize=8)
 
@@ -968,8 +1048,9 @@ def _paired_rs(table: pd.DataFrame) -> pd.DataFrame:
     return wide.reindex(columns=["gad", "rest"]).reset_index()
 
 
-def _median_band(ax: Axes, rows: pd.DataFrame, column: str, color: str, style: str,
-                 label: str | None) -> None:
+def _median_band(
+    ax: Axes, rows: pd.DataFrame, column: str, color: str, style: str, label: str | None
+) -> None:
     values = rows[["scale", column]].assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
     values = values[np.isfinite(values[column].to_numpy(dtype=float))]
     if values.empty:
@@ -978,9 +1059,12 @@ def _median_band(ax: Axes, rows: pd.DataFrame, column: str, color: str, style: s
     median = grouped.median()
     q1, q3 = grouped.quantile(0.25), grouped.quantile(0.75)
     x = median.index.to_numpy(dtype=float)
-    ax.plot(x, median.to_numpy(), color=color, linestyle=style, marker="o", markersize=4,
-            label=label)
+    ax.plot(x, median.to_numpy(), color=color, linestyle=style, marker="o", markersize=4, label=label)
     ax.fill_between(x, q1.to_numpy(), q3.to_numpy(), color=color, alpha=0.15, linewidth=0)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _fmt(value: float) -> str:

@@ -48,29 +48,34 @@ def prepare_experiment(data_params: dict, experiment: dict, seed: int) -> Prepar
     data_params : the ``data`` section of params.yaml
     experiment : one entry of ``experiments`` (dataset, classes, image_size, ...)
     seed : makes the subsampling and the splits deterministic
+
+    Returns
+    -------
+    PreparedData whose images are (N, C, image_size, image_size); C is 1 for Fashion-MNIST, else 3.
+    An unknown dataset or class is reported before any image is read. Raw files are only read.
     """
-    name = experiment["dataset"]
-    size = experiment["image_size"]
+    name, classes, size = experiment["dataset"], experiment["classes"], experiment["image_size"]
     max_train, max_test = data_params["max_train_per_class"], data_params["max_test_per_class"]
+    if name not in datasets.DATASETS:
+        raise datasets.DataError(f"unknown dataset {name!r}; use one of {list(datasets.DATASETS)}")
+    known = {"fashion_mnist": datasets.FASHION_MNIST_CLASSES, "dogs_vs_cats": datasets.DOGS_VS_CATS_CLASSES}
+    if name in known and classes != "all":
+        datasets.class_indices(known[name], classes)  # raises before the long read
+    root = resolve_path(experiment["data_dir"])
     if name == "fashion_mnist":
-        root = resolve_path(data_params["fashion_mnist_dir"])
         datasets.verify_fashion_mnist(root)
-        full_train = datasets.select_classes(datasets.load_fashion_mnist(root, "train"), experiment["classes"])
-        test = datasets.select_classes(datasets.load_fashion_mnist(root, "test"), experiment["classes"])
+        full_train = datasets.select_classes(datasets.load_fashion_mnist(root, "train"), classes)
+        test = datasets.select_classes(datasets.load_fashion_mnist(root, "test"), classes)
     elif name == "dogs_vs_cats":
+        # No official test split: hold out test_fraction of the images read, class by class.
         cap = None if max_train is None or max_test is None else max_train + max_test
-        pool = datasets.select_classes(
-            datasets.load_dogs_vs_cats(resolve_path(data_params["dogs_vs_cats_dir"]), size, cap),
-            experiment["classes"])
+        pool = datasets.select_classes(datasets.load_dogs_vs_cats(root, size, cap), classes)
         fraction = data_params["test_fraction"]
         train_idx, test_idx = datasets.stratified_split(pool.labels, [1 - fraction, fraction], seed)
         full_train, test = _subset(pool, train_idx), _subset(pool, test_idx)
-    elif name == "cub200":
-        root = resolve_path(data_params["cub200_dir"])
-        full_train = datasets.load_cub200(root, experiment["classes"], size, "train")
-        test = datasets.load_cub200(root, experiment["classes"], size, "test")
-    else:
-        raise ValueError(f"unknown dataset {name!r}; use one of {datasets.DATASETS}")
+    else:  # cub200, with its own train/test split
+        full_train = datasets.load_cub200(root, classes, size, "train")
+        test = datasets.load_cub200(root, classes, size, "test")
     full_train = _subset(full_train, datasets.subsample_per_class(full_train.labels, max_train, seed))
     test = _subset(test, datasets.subsample_per_class(test.labels, max_test, seed + 1))
     val_fraction = data_params["val_fraction"]
@@ -99,6 +104,10 @@ def load_prepared(path: str | Path) -> PreparedData:
         raise FileNotFoundError(f"prepared data {path} does not exist; run the prepare stage "
                                 f"(`dvc repro prepare`) first")
     arrays = load_arrays(path)
+    expected = {"class_names", "mean", "std"} | {f"{s}_{k}" for s in SPLITS for k in ("images", "labels")}
+    if not expected <= set(arrays):
+        raise ValueError(f"{path} lacks {sorted(expected - set(arrays))}, so save_prepared did not write it; "
+                         f"run the prepare stage again (`dvc repro -f prepare`)")
     names = [str(n) for n in arrays["class_names"]]
     parts = {
         split: datasets.ImageSet(

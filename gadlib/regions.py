@@ -19,6 +19,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import shapely
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon
 
 FOOTPRINTS = ("square", "disk")
@@ -89,6 +91,41 @@ def _footprint(dilation: int, footprint: str) -> np.ndarray:
     return (yy**2 + xx**2) <= dilation**2
 
 
+def _check_group_args(dilation, min_pixels, footprint) -> None:
+    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 0:
+        raise ValueError(f"dilation must be an integer >= 0 (pixels); got {dilation!r}")
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, (int, np.integer)) or min_pixels < 1:
+        raise ValueError(f"min_pixels must be an integer >= 1; got {min_pixels!r}")
+    if footprint not in FOOTPRINTS:
+        raise ValueError(f"unknown footprint {footprint!r}; use one of {FOOTPRINTS}")
+
+
+def _grouped_pixels(mask, dilation, min_pixels, footprint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept pixels sorted by group: (rows, cols, group index 0..G-1), each of shape (k,)."""
+    arr = _as_mask(mask)
+    _check_group_args(dilation, min_pixels, footprint)
+    empty = np.zeros(0, dtype=np.int64)
+    if not arr.any():
+        return empty, empty, empty
+    grown = (
+        ndimage.binary_dilation(arr, structure=_footprint(int(dilation), footprint))
+        if dilation > 0
+        else arr
+    )
+    labels, _ = ndimage.label(grown, structure=_EIGHT_CONNECTED)
+    rows, cols = np.nonzero(arr)
+    owner = labels[rows, cols]
+    order = np.argsort(owner, kind="stable")  # stable keeps raster order inside each group
+    rows, cols, owner = rows[order], cols[order], owner[order]
+    _, group, counts = np.unique(owner, return_inverse=True, return_counts=True)
+    keep = counts[group] >= min_pixels
+    # Renumber the surviving groups 0..G-1, in order.
+    kept_ids = np.flatnonzero(counts >= min_pixels)
+    renumber = np.full(counts.shape, -1)
+    renumber[kept_ids] = np.arange(kept_ids.size)
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64), renumber[group[keep]]
+
+
 def group_pixels(
     mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square"
 ) -> list[np.ndarray]:
@@ -116,42 +153,11 @@ def group_pixels(
         (dilation only decides grouping; it adds no pixel). Groups are ordered by the raster order
         of their component; rows inside a group in raster order. Empty list for an empty mask.
     """
-    arr = _as_mask(mask)
-    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 0:
-        raise ValueError(f"dilation must be an integer >= 0 (pixels); got {dilation!r}")
-    if isinstance(min_pixels, bool) or not isinstance(min_pixels, (int, np.integer)) or min_pixels < 1:
-        raise ValueError(f"min_pixels must be an integer >= 1; got {min_pixels!r}")
-    if footprint not in FOOTPRINTS:
-        raise ValueError(f"unknown footprint {footprint!r}; use one of {FOOTPRINTS}")
-    if not arr.any():
+    rows, cols, group = _grouped_pixels(mask, dilation, min_pixels, footprint)
+    if group.size == 0:
         return []
-    grown = (
-        ndimage.binary_dilation(arr, structure=_footprint(int(dilation), footprint))
-        if dilation > 0
-        else arr
-    )
-    labels, _ = ndimage.label(grown, structure=_EIGHT_CONNECTED)
-    rows, cols = np.nonzero(arr)
-    owner = labels[rows, cols]
-    order = np.argsort(owner, kind="stable")  # stable keeps raster order inside each group
-    _, starts, counts = np.unique(owner[order], return_index=True, return_counts=True)
-    coords = np.stack([rows[order], cols[order]], axis=1).astype(np.int64)
-    return [coords[s : s + n] for s, n in zip(starts, counts) if n >= min_pixels]
-
-
-def _group_hull(coords: np.ndarray) -> Polygon:
-    """Convex hull of the squares of the pixels in ``coords`` ((k, 2) row, col)."""
-    rows, cols = coords[:, 0], coords[:, 1]
-    # Only each row's leftmost and rightmost pixel can contribute hull corners.
-    uniq_rows, inverse = np.unique(rows, return_inverse=True)
-    left = np.full(uniq_rows.shape, np.iinfo(np.int64).max)
-    right = np.full(uniq_rows.shape, np.iinfo(np.int64).min)
-    np.minimum.at(left, inverse, cols)
-    np.maximum.at(right, inverse, cols)
-    xs = np.concatenate([left, left, right + 1, right + 1]).astype(float)
-    ys = np.concatenate([uniq_rows, uniq_rows + 1, uniq_rows, uniq_rows + 1]).astype(float)
-    hull = shapely.convex_hull(shapely.multipoints(np.stack([xs, ys], axis=1)))
-    return hull
+    splits = np.flatnonzero(np.diff(group)) + 1
+    return np.split(np.stack([rows, cols], axis=1), splits)
 
 
 def hull_polygons(
@@ -167,12 +173,32 @@ def hull_polygons(
 
     Returns
     -------
-    list of shapely Polygon, one per group, in pixel-edge coordinates (x = column, y = row).
-        Every polygon has area >= 1: one pixel gives its unit square, two adjacent pixels a 2 x 1
-        rectangle. Polygons of different groups may overlap (hulls are convex); use the union for
-        areas, as :func:`hull_complexity` and :func:`rasterize` do.
+    list of shapely Polygon, one per group (same order), in pixel-edge coordinates (x = column,
+        y = row), with integer vertices. Every polygon has area >= 1: one pixel gives its unit
+        square, two adjacent pixels a 2 x 1 rectangle. Polygons of different groups may overlap
+        (hulls are convex); use the union for areas, as :func:`hull_complexity` and
+        :func:`rasterize` do.
     """
-    return [_group_hull(g) for g in group_pixels(mask, dilation, min_pixels, footprint)]
+    rows, cols, group = _grouped_pixels(mask, dilation, min_pixels, footprint)
+    if group.size == 0:
+        return []
+    # Only each row's leftmost and rightmost pixel of a group can give hull corners: 4 corners per
+    # (group, row), all groups at once.
+    width = int(cols.max()) + 2
+    key = group * (int(rows.max()) + 1) + rows
+    uniq, inverse = np.unique(key, return_inverse=True)
+    left = np.full(uniq.shape, width, dtype=np.int64)
+    right = np.full(uniq.shape, -1, dtype=np.int64)
+    np.minimum.at(left, inverse, cols)
+    np.maximum.at(right, inverse, cols)
+    first = np.unique(inverse, return_index=True)[1]
+    row_of, group_of = rows[first], group[first]
+    xs = np.concatenate([left, left, right + 1, right + 1]).astype(float)
+    ys = np.concatenate([row_of, row_of + 1, row_of, row_of + 1]).astype(float)
+    owner = np.tile(group_of, 4)
+    order = np.argsort(owner, kind="stable")  # shapely wants the points grouped by index
+    points = shapely.multipoints(np.stack([xs, ys], axis=1)[order], indices=owner[order])
+    return list(shapely.convex_hull(points))
 
 
 def rasterize(polygons: Sequence[Polygon], shape) -> np.ndarray:
@@ -191,20 +217,42 @@ def rasterize(polygons: Sequence[Polygon], shape) -> np.ndarray:
     """
     height, width = _check_shape(shape)
     out = np.zeros((height, width), dtype=bool)
-    for poly in polygons:
-        if poly is None or poly.is_empty:
-            continue
-        x0, y0, x1, y1 = poly.bounds
-        # Only pixels whose centre can fall inside the polygon's bounding box are tested.
-        c0, c1 = max(int(np.ceil(x0 - 0.5)), 0), min(int(np.floor(x1 - 0.5)), width - 1)
-        r0, r1 = max(int(np.ceil(y0 - 0.5)), 0), min(int(np.floor(y1 - 0.5)), height - 1)
-        if c0 > c1 or r0 > r1:
-            continue
-        yy, xx = np.mgrid[r0 : r1 + 1, c0 : c1 + 1]
-        shapely.prepare(poly)
-        inside = shapely.intersects_xy(poly, xx + 0.5, yy + 0.5)  # boundary counts as inside
-        out[r0 : r1 + 1, c0 : c1 + 1] |= inside
+    polys = np.asarray([p for p in polygons if p is not None and not p.is_empty], dtype=object)
+    if polys.size == 0:
+        return out
+    # Candidate pixels: those whose centre lies in a polygon's bounding box; then one vectorised
+    # point-in-polygon test over all (polygon, pixel) candidates.
+    x0, y0, x1, y1 = shapely.bounds(polys).T
+    c0 = np.maximum(np.ceil(x0 - 0.5), 0).astype(np.int64)
+    c1 = np.minimum(np.floor(x1 - 0.5), width - 1).astype(np.int64)
+    r0 = np.maximum(np.ceil(y0 - 0.5), 0).astype(np.int64)
+    r1 = np.minimum(np.floor(y1 - 0.5), height - 1).astype(np.int64)
+    box_w = np.maximum(c1 - c0 + 1, 0)
+    box_n = box_w * np.maximum(r1 - r0 + 1, 0)
+    owner = np.repeat(np.arange(polys.size), box_n)
+    local = np.arange(owner.size) - np.repeat(np.cumsum(box_n) - box_n, box_n)
+    rr = r0[owner] + local // box_w[owner]
+    cc = c0[owner] + local % box_w[owner]
+    inside = shapely.intersects_xy(polys[owner], cc + 0.5, rr + 0.5)  # boundary counts as inside
+    out[rr[inside], cc[inside]] = True
     return out
+
+
+def _union_area(polys: np.ndarray) -> float:
+    """Area of the union; only polygons that touch another are passed to the (slow) union."""
+    tree = shapely.STRtree(polys)
+    a, b = tree.query(polys, predicate="intersects")
+    pairs = a < b
+    areas = shapely.area(polys)
+    if not pairs.any():
+        return float(areas.sum())
+    graph = coo_matrix((np.ones(int(pairs.sum())), (a[pairs], b[pairs])), shape=(polys.size,) * 2)
+    n_comp, comp = connected_components(graph, directed=False)
+    sizes = np.bincount(comp, minlength=n_comp)
+    total = float(areas[sizes[comp] == 1].sum())
+    for c in np.flatnonzero(sizes > 1):
+        total += float(shapely.union_all(polys[comp == c]).area)
+    return total
 
 
 def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
@@ -225,7 +273,7 @@ def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
     polys = [p for p in polygons if p is not None and not p.is_empty]
     if not polys:
         return HullComplexity(0.0, 0, 0.0)
-    area = float(shapely.union_all(polys).area)
+    area = _union_area(np.asarray(polys, dtype=object))
     return HullComplexity(area / (height * width), len(polys), area)
 
 
