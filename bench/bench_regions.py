@@ -64,8 +64,16 @@ def run(image_size: int, n_maps: int, occlusion: bool, seed: int = 0, smoothing:
         targets = torch.zeros(n_maps, dtype=torch.long)
         start = time.perf_counter()
         table = evaluate_maps(
-            model, images, targets, original, gad, method="bench", rng=rng, occlusion=occlusion,
-            progress=False, batch_size=64,
+            model,
+            images,
+            targets,
+            original,
+            gad,
+            method="bench",
+            rng=rng,
+            occlusion=occlusion,
+            progress=False,
+            batch_size=64,
         )
         seconds = time.perf_counter() - start
     finally:

@@ -21,9 +21,8 @@ from gadlib.paths import PARAMS_FILE, ROOT
 ARCHITECTURES = ("resnet18", "vgg16", "small_cnn")
 METHODS = ("IntegratedGradients", "Saliency", "InputXGradient", "GuidedBackprop", "SmoothGrad")
 STRATEGIES = ("pair", "one_vs_all", "split")
-
-
-N_CLASSES = {"fashion_mnist": len(FASHION_MNIST_CLASSES), "dogs_vs_cats": len(DOGS_VS_CATS_CLASSES), "cub200": 200}
+N_CLASSES = {"fashion_mnist": len(FASHION_MNIST_CLASSES), "dogs_vs_cats": len(DOGS_VS_CATS_CLASSES),
+             "cub200": 200}
 CLASS_SELECTORS = {
     "fashion_mnist": f"{list(FASHION_MNIST_CLASSES)} or ids 0-9",
     "dogs_vs_cats": f"{list(DOGS_VS_CATS_CLASSES)} or ids 0-1",
@@ -38,7 +37,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    """One key of params.yaml: its type(s), a check on the value, and what is allowed (for errors)."""
+    """One key of params.yaml: its type(s), a check on the value, and what is allowed (for errors).
+
+    A bool is accepted only where ``bool`` is one of the types (YAML's true is not the integer 1).
+    """
 
     types: tuple
     check: Callable[[Any], bool] = lambda v: True
@@ -47,77 +49,96 @@ class Field:
     default: Any = None
 
 
-def _num(check=lambda v: True, allowed="a number", **kw) -> Field:
-    return Field((int, float), lambda v: not isinstance(v, bool) and math.isfinite(v) and check(v), allowed, **kw)
+def _num(check: Callable[[float], bool], allowed: str) -> Field:
+    return Field((int, float), lambda v: math.isfinite(v) and check(v), allowed)
 
 
-def _int(check=lambda v: True, allowed="an integer", **kw) -> Field:
-    return Field((int,), lambda v: not isinstance(v, bool) and check(v), allowed, **kw)
+def _int(minimum: int, maximum: int | None = None, null: bool = False) -> Field:
+    """An integer >= minimum (and <= maximum); with ``null`` also None."""
+    allowed = f"an integer in [{minimum}, {maximum}]" if maximum is not None else f"an integer >= {minimum}"
+    return Field((int, type(None)) if null else (int,),
+                 lambda v: v is None or (v >= minimum and (maximum is None or v <= maximum)),
+                 allowed + (" or null" if null else ""))
 
 
-def _choice(options, **kw) -> Field:
-    return Field((str,), lambda v: v in options, f"one of {list(options)}", **kw)
+def _choice(options) -> Field:
+    return Field((str,), lambda v: v in options, f"one of {list(options)}")
 
 
-def _increasing_positive(values) -> bool:
-    return (len(values) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                    and math.isfinite(v) and v > 0 for v in values)
-            and all(a < b for a, b in zip(values, values[1:])))
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
+
+def _increasing_positive(values: list) -> bool:
+    return (len(values) > 0 and all(_is_number(v) and v > 0 for v in values)
+            and all(a < b for a, b in zip(values, values[1:], strict=False)))
+
+
+def _distinct_methods(values: list) -> bool:
+    return len(values) > 0 and all(m in METHODS for m in values) and len(set(values)) == len(values)
+
+
+_FRACTION = _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)")
+_POSITIVE = _num(lambda v: v > 0, "a number > 0")
+_QUANTILE = _num(lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+_TAU = _num(lambda v: 0 < v <= 1, "a number in (0, 1]")
+_FLAG = Field((bool,), allowed="true or false")
+_THRESHOLD_MODE = _choice(("quantile", "fraction_of_max"))
 
 SCHEMA: dict[str, Any] = {
-    "seed": _int(lambda v: v >= 0, "an integer >= 0"),
+    "seed": _int(0),
     "data": {
-        "fashion_mnist_dir": Field((str,), allowed="a folder path"),
-        "val_fraction": _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"),
-        "test_fraction": _num(lambda v: 0 < v < 0.5, "a number in (0, 0.5)"),
-        "max_train_per_class": Field((int, type(None)), lambda v: v is None or v >= 2, "an integer >= 2 or null"),
-        "max_test_per_class": Field((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+        "fashion_mnist_dir": Field((str,), lambda v: len(v) > 0, "a folder path"),
+        "val_fraction": _FRACTION,
+        "test_fraction": _FRACTION,
+        "max_train_per_class": _int(2, null=True),
+        "max_test_per_class": _int(1, null=True),
     },
     "experiments": Field((dict,), lambda v: len(v) > 0, "a non-empty mapping of experiment name -> settings"),
     "classifier": {
-        "epochs": _int(lambda v: v >= 1, "an integer >= 1"),
-        "batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
-        "lr": _num(lambda v: v > 0, "a number > 0"),
-        "patience": Field((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
-        "pretrained": Field((bool,), allowed="true or false"),
+        "epochs": _int(1),
+        "batch_size": _int(1),
+        "lr": _POSITIVE,
+        "patience": _int(1, null=True),
+        "pretrained": _FLAG,
     },
     "support": {
-        "alphas": Field((list,), _increasing_positive, "a non-empty, strictly increasing list of positive numbers (K = its length >= 1)"),
-        "alpha_scale": _num(lambda v: v > 0, "a number > 0"),
+        "alphas": Field((list,), _increasing_positive,
+                        "a non-empty, strictly increasing list of positive numbers (K = its length >= 1)"),
+        "alpha_scale": _POSITIVE,
         "init": _choice(("chained", "original")),
-        "epochs": _int(lambda v: v >= 1, "an integer >= 1"),
-        "lr": _num(lambda v: v > 0, "a number > 0"),
-        "batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
+        "epochs": _int(1),
+        "lr": _POSITIVE,
+        "batch_size": _int(1),
     },
     "attribution": {
-        "methods": Field((list,), lambda v: len(v) > 0 and all(m in METHODS for m in v) and len(set(v)) == len(v),
+        "methods": Field((list,), _distinct_methods,
                          f"a non-empty list of distinct names from {list(METHODS)}"),
-        "n_images": _int(lambda v: v >= 1, "an integer >= 1"),
-        "n_steps": _int(lambda v: v >= 2, "an integer >= 2"),
-        "internal_batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
-        "batch_size": _int(lambda v: v >= 1, "an integer >= 1"),
+        "n_images": _int(1),
+        "n_steps": _int(2),
+        "internal_batch_size": _int(1),
+        "batch_size": _int(1),
         "importance": _choice(("abs", "positive")),
-        "threshold_mode": _choice(("quantile", "fraction_of_max")),
-        "q": _num(lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
-        "tau": _num(lambda v: 0 < v <= 1, "a number in (0, 1]"),
-        "min_agreement": Field((int, type(None)), lambda v: v is None or v >= 1, "null (every map) or an integer >= 1"),
-        "fast": Field((bool,), allowed="true or false"),
+        "threshold_mode": _THRESHOLD_MODE,
+        "q": _QUANTILE,
+        "tau": _TAU,
+        "min_agreement": _int(1, null=True),  # null: kept in every map
+        "fast": _FLAG,
     },
     "regions": {
-        "threshold_mode": _choice(("quantile", "fraction_of_max")),
-        "q": _num(lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
-        "tau": _num(lambda v: 0 < v <= 1, "a number in (0, 1]"),
-        "dilation": _int(lambda v: v >= 0, "an integer >= 0"),
-        "min_pixels": _int(lambda v: v >= 1, "an integer >= 1"),
+        "threshold_mode": _THRESHOLD_MODE,
+        "q": _QUANTILE,
+        "tau": _TAU,
+        "dilation": _int(0),
+        "min_pixels": _int(1),
     },
     "sensitivity": {
         "fill": _choice(("black", "mean", "blur")),
         "score": _choice(("logit", "margin")),
-        "blur_sigma": _num(lambda v: v > 0, "a number > 0"),
+        "blur_sigma": _POSITIVE,
     },
     "figures": {
-        "n_examples": _int(lambda v: v >= 1, "an integer >= 1"),
+        "n_examples": _int(1),
     },
 }
 
@@ -127,7 +148,7 @@ EXPERIMENT_SCHEMA: dict[str, Field] = {
     "classes": Field((list, str), lambda v: v == "all" or (isinstance(v, list) and len(v) >= 2),
                      "'all' or a list of at least two class names, ids or {name, ids: [first, last]} groups"),
     "architecture": _choice(ARCHITECTURES),
-    "image_size": _int(lambda v: 16 <= v <= 512, "an integer in [16, 512]"),
+    "image_size": _int(16, 512),
     "strategy": _choice(STRATEGIES),
     "target_classes": Field((list,), lambda v: len(v) >= 1, "a non-empty list of class names (one_vs_all)",
                             required=False),
@@ -174,16 +195,18 @@ def _check_section(values: Any, schema: dict, prefix: str, source: str) -> None:
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: {where} must be a mapping; got {values!r}")
-    unknown = sorted(set(values) - set(schema))
+    unknown = sorted(set(values) - set(schema), key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'; allowed keys here: {sorted(schema)}")
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'; "
+                          f"allowed keys here: {sorted(schema)}")
     for key, spec in schema.items():
         full = f"{prefix}{key}"
+        if isinstance(spec, Field) and not spec.required and values.get(key, spec.default) == spec.default:
+            values[key] = spec.default  # absent or explicitly the default: validating twice gives the same
+            continue
         if key not in values:
-            if isinstance(spec, Field) and not spec.required:
-                values[key] = spec.default
-                continue
-            raise ConfigError(f"{source}: missing key '{full}'")
+            raise ConfigError(f"{source}: missing key '{full}'; add it (the repository's params.yaml "
+                              f"shows every key with a comment)")
         if isinstance(spec, dict):
             _check_section(values[key], spec, prefix=f"{full}.", source=source)
         else:

@@ -442,8 +442,9 @@ def select_classes(data: ImageSet, classes: Sequence[str | int] | str) -> ImageS
 def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
     """Split indices into parts with the given fractions, class by class, deterministically.
 
-    Each part gets ``round(fraction * n)`` (at least 1) of a class's n images; when the fractions sum
-    to 1 the last part takes the remainder instead, so every image is used.
+    Of a class's n images (in an order shuffled by ``seed``), each part takes ``round(fraction * n)``,
+    but at least one and never so many that a later part would get none. When the fractions sum to
+    1 the last part takes the remainder, so every image is used.
 
     Parameters
     ----------
@@ -453,28 +454,32 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
 
     Returns
     -------
-    One sorted (n_part,) int64 index tensor per fraction. Raises if a class has too few images to
-    give every part at least one.
+    One sorted (n_part,) int64 index tensor per fraction. Raises if a class has fewer images than
+    there are parts.
     """
     if not fractions or not all(f > 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
         raise ValueError(f"fractions must be positive and sum to at most 1; got {list(fractions)}")
     if len(labels) == 0:
         raise DataError("cannot split an empty set of images")
-    takes_all = sum(fractions) > 1 - 1e-9
+    takes_rest = sum(fractions) > 1 - 1e-9
     generator = torch.Generator().manual_seed(int(seed))
     parts: list[list[torch.Tensor]] = [[] for _ in fractions]
     for cls in torch.unique(labels).tolist():
         members = torch.nonzero(labels == cls).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
         n = len(members)
-        counts = [max(1, round(f * n)) for f in fractions]
-        if takes_all:
-            counts[-1] = n - sum(counts[:-1])
-        if min(counts) < 1 or sum(counts) > n:
-            raise DataError(f"class {cls} has {n} image(s), too few to give each part of the split "
-                            f"{list(fractions)} at least one; use more images of it")
-        for part, chunk in zip(parts, torch.split(members[:sum(counts)], counts), strict=True):
-            part.append(chunk)
+        if n < len(fractions):
+            raise DataError(f"class {cls} has {n} image(s); a split into {len(fractions)} parts needs at "
+                            f"least {len(fractions)} of each class")
+        start = 0
+        for i, (part, fraction) in enumerate(zip(parts, fractions, strict=True)):
+            later = len(fractions) - 1 - i
+            if later == 0 and takes_rest:
+                count = n - start
+            else:
+                count = min(max(1, round(fraction * n)), n - start - later)
+            part.append(members[start:start + count])
+            start += count
     return [torch.sort(torch.cat(p)).values for p in parts]
 
 

@@ -36,7 +36,7 @@ def check_alpha_schedule(alphas: Sequence[float]) -> tuple[float, ...]:
     bad = [a for a in values if not (math.isfinite(a) and a > 0)]
     if bad:
         raise ValueError(f"every alpha must be positive and finite; got {bad} in {list(values)}")
-    if any(later <= earlier for earlier, later in zip(values, values[1:])):
+    if any(later <= earlier for earlier, later in zip(values, values[1:], strict=False)):
         raise ValueError(f"alphas must be strictly increasing; got {list(values)}")
     return values
 
@@ -90,10 +90,10 @@ def lowering_mask(
     if strategy == "pair":
         if pair is None:
             raise ValueError("strategy 'pair' needs pair=(k, l)")
-        k, l = _check_pair(pair, num_classes, present)
-        mask[labels == k, l] = True
-        mask[labels == l, k] = True
-        _check_others(labels, (k, l), allow_other, f"pair {(k, l)}")
+        first, second = _check_pair(pair, num_classes, present)
+        mask[labels == first, second] = True
+        mask[labels == second, first] = True
+        _check_others(labels, (first, second), allow_other, f"pair {(first, second)}")
     elif strategy == "one_vs_all":
         if cls is None:
             raise ValueError("strategy 'one_vs_all' needs cls")
@@ -295,7 +295,8 @@ def two_means_split(
                       for g in (0, 1))
         if inertia < best_inertia - 1e-12:
             best_assignment, best_inertia = assignment, inertia
-    groups = [tuple(int(c) for c, g in zip(classes, best_assignment) if g == group) for group in (0, 1)]
+    groups = [tuple(int(c) for c, g in zip(classes, best_assignment, strict=True) if g == group)
+              for group in (0, 1)]
     groups.sort(key=min)
     return groups[0], groups[1]
 
@@ -339,22 +340,22 @@ def _check_class_index(value: int, num_classes: int, name: str) -> None:
 def _check_pair(pair: Sequence[int], num_classes: int, present: set[int]) -> tuple[int, int]:
     if len(pair) != 2:
         raise ValueError(f"pair must hold two class indices; got {pair!r}")
-    k, l = pair
-    _check_class_index(k, num_classes, "pair class")
-    _check_class_index(l, num_classes, "pair class")
-    if k == l:
+    first, second = pair
+    _check_class_index(first, num_classes, "pair class")
+    _check_class_index(second, num_classes, "pair class")
+    if first == second:
         raise ValueError(f"the pair's classes must differ; got {tuple(pair)}")
-    missing = [c for c in (k, l) if c not in present]
+    missing = [c for c in (first, second) if c not in present]
     if missing:
         raise ValueError(f"pair {tuple(pair)}: class {missing} has no image among the labels")
-    return int(k), int(l)
+    return int(first), int(second)
 
 
 def _check_groups(groups, num_classes: int, present: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if len(groups) != 2:
         raise ValueError(f"groups must be two sequences of class indices; got {groups!r}")
     checked = []
-    for name, group in zip(("group1", "group2"), groups):
+    for name, group in zip(("group1", "group2"), groups, strict=True):
         group = tuple(group)
         if not group:
             raise ValueError(f"{name} is empty; each group needs at least one class")

@@ -13,7 +13,7 @@ JSON-ready numbers of metrics.json.
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,15 +27,33 @@ from gadlib.thresholding import binarize
 
 REGION_SETS = ("original", "gad", "rest", "random")
 TABLE_COLUMNS = (
-    "image", "method", "target", "region_set", "n_pixels", "n_regions", "complexity", "hull_area",
-    "area_pixels", "score", "occluded_score", "drop", "rs", "rc",
+    "image",
+    "method",
+    "target",
+    "region_set",
+    "n_pixels",
+    "n_regions",
+    "complexity",
+    "hull_area",
+    "area_pixels",
+    "score",
+    "occluded_score",
+    "drop",
+    "rs",
+    "rc",
 )
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def _to_tensor(values) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu()
+    return torch.as_tensor(np.asarray(values))
+
+
 def _as_importance(importance, name: str, n: int, h: int, w: int) -> torch.Tensor:
-    t = importance.detach().cpu() if isinstance(importance, torch.Tensor) else torch.as_tensor(np.asarray(importance))
+    t = _to_tensor(importance)
     if tuple(t.shape) != (n, h, w):
         raise ValueError(
             f"{name} must have shape (N, H, W) = {(n, h, w)} to match images; got {tuple(t.shape)}. "
@@ -44,7 +62,9 @@ def _as_importance(importance, name: str, n: int, h: int, w: int) -> torch.Tenso
     if not t.is_floating_point():
         t = t.float()
     if (t < 0).any():
-        raise ValueError(f"{name} must be non-negative per-pixel importance; got minimum {float(t.min()):.4g}")
+        raise ValueError(
+            f"{name} must be non-negative per-pixel importance; got minimum {float(t.min()):.4g}"
+        )
     return t
 
 
@@ -67,6 +87,97 @@ def significant_pixels(
     (N, H, W) bool tensor.
     """
     return binarize(importance, mode=threshold_mode, q=q, tau=tau) & (importance > 0)
+
+
+@dataclass(frozen=True)
+class RegionSets:
+    """The four region sets of N images and their statistics (see :func:`build_region_sets`).
+
+    Attributes
+    ----------
+    masks : dict name -> (N, H, W) bool array, for name in REGION_SETS
+    polygons : list of N pairs (original hull polygons, GAD hull polygons)
+    n_pixels, n_regions, complexity, hull_area : dict name -> (N,) array, as the columns of the
+        table of :func:`evaluate_maps`
+    """
+
+    masks: dict
+    polygons: list
+    n_pixels: dict
+    n_regions: dict
+    complexity: dict
+    hull_area: dict
+
+
+def build_region_sets(
+    original_importance,
+    gad_importance,
+    *,
+    threshold_mode: str = "quantile",
+    q: float = 0.9,
+    tau: float = 0.5,
+    dilation: int = 1,
+    min_pixels: int = 1,
+    rng,
+    progress: bool = True,
+    desc: str = "hulls",
+) -> RegionSets:
+    """Region sets original, gad, rest and random of each image, as the evaluation occludes them.
+
+    Parameters
+    ----------
+    original_importance, gad_importance : (N, H, W) non-negative per-pixel importance
+    threshold_mode, q, tau : evaluation binarisation (see :func:`significant_pixels`)
+    dilation, min_pixels : grouping (see :func:`gadlib.regions.group_pixels`)
+    rng : numpy.random.Generator or int seed; one random control is drawn per image, in order
+    progress : show a progress bar; desc : its label
+
+    Returns
+    -------
+    RegionSets. original / gad: rasterised union of the hull polygons of the significant pixels;
+    rest: original minus gad, pixelwise; random: :func:`gadlib.sensitivity.random_region_mask` of
+    gad. Complexity is the hull-union area fraction for original and gad, the raster area fraction
+    for rest and random; n_regions counts hull polygons, or 8-connected raster components for rest
+    and random.
+    """
+    if rng is None:
+        raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
+    rng = np.random.default_rng(rng)
+    orig_t = _to_tensor(original_importance)
+    if orig_t.dim() != 3:
+        raise ValueError(f"original_importance must have shape (N, H, W); got {tuple(orig_t.shape)}")
+    n, h, w = orig_t.shape
+    orig_imp = _as_importance(orig_t, "original_importance", n, h, w)
+    gad_imp = _as_importance(gad_importance, "gad_importance", n, h, w)
+    orig_bin = significant_pixels(orig_imp, threshold_mode, q, tau).numpy()
+    gad_bin = significant_pixels(gad_imp, threshold_mode, q, tau).numpy()
+
+    rasters = {name: np.zeros((n, h, w), dtype=bool) for name in REGION_SETS}
+    n_pixels = {name: np.zeros(n, dtype=np.int64) for name in REGION_SETS}
+    n_regions = {name: np.zeros(n, dtype=np.int64) for name in REGION_SETS}
+    complexity = {name: np.zeros(n) for name in REGION_SETS}
+    hull_area = {name: np.full(n, np.nan) for name in REGION_SETS}
+    polygons = []
+    for i in tqdm(range(n), desc=desc, disable=not progress):
+        pair = []
+        for name, binary in (("original", orig_bin[i]), ("gad", gad_bin[i])):
+            polys = hull_polygons(binary, dilation=dilation, min_pixels=min_pixels)
+            hc = hull_complexity(polys, (h, w))
+            rasters[name][i] = rasterize(polys, (h, w))
+            n_pixels[name][i] = int(binary.sum())
+            n_regions[name][i] = hc.n_regions
+            complexity[name][i] = hc.fraction
+            hull_area[name][i] = hc.area_pixels
+            pair.append(polys)
+        polygons.append(tuple(pair))
+        rasters["rest"][i] = rasters["original"][i] & ~rasters["gad"][i]
+        rasters["random"][i] = random_region_mask(rasters["gad"][i], rng)
+        for name in ("rest", "random"):
+            n_regions[name][i] = ndimage.label(rasters[name][i], structure=_EIGHT_CONNECTED)[1]
+    for name in ("rest", "random"):
+        n_pixels[name] = rasters[name].sum(axis=(1, 2))
+        complexity[name] = n_pixels[name] / (h * w)
+    return RegionSets(rasters, polygons, n_pixels, n_regions, complexity, hull_area)
 
 
 def evaluate_maps(
@@ -137,48 +248,45 @@ def evaluate_maps(
     n, _, h, w = images.shape
     orig_imp = _as_importance(original_importance, "original_importance", n, h, w)
     gad_imp = _as_importance(gad_importance, "gad_importance", n, h, w)
-    target_np = np.broadcast_to(np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets), (n,))
+    target_np = np.broadcast_to(
+        np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets), (n,)
+    )
     ids = np.arange(n) if image_ids is None else np.asarray(image_ids)
     if ids.shape != (n,):
         raise ValueError(f"image_ids must have shape ({n},); got {ids.shape}")
-    orig_bin = significant_pixels(orig_imp, threshold_mode, q, tau).numpy()
-    gad_bin = significant_pixels(gad_imp, threshold_mode, q, tau).numpy()
-
-    rasters = {name: np.zeros((n, h, w), dtype=bool) for name in REGION_SETS}
-    n_pixels = {name: np.zeros(n, dtype=np.int64) for name in REGION_SETS}
-    n_regions = {name: np.zeros(n, dtype=np.int64) for name in REGION_SETS}
-    complexity = {name: np.zeros(n) for name in REGION_SETS}
-    hull_area = {name: np.full(n, np.nan) for name in REGION_SETS}
-    for i in tqdm(range(n), desc=f"hulls {method}", disable=not progress):
-        for name, binary in (("original", orig_bin[i]), ("gad", gad_bin[i])):
-            polygons = hull_polygons(binary, dilation=dilation, min_pixels=min_pixels)
-            hc = hull_complexity(polygons, (h, w))
-            rasters[name][i] = rasterize(polygons, (h, w))
-            n_pixels[name][i] = int(binary.sum())
-            n_regions[name][i] = hc.n_regions
-            complexity[name][i] = hc.fraction
-            hull_area[name][i] = hc.area_pixels
-        rasters["rest"][i] = rasters["original"][i] & ~rasters["gad"][i]
-        rasters["random"][i] = random_region_mask(rasters["gad"][i], rng)
-        for name in ("rest", "random"):
-            n_regions[name][i] = ndimage.label(rasters[name][i], structure=_EIGHT_CONNECTED)[1]
-    for name in ("rest", "random"):
-        n_pixels[name] = rasters[name].sum(axis=(1, 2))
-        complexity[name] = n_pixels[name] / (h * w)
+    sets = build_region_sets(
+        orig_imp,
+        gad_imp,
+        threshold_mode=threshold_mode,
+        q=q,
+        tau=tau,
+        dilation=dilation,
+        min_pixels=min_pixels,
+        rng=rng,
+        progress=progress,
+        desc=f"hulls {method}",
+    )
+    rasters, complexity = sets.masks, sets.complexity
 
     rc = relative_complexity(complexity["gad"], complexity["original"])
 
     nan = np.full(n, np.nan)
     sens = {name: {"score": nan, "occluded_score": nan, "drop": nan, "rs": nan} for name in REGION_SETS}
     if occlusion:
-        with warnings.catch_warnings():
-            # Empty sets are expected (e.g. rest when GAD keeps all); RS is NaN there by definition.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            results = occlusion_sensitivity(
-                model, images, {k: torch.from_numpy(v) for k, v in rasters.items()}, torch.as_tensor(target_np.copy()),
-                fill=fill, score_mode=score_mode, other=other, mean=mean, blur_sigma=blur_sigma,
-                batch_size=batch_size, progress=progress,
-            )
+        # Empty sets (e.g. rest when GAD keeps every original region) give RS NaN and one warning.
+        results = occlusion_sensitivity(
+            model,
+            images,
+            {k: torch.from_numpy(v) for k, v in rasters.items()},
+            torch.as_tensor(target_np.copy()),
+            fill=fill,
+            score_mode=score_mode,
+            other=other,
+            mean=mean,
+            blur_sigma=blur_sigma,
+            batch_size=batch_size,
+            progress=progress,
+        )
         sens = {k: vars(r) for k, r in results.items()}
 
     frames = []
@@ -190,10 +298,10 @@ def evaluate_maps(
                     "method": method,
                     "target": target_np,
                     "region_set": name,
-                    "n_pixels": n_pixels[name],
-                    "n_regions": n_regions[name],
+                    "n_pixels": sets.n_pixels[name],
+                    "n_regions": sets.n_regions[name],
                     "complexity": complexity[name],
-                    "hull_area": hull_area[name],
+                    "hull_area": sets.hull_area[name],
                     "area_pixels": rasters[name].sum(axis=(1, 2)).astype(np.int64),
                     "score": sens[name]["score"],
                     "occluded_score": sens[name]["occluded_score"],

@@ -13,10 +13,9 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from gadlib import plotting
-from gadlib.evaluation import significant_pixels
+from gadlib.evaluation import RegionSets, build_region_sets
 from gadlib.paths import ExperimentPaths
-from gadlib.regions import hull_polygons, rasterize
-from gadlib.sensitivity import occlude, random_region_mask
+from gadlib.sensitivity import occlude
 
 
 def read_tables(experiments: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -40,52 +39,38 @@ def attribution_grid(saved_by_method: dict[str, dict], alphas: list[float], n_ex
     return plotting.plot_attribution_grid(first["images"][:n], importance, gad, model_labels(alphas))
 
 
-def example_region_sets(saved: dict, regions: dict, seed: int, n_examples: int) -> dict:
-    """Hull polygons and rasterised region sets (original, gad, rest, random) of the first images,
-    computed exactly as the hull-metrics stage computes them."""
+def example_region_sets(saved: dict, regions: dict, seed: int, n_examples: int):
+    """Region sets (original, gad, rest, random) and hull polygons of the first images, built by the
+    same function the hull-metrics stage uses."""
     n = min(n_examples, len(saved["images"]))
-    rng = np.random.default_rng(seed)
-    out = {"polygons": [], "masks": {k: [] for k in ("original", "gad", "rest", "random")}}
-    threshold = {"threshold_mode": regions["threshold_mode"], "q": regions["q"], "tau": regions["tau"]}
-    for i in range(n):
-        pair = []
-        for key in ("importance", "gad_importance"):
-            importance = saved[key][0, i] if key == "importance" else saved[key][i]
-            mask = significant_pixels(torch.from_numpy(importance)[None], **threshold)[0].numpy()
-            polygons = hull_polygons(mask, dilation=regions["dilation"], min_pixels=regions["min_pixels"])
-            pair.append((polygons, rasterize(polygons, mask.shape)))
-        (orig_poly, orig_mask), (gad_poly, gad_mask) = pair
-        out["polygons"].append((orig_poly, gad_poly))
-        out["masks"]["original"].append(orig_mask)
-        out["masks"]["gad"].append(gad_mask)
-        out["masks"]["rest"].append(orig_mask & ~gad_mask)
-        out["masks"]["random"].append(random_region_mask(gad_mask, rng))
-    out["masks"] = {k: np.stack(v) for k, v in out["masks"].items()}
-    return out
+    return build_region_sets(
+        saved["importance"][0, :n], saved["gad_importance"][:n], threshold_mode=regions["threshold_mode"],
+        q=regions["q"], tau=regions["tau"], dilation=regions["dilation"], min_pixels=regions["min_pixels"],
+        rng=np.random.default_rng(seed), progress=False)
 
 
-def hulls_figure(saved: dict, region_sets: dict, title: str) -> Figure:
+def hulls_figure(saved: dict, region_sets: RegionSets, title: str) -> Figure:
     """Hull polygons over each example image: original against GAD, side by side."""
-    n = len(region_sets["polygons"])
+    n = len(region_sets.polygons)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
-    for i, (orig_poly, gad_poly) in enumerate(region_sets["polygons"]):
+    for i, (orig_poly, gad_poly) in enumerate(region_sets.polygons):
         plotting.plot_hulls(saved["images"][i], orig_poly, gad_poly, ax=axes[0, i], title=f"image {int(saved['index'][i])}")
     fig.suptitle(title)
     return fig
 
 
-def occlusion_figure(saved: dict, region_sets: dict, hull_table: pd.DataFrame, method: str,
+def occlusion_figure(saved: dict, region_sets: RegionSets, hull_table: pd.DataFrame, method: str,
                      fill: str, mean: list[float], blur_sigma: float) -> Figure:
     """Occluded versions of the example images per region set, with the score drops measured."""
-    n = len(region_sets["polygons"])
+    n = len(region_sets.polygons)
     images = torch.from_numpy(saved["images"][:n])
     drops = {}
     rows = hull_table[hull_table["method"] == method]
-    for name, masks in region_sets["masks"].items():
+    for name, masks in region_sets.masks.items():
         by_image = rows[rows["region_set"] == name].set_index("image")["drop"]
         drops[name] = np.array([by_image.get(int(i), np.nan) for i in saved["index"][:n]])
     # Occluding every pixel yields exactly what the fill puts in place of the occluded ones.
     everything = torch.ones(images.shape[0], *images.shape[2:], dtype=torch.bool)
     fill_images = occlude(images, everything, fill=fill, mean=mean, blur_sigma=blur_sigma).numpy()
-    return plotting.plot_occlusion_examples(saved["images"][:n], region_sets["masks"], drops,
+    return plotting.plot_occlusion_examples(saved["images"][:n], region_sets.masks, drops,
                                             fill_images=fill_images)

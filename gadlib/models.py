@@ -106,12 +106,7 @@ def build_model(
     else:
         backbone = _torchvision_backbone(architecture, num_classes)
         if in_channels != 3:
-            conv = _new_first_conv(backbone, architecture, in_channels)
-            # torchvision's own initialisation of its convolutions, so only the channel count differs
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
-            _set_first_conv(backbone, architecture, conv)
+            _set_first_conv(backbone, architecture, _new_first_conv(backbone, architecture, in_channels))
     if architecture == "vgg16":
         _drop_vanishing_max_pools(backbone.features, image_size)
     return nn.Sequential(OrderedDict(normalize=Normalize(mean, std), backbone=backbone))
@@ -125,6 +120,13 @@ def architecture_signature(model: nn.Module) -> tuple[tuple[str, tuple[int, ...]
     tuple of ``(parameter name, shape)`` pairs, in registration order.
     """
     return tuple((name, tuple(param.shape)) for name, param in model.named_parameters())
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
 
 
 def _small_cnn(num_classes: int, in_channels: int) -> nn.Sequential:
@@ -157,11 +159,14 @@ def _set_first_conv(backbone: nn.Module, architecture: str, conv: nn.Conv2d) -> 
 
 
 def _new_first_conv(backbone: nn.Module, architecture: str, in_channels: int) -> nn.Conv2d:
+    """A first convolution like the backbone's, with ``in_channels`` inputs and torchvision's init."""
     old = _first_conv(backbone, architecture)
-    return nn.Conv2d(
-        in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
-        padding=old.padding, bias=old.bias is not None,
-    )
+    conv = nn.Conv2d(in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
+                     padding=old.padding, bias=old.bias is not None)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
 
 
 def _adapt_first_conv(backbone: nn.Module, architecture: str, in_channels: int) -> None:

@@ -69,9 +69,7 @@ def _as_mask(mask, name: str = "mask") -> np.ndarray:
             f"(e.g. {values[~np.isin(values, (0, 1))][:3].tolist()}); binarise it first with "
             f"gadlib.thresholding.binarize."
         )
-    raise TypeError(
-        f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 integers)."
-    )
+    raise TypeError(f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 integers).")
 
 
 def _check_shape(shape) -> tuple[int, int]:
@@ -108,9 +106,7 @@ def _grouped_pixels(mask, dilation, min_pixels, footprint) -> tuple[np.ndarray, 
     if not arr.any():
         return empty, empty, empty
     grown = (
-        ndimage.binary_dilation(arr, structure=_footprint(int(dilation), footprint))
-        if dilation > 0
-        else arr
+        ndimage.binary_dilation(arr, structure=_footprint(int(dilation), footprint)) if dilation > 0 else arr
     )
     labels, _ = ndimage.label(grown, structure=_EIGHT_CONNECTED)
     rows, cols = np.nonzero(arr)
@@ -126,9 +122,7 @@ def _grouped_pixels(mask, dilation, min_pixels, footprint) -> tuple[np.ndarray, 
     return rows[keep].astype(np.int64), cols[keep].astype(np.int64), renumber[group[keep]]
 
 
-def group_pixels(
-    mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square"
-) -> list[np.ndarray]:
+def group_pixels(mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square") -> list[np.ndarray]:
     """Group the pixels of a binary mask into regions: dilate, label 8-connected components.
 
     Parameters
@@ -160,9 +154,7 @@ def group_pixels(
     return np.split(np.stack([rows, cols], axis=1), splits)
 
 
-def hull_polygons(
-    mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square"
-) -> list[Polygon]:
+def hull_polygons(mask, dilation: int = 1, min_pixels: int = 1, footprint: str = "square") -> list[Polygon]:
     """Convex-hull polygon of each pixel group of a binary mask (pixel squares, not centres).
 
     Parameters
@@ -196,9 +188,11 @@ def hull_polygons(
     xs = np.concatenate([left, left, right + 1, right + 1]).astype(float)
     ys = np.concatenate([row_of, row_of + 1, row_of, row_of + 1]).astype(float)
     owner = np.tile(group_of, 4)
-    order = np.argsort(owner, kind="stable")  # shapely wants the points grouped by index
-    points = shapely.multipoints(np.stack([xs, ys], axis=1)[order], indices=owner[order])
-    return list(shapely.convex_hull(points))
+    order = np.argsort(owner, kind="stable")  # shapely wants the coordinates grouped by index
+    # A linestring through a group's corners (any order) has the same convex hull as its points and
+    # is built straight from the coordinates (a multipoint would build one Point per corner first).
+    outlines = shapely.linestrings(np.stack([xs, ys], axis=1)[order], indices=owner[order])
+    return list(shapely.convex_hull(outlines))
 
 
 def rasterize(polygons: Sequence[Polygon], shape) -> np.ndarray:

@@ -73,13 +73,9 @@ def _as_masks(masks, images: torch.Tensor, name: str = "masks") -> torch.Tensor:
             f"got {tuple(masks.shape)}"
         )
     if masks.dtype != torch.bool:
-        if masks.is_floating_point() or masks.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-            bad = (masks != 0) & (masks != 1)
-            if bad.any():
-                raise ValueError(f"{name} must be bool (or 0/1); got dtype {masks.dtype} with other values")
-            masks = masks != 0
-        else:
-            raise TypeError(f"{name} must be bool; got dtype {masks.dtype}")
+        if masks.is_complex() or ((masks != 0) & (masks != 1)).any():
+            raise ValueError(f"{name} must be bool (or 0/1); got dtype {masks.dtype} with other values")
+        masks = masks != 0
     return masks.to(images.device)
 
 
@@ -106,9 +102,7 @@ def _fill_values(images: torch.Tensor, fill: str, mean, blur_sigma: float) -> to
         if values.numel() == 1:
             values = values.expand(c)
         if values.numel() != c or values.min() < 0 or values.max() > 1:
-            raise ValueError(
-                f"mean must hold {c} per-channel pixel-space values in [0, 1]; got {mean!r}"
-            )
+            raise ValueError(f"mean must hold {c} per-channel pixel-space values in [0, 1]; got {mean!r}")
         return values.view(1, c, 1, 1)
     return _gaussian_blur(images, blur_sigma)
 
@@ -166,7 +160,9 @@ def _per_image(value, n: int, name: str, device) -> torch.Tensor:
 def _score_from_logits(logits: torch.Tensor, target: torch.Tensor, other, mode: str) -> torch.Tensor:
     k = logits.shape[1]
     if target.min() < 0 or target.max() >= k:
-        raise ValueError(f"target classes must lie in [0, {k - 1}] for a model with {k} outputs; got {target.tolist()[:8]}")
+        raise ValueError(
+            f"target classes must lie in [0, {k - 1}] for a model with {k} outputs; got {target.tolist()[:8]}"
+        )
     s = logits.gather(1, target[:, None])[:, 0]
     if mode == "logit":
         return s
@@ -241,7 +237,9 @@ def score(
             sl = slice(start, start + batch_size)
             logits = model(images[sl])
             _check_score_args(mode, other, logits.shape[1])
-            out.append(_score_from_logits(logits, target_t[sl], None if other_t is None else other_t[sl], mode))
+            out.append(
+                _score_from_logits(logits, target_t[sl], None if other_t is None else other_t[sl], mode)
+            )
     return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
 
 
@@ -293,9 +291,16 @@ def occlusion_sensitivity(
         names = list(masks_by_set)
         sets = [_as_masks(masks_by_set[k], images, f"masks_by_set[{k!r}]") for k in names]
     else:
-        stacked = masks_by_set if isinstance(masks_by_set, torch.Tensor) else torch.as_tensor(np.asarray(masks_by_set))
+        stacked = (
+            masks_by_set
+            if isinstance(masks_by_set, torch.Tensor)
+            else torch.as_tensor(np.asarray(masks_by_set))
+        )
         if stacked.dim() != 4:
-            raise ValueError(f"masks_by_set must be a dict of (N, H, W) masks or an (S, N, H, W) array; got shape {tuple(stacked.shape)}")
+            raise ValueError(
+                f"masks_by_set must be a dict of (N, H, W) masks or an (S, N, H, W) array; "
+                f"got shape {tuple(stacked.shape)}"
+            )
         names = list(range(stacked.shape[0]))
         sets = [_as_masks(stacked[i], images, f"masks_by_set[{i}]") for i in names]
     n = images.shape[0]

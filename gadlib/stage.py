@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from gadlib.atomic import atomic_path
@@ -27,6 +28,8 @@ def declared_parameters(notebook: str | Path) -> dict:
     """Names and defaults of the notebook's ``parameters`` cell, as papermill reads them."""
     import papermill
 
+    if not Path(notebook).is_file():
+        raise FileNotFoundError(f"notebook {notebook} does not exist; stages run the notebooks in notebooks/")
     return papermill.inspect_notebook(str(notebook))
 
 
@@ -39,29 +42,39 @@ def check_parameters(notebook: str | Path, parameters: dict, params: dict) -> No
                          f"{sorted(declared)} in its 'parameters' cell")
     experiment = parameters.get("experiment")
     if experiment is not None and experiment not in params["experiments"]:
-        raise StageError(f"unknown experiment {experiment!r}; params.yaml defines {list(params['experiments'])}")
+        raise StageError(f"unknown experiment {experiment!r}; params.yaml defines "
+                         f"{list(params['experiments'])}")
 
 
 def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params_file: str | Path) -> None:
-    """Validate, then execute ``notebook`` with papermill into ``output`` (atomically)."""
+    """Validate, then execute ``notebook`` with papermill into ``output`` (atomically).
+
+    Parameters
+    ----------
+    notebook : the notebook to run; it must declare every name of ``parameters`` in its parameters cell
+    output : where the executed copy goes; a failed run leaves ``<output stem>.failed.ipynb`` instead
+    parameters : injected by papermill, e.g. ``{"experiment": "tshirt_vs_shirt"}``
+    params_file : the params.yaml validated before the kernel starts
+    """
     import papermill
 
     params = load_params(params_file)
     check_parameters(notebook, parameters, params)
     output = Path(output)
     failed = output.with_suffix(".failed.ipynb")
-    with atomic_path(output) as tmp:
+    with atomic_path(output) as tmp, warnings.catch_warnings():
+        # The temporary name does not end in .ipynb; papermill would warn at every cell.
+        warnings.filterwarnings("ignore", message="The specified file .* does not end in")
         try:
             papermill.execute_notebook(
                 str(notebook), str(tmp), parameters=parameters, cwd=str(ROOT),
                 kernel_name="python3", progress_bar=False, log_output=True,
             )
         except BaseException:
-            if tmp.exists():
+            if tmp.stat().st_size > 0:  # papermill got as far as writing the partial notebook
                 shutil.copyfile(tmp, failed)
             raise
-    if failed.exists():
-        failed.unlink()
+    failed.unlink(missing_ok=True)
 
 
 def _parse_value(text: str):
@@ -78,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args(argv)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
+    from papermill.exceptions import PapermillExecutionError  # papermill is the optional pipeline extra
+
     try:
         run_stage(args.notebook, args.output, parameters, PARAMS_FILE)
-    except (ConfigError, StageError) as exc:
+    except (ConfigError, StageError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PapermillExecutionError as exc:
+        failed = Path(args.output).with_suffix(".failed.ipynb")
+        print(f"error: {args.notebook} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+              f"The executed part, with the traceback, is in {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -178,10 +178,11 @@ def support_fidelity(
 
     Returns
     -------
-    K + 1 dicts (the original first, alpha 0, then support 1..K) with keys: alpha, accuracy (argmax vs labels),
-    agreement (argmax equal to the original's), margin (mean of :func:`gadlib.distancing.distancing_margin`,
-    for a pair z_true − z_other), target_margin (the same mean for the step's targets built from the
-    original's test logits), final_loss (NaN when unknown).
+    K + 1 dicts, the original first (alpha 0), then supports 1..K, with keys
+    alpha; accuracy (argmax against the labels); agreement (argmax equal to the original's);
+    margin (mean of :func:`gadlib.distancing.distancing_margin`, for a pair z_true − z_other);
+    target_margin (the same mean for the step's targets, built from the original's test logits);
+    final_loss (NaN when unknown).
     """
     alphas = check_alpha_schedule(alphas)
     if len(supports) != len(alphas):
@@ -203,7 +204,7 @@ def support_fidelity(
     rows = [{"alpha": 0.0,
              "accuracy": float((original_prediction == labels).float().mean()), "agreement": 1.0,
              "margin": original_margin, "target_margin": original_margin, "final_loss": math.nan}]
-    for step, (support, alpha) in enumerate(zip(supports, alphas), start=1):
+    for step, (support, alpha) in enumerate(zip(supports, alphas, strict=True), start=1):
         prediction_logits = predict_logits(support, test_images, batch_size=batch_size)
         prediction = prediction_logits.argmax(dim=1)
         targets = distancing_targets(strategy, original_logits, labels, scale=alpha, spread=spread,

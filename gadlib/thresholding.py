@@ -63,7 +63,8 @@ def binarize(
 
     Returns
     -------
-    (..., H, W) bool tensor. A map that is all zeros keeps no pixel (warning), never every pixel.
+    (..., H, W) bool tensor. Pixels of importance 0 are never kept, so a map that is all zeros keeps
+    no pixel (warning), never every pixel.
     """
     if mode not in THRESHOLD_MODES:
         raise ValueError(f"unknown threshold mode {mode!r}; use one of {THRESHOLD_MODES}")
@@ -85,5 +86,7 @@ def binarize(
             RuntimeWarning,
             stacklevel=2,
         )
-    keep = (flat >= cut) & ~empty
+    # A pixel of importance 0 is never important: a sparse map (fewer than 1 - q non-zero pixels,
+    # a GAD map or a ReLU-heavy GuidedBackprop map) has a q-quantile of 0 and would keep every pixel.
+    keep = (flat >= cut) & (flat > 0)
     return keep.reshape(importance.shape)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gadlib.checkpoints import load_torch_state, save_torch_state
+from gadlib.models import model_device
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -85,7 +87,7 @@ def train_model(
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> TrainHistory:
-    """Train ``model`` in place with Adam; it is left on ``device``, in training mode.
+    """Train ``model`` in place with Adam; it is left on ``device``.
 
     Parameters
     ----------
@@ -152,23 +154,22 @@ def train_model(
             train_loss = _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size,
                                           epoch_seed, device, use_bf16)
         history.train_loss.append(train_loss)
-        history.best_epoch = epoch + 1
-        if has_val:
+        if not has_val:
+            history.best_epoch = epoch + 1
+        else:
             val_loss, val_accuracy = _evaluate(model, val_images, val_targets, loss_fn, batch_size,
                                                device, loss == "cross_entropy")
             history.val_loss.append(val_loss)
             if loss == "cross_entropy":
                 history.val_accuracy.append(val_accuracy)
             if val_loss < best_val:
-                best_val = val_loss
+                best_val, history.best_epoch = val_loss, epoch + 1
                 if early_stopping_patience is not None:  # a copy is only needed to restore it
                     best_state = _cpu_copy(model.state_dict())
-            epoch_bar.set_postfix(train_loss=f"{train_loss:.4g}", val_loss=f"{val_loss:.4g}")
-        else:
-            epoch_bar.set_postfix(train_loss=f"{train_loss:.4g}")
+        epoch_bar.set_postfix(train_loss=f"{train_loss:.4g}",
+                              val_loss=f"{history.val_loss[-1]:.4g}" if has_val else "-")
         if early_stopping_patience is not None:
-            best_epoch = 1 + int(np.argmin(history.val_loss))
-            patience_spent = len(history.val_loss) - best_epoch >= early_stopping_patience
+            patience_spent = epoch + 1 - history.best_epoch >= early_stopping_patience
             history.stopped_early = patience_spent and epoch + 1 < epochs
         if checkpoint_path is not None:
             save_torch_state(checkpoint_path, {
@@ -181,7 +182,8 @@ def train_model(
 
     if early_stopping_patience is not None and best_state is not None:
         model.load_state_dict(best_state)
-        history.best_epoch = 1 + int(np.argmin(history.val_loss))
+    else:  # the model keeps its last weights
+        history.best_epoch = len(history.train_loss)
     return history
 
 
@@ -209,7 +211,7 @@ def predict_logits(
         raise ValueError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     model.to(device)
     was_training = model.training
     model.eval()
@@ -231,7 +233,7 @@ def _check_training_inputs(model, images, targets, loss, epochs, batch_size, lr,
         raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ValueError(f"early_stopping_patience must be an integer >= 1 or None; got {patience!r}")
@@ -239,15 +241,15 @@ def _check_training_inputs(model, images, targets, loss, epochs, batch_size, lr,
         raise ValueError("early stopping needs validation data: pass val_images and val_targets")
     if (val_images is None) != (val_targets is None):
         raise ValueError("pass both val_images and val_targets, or neither")
-    _check_pair(images, targets, loss, "images", "targets")
+    _check_images_and_targets(images, targets, loss, "images", "targets")
     if val_images is not None:
-        _check_pair(val_images, val_targets, loss, "val_images", "val_targets")
+        _check_images_and_targets(val_images, val_targets, loss, "val_images", "val_targets")
         if val_images.shape[1:] != images.shape[1:]:
             raise ValueError(f"val_images have shape {tuple(val_images.shape[1:])} per image; "
                              f"training images {tuple(images.shape[1:])}")
 
 
-def _check_pair(images: torch.Tensor, targets: torch.Tensor, loss: str, images_name: str,
+def _check_images_and_targets(images: torch.Tensor, targets: torch.Tensor, loss: str, images_name: str,
                 targets_name: str) -> None:
     if images.dim() != 4:
         raise ValueError(f"{images_name} must have shape (N, C, H, W); got {tuple(images.shape)}")
@@ -271,7 +273,7 @@ def _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size, epo
                      use_bf16) -> float:
     model.train()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
-    total, count = 0.0, 0
+    total = torch.zeros((), device=device)  # summed on the device: no sync per batch
     for start in range(0, len(images), batch_size):
         index = order[start:start + batch_size]
         batch, batch_targets = images[index].to(device), targets[index].to(device)
@@ -281,9 +283,8 @@ def _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size, epo
         batch_loss = loss_fn(outputs.float(), batch_targets)
         batch_loss.backward()
         optimizer.step()
-        total += float(batch_loss.detach()) * len(index)
-        count += len(index)
-    return total / count
+        total += batch_loss.detach() * len(index)
+    return float(total) / len(images)
 
 
 @torch.no_grad()
@@ -312,9 +313,3 @@ def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
 
 def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: value.detach().cpu().clone() for name, value in state_dict.items()}
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")

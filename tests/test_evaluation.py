@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from gadlib.evaluation import REGION_SETS, TABLE_COLUMNS, evaluate_maps, significant_pixels, summarize
+from gadlib.evaluation import (
+    REGION_SETS,
+    TABLE_COLUMNS,
+    build_region_sets,
+    evaluate_maps,
+    significant_pixels,
+    summarize,
+)
 
 H = W = 10
 
@@ -145,8 +152,14 @@ def hand_table():
     for image in range(3):
         for name, (rs, complexity) in values.items():
             rows.append(
-                dict(image=image, method="ig", region_set=name, rs=rs[image],
-                     complexity=complexity[image], rc=rc[image] if name == "gad" else np.nan)
+                dict(
+                    image=image,
+                    method="ig",
+                    region_set=name,
+                    rs=rs[image],
+                    complexity=complexity[image],
+                    rc=rc[image] if name == "gad" else np.nan,
+                )
             )
     rows.append(dict(image=0, method="saliency", region_set="gad", rs=1.0, complexity=0.1, rc=0.9))
     return pd.DataFrame(rows)
@@ -182,3 +195,22 @@ def test_summarize_refuses_duplicates_and_missing_columns():
         summarize(pd.concat([table, table]))
     with pytest.raises(ValueError, match="rs"):
         summarize(table.drop(columns="rs"))
+
+
+def test_mean_fill_reaches_the_occlusion():
+    original, gad = two_blob_maps(1)
+    table = run(original, gad, fill="mean", mean=(0.5,))
+    # Blob A: 4 pixels seen with weight 1 go from 0.9 to the mean 0.5.
+    assert table.set_index("region_set").loc["gad", "drop"] == pytest.approx(1.6, abs=1e-5)
+
+
+def test_region_sets_are_the_ones_the_table_reports():
+    original, gad = two_blob_maps(3)
+    sets = build_region_sets(original, gad, threshold_mode="fraction_of_max", rng=4, progress=False)
+    table = run(original, gad, rng=4)
+    for name in REGION_SETS:
+        rows = table[table.region_set == name]
+        np.testing.assert_array_equal(rows["area_pixels"], sets.masks[name].sum(axis=(1, 2)))
+    np.testing.assert_array_equal(sets.masks["rest"], sets.masks["original"] & ~sets.masks["gad"])
+    assert (sets.masks["original"] | ~significant_pixels(original, "fraction_of_max").numpy()).all()
+    assert [len(o) for o, g in sets.polygons] == [2, 2, 2]
