@@ -126,7 +126,7 @@ def distancing_targets(
     labels: torch.Tensor,
     *,
     scale: float,
-    spread: torch.Tensor | None = None,
+    spread: torch.Tensor | Sequence[float] | None = None,
     pair: Sequence[int] | None = None,
     cls: int | None = None,
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
@@ -140,7 +140,7 @@ def distancing_targets(
     logits : (N, C) original logits Z.
     labels : (N,) integer class indices into the logit vector.
     scale : a_s, the step's α in units of each logit's spread (> 0).
-    spread : (C,) per-logit spread; ``None`` = :func:`logit_spread` of ``logits``.
+    spread : (C,) per-logit spread (tensor or sequence); ``None`` = :func:`logit_spread` of ``logits``.
 
     Returns
     -------
@@ -153,7 +153,7 @@ def distancing_targets(
     if len(labels) != len(logits):
         raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
     num_classes = logits.shape[1]
-    spread = logit_spread(logits) if spread is None else spread
+    spread = logit_spread(logits) if spread is None else torch.as_tensor(spread, dtype=logits.dtype)
     if spread.shape != (num_classes,) or not bool(torch.isfinite(spread).all()) or bool((spread < 0).any()):
         raise ValueError(f"spread must be a finite non-negative tensor of shape ({num_classes},); "
                          f"got shape {tuple(spread.shape)}")
@@ -172,7 +172,7 @@ def distance_pair(
     labels: torch.Tensor,
     pair: Sequence[int],
     scale: float,
-    spread: torch.Tensor | None = None,
+    spread: torch.Tensor | Sequence[float] | None = None,
     allow_other: bool = False,
 ) -> torch.Tensor:
     """Binary distancing: images of k get ``t_l = z_l - scale*spread[l]``, images of l get
@@ -193,7 +193,7 @@ def one_vs_all_targets(
     labels: torch.Tensor,
     cls: int,
     scale: float,
-    spread: torch.Tensor | None = None,
+    spread: torch.Tensor | Sequence[float] | None = None,
 ) -> torch.Tensor:
     """One vs All: images of ``cls`` get every other logit j lowered by ``scale*spread[j]``, images of
     any other class get logit ``cls`` lowered by ``scale*spread[cls]``.
@@ -211,7 +211,7 @@ def split_targets(
     group1: Sequence[int],
     group2: Sequence[int],
     scale: float,
-    spread: torch.Tensor | None = None,
+    spread: torch.Tensor | Sequence[float] | None = None,
     allow_other: bool = False,
 ) -> torch.Tensor:
     """Split output space: images of group 1 get every group-2 logit lowered, and vice versa.

@@ -48,6 +48,10 @@ class ExperimentPaths:
         return self.attributions_dir / f"{method}.npz"
 
     @property
+    def attribution_cost(self) -> Path:
+        return self.reports / "attribution_cost.csv"
+
+    @property
     def hull_metrics(self) -> Path:
         return self.reports / "hull_metrics.csv"
 

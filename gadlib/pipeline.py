@@ -141,7 +141,8 @@ def run_train_support(params: dict, name: str) -> tuple[dict[str, list], pd.Data
     """Train every support set of the experiment (resuming finished models), save the fidelity table."""
     paths = ExperimentPaths(name)
     prepared = load_prepared(paths.prepared)
-    original = load_classifier(params, name, prepared)
+    device = training.select_device()
+    original = load_classifier(params, name, prepared).to(device)
     cfg = params["support"]
     alphas = alpha_schedule(params)
     trained, rows = {}, []
@@ -151,14 +152,18 @@ def run_train_support(params: dict, name: str) -> tuple[dict[str, list], pd.Data
             logits = training.predict_logits(original, prepared.train.images)
             groups = two_means_split(logits, prepared.train.labels, seed=params["seed"])
         start = time.perf_counter()
-        supports = support.train_support_models(
+        support.train_support_models(
             original, prepared.train.images, prepared.train.labels, alphas=alphas, strategy=spec.strategy,
             pair=spec.pair, cls=spec.cls, groups=groups, init=cfg["init"], epochs=cfg["epochs"], lr=cfg["lr"],
-            batch_size=cfg["batch_size"], seed=params["seed"], checkpoint_dir=paths.support_dir / spec.name)
+            batch_size=cfg["batch_size"], seed=params["seed"], device=device,
+            checkpoint_dir=paths.support_dir / spec.name)
         seconds = time.perf_counter() - start
+        # Reloaded from the checkpoints, so a resumed run reports exactly what a fresh one would.
+        supports, metas = support.load_support_models(paths.support_dir / spec.name, original, alphas)
         fidelity = support.support_fidelity(
             original, supports, alphas, prepared.test.images, prepared.test.labels, strategy=spec.strategy,
-            pair=spec.pair, cls=spec.cls, groups=groups)
+            pair=spec.pair, cls=spec.cls, groups=groups, spread=metas[0].get("spread"),
+            final_losses=[m.get("final_loss") for m in metas])
         for model_index, row in enumerate(fidelity):
             rows.append({"experiment": name, "support_set": spec.name, "model": model_index, **row,
                          "train_seconds": seconds})
@@ -168,14 +173,10 @@ def run_train_support(params: dict, name: str) -> tuple[dict[str, list], pd.Data
     return trained, table
 
 
-def load_support_models(params: dict, name: str, prepared: PreparedData, spec: SupportSet) -> list:
-    """The K trained support models of one support set, in eval mode."""
+def load_supports(params: dict, name: str, original, spec: SupportSet) -> list:
+    """The K trained support models of one support set, in eval mode, where the original is."""
     folder = ExperimentPaths(name).support_dir / spec.name
-    supports = []
-    for s in range(1, len(params["support"]["alphas"]) + 1):
-        model = new_classifier(params, name, prepared)
-        checkpoints.load_checkpoint(folder / f"support_{s}.pt", model, created_by="the train_support stage")
-        supports.append(model.eval())
+    supports, _ = support.load_support_models(folder, original, alpha_schedule(params))
     return supports
 
 
@@ -202,21 +203,21 @@ def explained_images(params: dict, prepared: PreparedData, original, spec: Suppo
 def run_attribute(params: dict, name: str) -> pd.DataFrame:
     """Explain the chosen test images with every method, original and GAD; save one file per method.
 
-    Returns a table of the cost per method (seconds, images) for display.
+    Returns the cost per method (seconds, images), also saved as attribution_cost.csv.
     """
     paths = ExperimentPaths(name)
     prepared = load_prepared(paths.prepared)
-    original = load_classifier(params, name, prepared)
+    original = load_classifier(params, name, prepared).to(training.select_device())
     cfg = params["attribution"]
     cost = []
     for method in cfg["methods"]:
         parts = []
         for set_index, spec in enumerate(support_sets(params["experiments"][name], prepared.class_names)):
-            supports = load_support_models(params, name, prepared, spec)
+            supports = load_supports(params, name, original, spec)
             index = explained_images(params, prepared, original, spec)
             if len(index) == 0:
                 continue
-            images = prepared.test.images[index]
+            images = prepared.test.images[index].to(models.model_device(original))
             gad = attr.GAD(method, original, supports, importance=cfg["importance"],
                            threshold_mode=cfg["threshold_mode"], q=cfg["q"], tau=cfg["tau"],
                            min_agreement=cfg["min_agreement"], batch_size=cfg["batch_size"],
@@ -226,25 +227,35 @@ def run_attribute(params: dict, name: str) -> pd.DataFrame:
             result = gad.attribute_detailed(images, target=spec.target, **kwargs)
             seconds = time.perf_counter() - start
             targets = _targets(original, images, spec.target)
-            parts.append({"index": index.numpy(), "images": images.numpy(), "targets": targets.numpy(),
+            # Plain Captum on the original model alone, on the same images: GAD's cost is quoted
+            # against it (the benchmark's ratio, here under the pipeline's own settings).
+            start = time.perf_counter()
+            attr.attribute(method, original, images, targets.to(images.device), batch_size=cfg["batch_size"],
+                           internal_batch_size=cfg["internal_batch_size"], n_steps=cfg["n_steps"])
+            plain_seconds = time.perf_counter() - start
+            parts.append({"index": index.numpy(), "images": images.cpu().numpy(), "targets": targets.cpu().numpy(),
                           "labels": prepared.test.labels[index].numpy(),
                           "support_set": np.full(len(index), set_index),
-                          "importance": result.importance.numpy(), "masks": result.masks.numpy(),
-                          "consistency": result.consistency.numpy(), "gad": result.gad.numpy(),
-                          "gad_importance": pixel_importance(result.gad, cfg["importance"]).numpy()})
+                          "importance": result.importance.cpu().numpy(), "masks": result.masks.cpu().numpy(),
+                          "consistency": result.consistency.cpu().numpy(), "gad": result.gad.cpu().numpy(),
+                          "gad_importance": pixel_importance(result.gad, cfg["importance"]).cpu().numpy()})
             cost.append({"method": method, "support_set": spec.name, "images": len(index),
                          "models": len(supports) + 1, "seconds": seconds,
-                         "seconds_per_image": seconds / len(index)})
+                         "seconds_per_image": seconds / len(index), "plain_seconds": plain_seconds,
+                         "plain_seconds_per_image": plain_seconds / len(index),
+                         "gad_over_plain": seconds / plain_seconds})
         arrays = {key: np.concatenate([p[key] for p in parts], axis=1 if key in ("importance", "masks") else 0)
                   for key in parts[0]}
         save_arrays(paths.attributions(method), **arrays)
-    return pd.DataFrame(cost)
+    cost = pd.DataFrame(cost)
+    write_text(paths.attribution_cost, cost.to_csv(index=False))
+    return cost
 
 
 def _targets(model, images: torch.Tensor, target: int | None) -> torch.Tensor:
     if target is not None:
         return torch.full((len(images),), int(target), dtype=torch.int64)
-    return training.predict_logits(model, images).argmax(1)
+    return training.predict_logits(model, images).argmax(1).cpu()
 
 
 def load_attributions(name: str, method: str) -> dict[str, np.ndarray]:

@@ -160,7 +160,7 @@ def support_fidelity(
     pair: Sequence[int] | None = (0, 1),
     cls: int | None = None,
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
-    spread: torch.Tensor | None = None,
+    spread: torch.Tensor | Sequence[float] | None = None,
     final_losses: Sequence[float] | None = None,
     batch_size: int = 256,
 ) -> list[dict[str, Any]]:
@@ -195,7 +195,7 @@ def support_fidelity(
     labels = test_labels.cpu()
     original_logits = predict_logits(original, test_images, batch_size=batch_size)
     original_prediction = original_logits.argmax(dim=1)
-    spread = logit_spread(original_logits) if spread is None else torch.as_tensor(spread)
+    spread = logit_spread(original_logits) if spread is None else spread
 
     def mean_margin(logits: torch.Tensor) -> float:
         return float(distancing_margin(logits, labels, strategy, **distancing).nanmean())

@@ -254,3 +254,14 @@ def test_fast_backend_is_used_when_installed(monkeypatch):
     GAD("GuidedBackprop", model, [linear_model(1)]).attribute(x, target=0)
     GAD(Saliency, model, [linear_model(1)]).attribute(x, target=0)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("name", ["IntegratedGradients", "Saliency", "InputXGradient"])
+def test_fast_and_captum_paths_agree(name):
+    model, x = linear_model(), images(5)
+    supports = [linear_model(1), linear_model(2)]
+    kwargs = {"n_steps": 8} if name == "IntegratedGradients" else {}
+    fast = GAD(name, model, supports, batch_size=2).attribute_detailed(x, target=1, **kwargs)
+    captum = GAD(name, model, supports, fast=False).attribute_detailed(x, target=1, **kwargs)
+    assert torch.allclose(fast.importance, captum.importance, atol=1e-5)
+    assert torch.equal(fast.consistency, captum.consistency)
