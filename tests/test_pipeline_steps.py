@@ -1,0 +1,71 @@
+"""Stage-level helpers of gadlib.pipeline that need no trained model."""
+
+import pytest
+import torch
+
+from gadlib import pipeline
+from gadlib.data import ImageSet
+from gadlib.prepared import PreparedData
+
+NAMES = ["T-shirt/top", "Trouser", "Pullover"]
+
+
+def test_support_sets_per_strategy():
+    assert pipeline.support_sets({"strategy": "pair"}, NAMES[:2]) == [pipeline.SupportSet("pair", "pair", pair=(0, 1))]
+    ova = pipeline.support_sets({"strategy": "one_vs_all", "target_classes": ["Pullover", 1]}, NAMES)
+    assert [(s.name, s.cls, s.target) for s in ova] == [("one_vs_all_2", 2, 2), ("one_vs_all_1", 1, 1)]
+    split = pipeline.support_sets({"strategy": "split", "groups": [["T-shirt/top"], ["Trouser", "Pullover"]]}, NAMES)
+    assert split[0].groups == ([0], [1, 2]) and split[0].target is None
+    auto = pipeline.support_sets({"strategy": "split", "groups": "auto"}, NAMES)
+    assert auto[0].groups is None
+
+
+def test_support_sets_reject_unknown_class():
+    with pytest.raises(ValueError, match="'Coat' is not among"):
+        pipeline.support_sets({"strategy": "one_vs_all", "target_classes": ["Coat"]}, NAMES)
+
+
+def test_alpha_schedule_scales_the_params():
+    params = {"support": {"alphas": [0.5, 1.0], "alpha_scale": 4.0}}
+    assert pipeline.alpha_schedule(params) == [2.0, 4.0]
+
+
+def _prepared(n_per_class=10):
+    labels = torch.arange(2).repeat_interleave(n_per_class)
+    images = torch.rand(len(labels), 1, 4, 4)
+    part = ImageSet(images, labels, NAMES[:2])
+    return PreparedData(part, part, part, [0.5], [0.2])
+
+
+def test_explained_images_are_balanced_and_deterministic():
+    params = {"attribution": {"n_images": 6}, "seed": 3}
+    prepared = _prepared()
+    spec = pipeline.SupportSet("pair", "pair", pair=(0, 1))
+    first = pipeline.explained_images(params, prepared, None, spec)
+    again = pipeline.explained_images(params, prepared, None, spec)
+    assert torch.equal(first, again)
+    assert len(first) == 6 and torch.bincount(prepared.test.labels[first]).tolist() == [3, 3]
+    other = pipeline.explained_images(dict(params, seed=4), prepared, None, spec)
+    assert not torch.equal(first, other)
+
+
+def test_one_vs_all_explains_images_predicted_as_its_class():
+    params = {"attribution": {"n_images": 4}, "seed": 0}
+    prepared = _prepared()
+
+    class PredictsByBrightness(torch.nn.Module):
+        def forward(self, x):
+            bright = x.mean(dim=(1, 2, 3))
+            return torch.stack([-bright, bright], dim=1)  # class 1 when brighter than 0
+
+    spec = pipeline.SupportSet("one_vs_all_1", "one_vs_all", cls=1, target=1)
+    index = pipeline.explained_images(params, prepared, PredictsByBrightness(), spec)
+    assert len(index) == 4  # every image is brighter than 0, so predicted as class 1
+
+
+def test_default_experiment():
+    params = {"experiments": {"a": {}, "b": {}}}
+    assert pipeline.default_experiment(params, None) == "a"
+    assert pipeline.default_experiment(params, "b") == "b"
+    with pytest.raises(ValueError, match="unknown experiment 'c'"):
+        pipeline.default_experiment(params, "c")
