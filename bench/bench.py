@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-images", type=int, default=None,
                         help="images per timed training epoch (default 512 CPU, 4096 CUDA)")
     parser.add_argument("--train-batch", type=int, default=None, help="default 64 CPU, 128 CUDA")
-    parser.add_argument("--region-maps", type=int, default=None, help="maps for the hull metrics (default 16)")
+    parser.add_argument("--region-maps", type=int, default=None,
+                        help="maps for the hull metrics (default 16)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
@@ -97,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="smoke run: 8 images, 8 IG steps, 1 repeat, small training and region runs")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n_images, args.batch, args.n_steps = min(args.n_images, 8), min(args.batch, 8), min(args.n_steps, 8)
+        args.n_images, args.batch = min(args.n_images, 8), min(args.batch, 8)
+        args.n_steps = min(args.n_steps, 8)
         args.repeats = args.repeats or 1
         args.train_images = args.train_images or 128
         args.region_maps = args.region_maps or 4
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "captum": "float32" + (" (TF32 off)" if cuda else ""), "quick": args.quick,
                    "sections": sections},
     }
+    load = report["environment"].get("load_average_at_start", [0.0])[0]
+    if not cuda and load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.1f} at start: other jobs share the CPU, timings will be noisy")
     print(f"== {report['environment']['device_name']}, torch {torch.__version__}, {args.architecture} "
           f"{args.image_size}px, {args.n_images} images in batches of {args.batch}, K = {args.K}, "
           f"IG steps {args.n_steps}, Captum internal batch {internal_batch}", flush=True)
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"   training: {report['training']['images_per_s']:.0f} img/s", flush=True)
     if "regions" in sections:
         report["regions"] = bench_regions(args)
+    if hasattr(os, "getloadavg"):
+        report["environment"]["load_average_at_end"] = list(os.getloadavg())
     write_json(args.out, report)
     print_table(report)
     print(f"written to {args.out}")
@@ -392,7 +399,8 @@ def bench_regions(args) -> dict:
     for occlusion in (False, True):
         key = "with_occlusion" if occlusion else "without_occlusion"
         results[key] = run(args.image_size, n_maps, occlusion)
-        print(f"   hull metrics {key.replace('_', ' ')}: {results[key]['maps_per_second']:.2f} maps/s", flush=True)
+        print(f"   hull metrics {key.replace('_', ' ')}: {results[key]['maps_per_second']:.2f} maps/s",
+              flush=True)
     return results
 
 
@@ -446,7 +454,7 @@ def peak_memory(device: torch.device):
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], _rss_bytes() or 0)
-            stop.wait(0.005)
+            stop.wait(0.02)  # rarely: a busy sampler thread would slow the measured one
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -508,6 +516,8 @@ def environment(device: torch.device) -> dict:
     else:
         info["device_name"] = platform.processor() or platform.machine()
         info["cpu_count"] = os.cpu_count()
+    if hasattr(os, "getloadavg"):  # other jobs on the machine make CPU timings noisy: keep the evidence
+        info["load_average_at_start"] = list(os.getloadavg())
     return info
 
 
@@ -542,7 +552,8 @@ def print_table(report: dict) -> None:
     """The results as plain-text tables, for the terminal and the log."""
     config, env = report["config"], report["environment"]
     print(f"\n{env['device_name']}, torch {env['torch']}, {config['architecture']} {config['image_size']}px, "
-          f"{config['n_images']} images, batch {config['batch']}, K = {config['K']}, IG steps {config['n_steps']}")
+          f"{config['n_images']} images, batch {config['batch']}, K = {config['K']}, "
+          f"IG steps {config['n_steps']}")
     if "attribution" in report:
         header = (f"{'method':<20} {'Captum img/s':>12} {'GAD img/s':>10} {'GAD/Captum':>10} {'K+1':>4} "
                   f"{'Captum MB':>9} {'GAD MB':>8} {'rel.err':>9} {'top10 IoU':>9}")

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,9 +34,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as err:
+        # A full disk raises on the temporary's name, or on none: name the file the user asked for.
+        if err.errno is None or err.filename not in (None, str(tmp)):
+            raise
+        raise type(err)(err.errno, f"{err.strerror}; {target} was not written (a previous version, "
+                                   f"if any, is unchanged)") from err
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+TEMPORARY_GLOB = ".*.tmp"  # what atomic_path names its temporary files: .<target name>.<random>.tmp
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (kill -9, power loss) left in ``folder``.
+
+    :func:`atomic_path` removes its temporary file on any exception, but a killed process cannot.
+    Call this only where no other process is writing into ``folder``. Returns the removed paths.
+    """
+    folder = Path(folder)
+    stale = sorted(p for p in folder.glob(TEMPORARY_GLOB) if p.is_file()) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:
@@ -67,9 +90,34 @@ def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` written by :func:`save_arrays` without unpickling anything."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    """Load an ``.npz`` written by :func:`save_arrays` without unpickling anything.
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; ValueError naming the file (and the array) if it is
+    not a readable ``.npz`` or holds Python objects, which would need unpickling (that can run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"array file {path} does not exist")
+    name = None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {}
+            for name in data.files:
+                arrays[name] = data[name]
+            return arrays
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise ValueError(f"{path} is not a readable .npz array file ({err}); delete it and re-run "
+                             f"the stage that writes it") from err
+        what = (f"array {name!r} of {path}: it holds Python objects" if name is not None
+                else f"{path}: it is not an .npz archive but pickled data (or garbage)")
+        raise ValueError(f"refused to load {what}, and unpickling could run code; only numeric "
+                         f"arrays written by gadlib.atomic.save_arrays are read") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz array file (truncated or another format: "
+                         f"{err}); delete it and re-run the stage that writes it") from err
 
 
 def _nan_to_none(obj: Any) -> Any:

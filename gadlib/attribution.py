@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,9 +124,7 @@ def resolve_target(
     with _eval_mode(model), torch.no_grad():
         device = model_device(model)
         if target is None:
-            logits = torch.cat([model(inputs[i:i + batch_size].detach().to(device)).cpu()
-                                for i in range(0, len(inputs), batch_size)])
-            return logits.argmax(dim=1)
+            return _predicted_classes(model, inputs, batch_size, device)
         num_classes = model(inputs[:1].detach().to(device)).shape[1]
     targets = torch.as_tensor(target).cpu()
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
@@ -140,6 +139,29 @@ def resolve_target(
         raise ValueError(f"target {out_of_range.unique().tolist()} is out of range: the model has "
                          f"{num_classes} outputs, so targets lie in [0, {num_classes})")
     return targets.long()
+
+
+def _predicted_classes(model: nn.Module, inputs: torch.Tensor, batch_size: int,
+                       device: torch.device) -> torch.Tensor:
+    """(N,) argmax of the logits, in batches; out of memory halves the batch (with a warning)."""
+    predictions, start = [], 0
+    while start < len(inputs):
+        chunk = inputs[start:start + batch_size]
+        try:
+            logits = model(chunk.detach().to(device))
+        except RuntimeError as err:
+            if not _is_out_of_memory(err) or batch_size == 1:
+                raise
+            logits = None
+        if logits is None:  # outside the except block, so the failed pass's tensors are freed
+            del chunk
+            smaller = max(1, batch_size // 2)
+            _warn_out_of_memory("predicting the targets", {"batch_size": batch_size}, {"batch_size": smaller})
+            batch_size = smaller
+            continue
+        predictions.append(logits.argmax(dim=1).cpu())
+        start += len(chunk)
+    return torch.cat(predictions)
 
 
 def attribute(
@@ -229,14 +251,17 @@ class GAD(GradientAttribution):
     support_models : its K support models; every one must have the original's parameter names and
         shapes (ValueError otherwise). K = 0 gives the plain method, thresholded.
     importance, threshold_mode, q, tau, min_agreement : the fusion, see :func:`fuse_maps`.
-    batch_size : images per attribution call.
-    internal_batch_size : bound on Integrated Gradients' images x steps per forward pass.
+    batch_size : images per attribution call; halved, with a warning, when a call runs out of memory.
+    internal_batch_size : bound on Integrated Gradients' images x steps per forward pass (halved too).
     fast : use ``gadlib.fast_attribution.attribute_models`` (all models at once) for the methods in
         ``FAST_METHODS`` when that module is installed; otherwise Captum, model by model.
 
     Attributes
     ----------
     last_result : the FusionResult of the latest call (per-model maps, masks, consistency), or None.
+
+    A model whose targeted logits do not depend on the input (autograd finds no path) gets an
+    all-zero map, with a warning, instead of autograd's error.
 
     ``NoiseTunnel(GAD(...))`` gives SmoothGrad of the GAD map. There, ``target=None`` means the class
     predicted for each noisy copy; pass the target to explain one class throughout.
@@ -316,17 +341,42 @@ class GAD(GradientAttribution):
 
     def _all_maps(self, inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         """(M, N, C, H, W) maps of the original and every support model, all in eval mode."""
-        fast_attribute_models = _fast_backend() if self._fast_method is not None else None
         with contextlib.ExitStack() as stack:
             for model in self.models:
                 stack.enter_context(_eval_mode(model))
-            if fast_attribute_models is not None:
-                all_models = functools.partial(fast_attribute_models, self._fast_method, self.models)
-                return _in_batches(all_models, inputs, targets, self.batch_size, kwargs,
-                                   model_device(self.models[0]), dim=1)
-            return torch.stack([
-                _in_batches(method.attribute, inputs, targets, self.batch_size, kwargs, model_device(model))
-                for method, model in zip(self._methods, self.models, strict=True)])
+            try:
+                return self._maps_of(range(len(self.models)), inputs, targets, kwargs)
+            except RuntimeError as err:
+                if _is_out_of_memory(err):
+                    raise
+                constant = [i for i, model in enumerate(self.models)
+                            if not _depends_on_input(model, inputs, targets)]
+                if not constant:
+                    raise
+            # Autograd refuses a gradient of an output that does not depend on the input; it is zero.
+            names = ", ".join("the original" if i == 0 else f"support {i}" for i in constant)
+            warnings.warn(f"the logits of {names} do not depend on the input; their attribution maps "
+                          f"are zero", RuntimeWarning, stacklevel=4)
+            maps = torch.zeros((len(self.models),) + tuple(inputs.shape), dtype=inputs.dtype,
+                               device=inputs.device)
+            varying = [i for i in range(len(self.models)) if i not in constant]
+            if varying:
+                maps[varying] = self._maps_of(varying, inputs, targets, kwargs).to(maps.dtype)
+            return maps
+
+    def _maps_of(self, indices: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor,
+                 kwargs: dict[str, Any]) -> torch.Tensor:
+        """(len(indices), N, C, H, W) maps of the models at ``indices`` (0 = the original)."""
+        chosen = [self.models[i] for i in indices]
+        fast_attribute_models = _fast_backend() if self._fast_method is not None else None
+        if fast_attribute_models is not None:
+            all_models = functools.partial(fast_attribute_models, self._fast_method, chosen)
+            return _in_batches(all_models, inputs, targets, self.batch_size, kwargs,
+                               model_device(self.models[0]), dim=1)
+        return torch.stack([
+            _in_batches(self._methods[i].attribute, inputs, targets, self.batch_size, kwargs,
+                        model_device(self.models[i]))
+            for i in indices])
 
 
 def _fast_backend() -> Callable[..., torch.Tensor] | None:
@@ -349,19 +399,72 @@ def _in_batches(
 ) -> torch.Tensor:
     """Run ``compute(chunk, target=chunk_targets, **chunk_kwargs)`` on batches of images on ``device``.
 
+    A batch that runs out of memory is retried with half as many images (and half the
+    ``internal_batch_size``, if given), with a warning; at one image and one row the error is raised.
+
     Returns the batches' results concatenated along ``dim`` (the image axis), on the inputs' device.
     """
     results = []
-    for start in range(0, len(inputs), batch_size):
-        stop = start + batch_size
+    internal = kwargs.get("internal_batch_size")
+    start = 0
+    while start < len(inputs):
+        stop = min(start + batch_size, len(inputs))
         chunk = inputs[start:stop].detach().to(device).requires_grad_(True)
         chunk_kwargs = {key: _batch_rows(value, start, stop, inputs).to(device)
                         if isinstance(value, torch.Tensor) else value for key, value in kwargs.items()}
-        if "internal_batch_size" in chunk_kwargs:  # Captum needs at least one step per image
-            chunk_kwargs["internal_batch_size"] = max(chunk_kwargs["internal_batch_size"], len(chunk))
-        result = compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
+        if internal is not None:  # Captum needs at least one step per image
+            chunk_kwargs["internal_batch_size"] = max(internal, len(chunk))
+        try:
+            result = compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
+        except RuntimeError as err:
+            if not _is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
+                raise
+            result = None
+        if result is None:  # outside the except block, so the failed pass's tensors are freed
+            del chunk, chunk_kwargs
+            before = {"batch_size": batch_size, "internal_batch_size": internal}
+            batch_size = max(1, batch_size // 2)
+            internal = None if internal is None else max(1, internal // 2)
+            _warn_out_of_memory("attribution", before,
+                                {"batch_size": batch_size, "internal_batch_size": internal})
+            continue
         results.append(result.detach().to(inputs.device))
+        start = stop
     return torch.cat(results, dim=dim)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an out-of-memory error (CUDA's own type, or its message on any device)."""
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(err, oom_type):
+        return True
+    message = str(err).lower()
+    return "out of memory" in message or "can't allocate memory" in message
+
+
+def _warn_out_of_memory(during: str, before: dict[str, int | None], after: dict[str, int | None]) -> None:
+    """Warn that ``during`` ran out of memory with the sizes ``before`` and is retried with ``after``."""
+    def sizes(values: dict[str, int | None]) -> str:
+        return ", ".join(f"{name}={value}" for name, value in values.items() if value is not None)
+
+    warnings.warn(f"out of memory during {during} with {sizes(before)}; retrying with {sizes(after)}",
+                  RuntimeWarning, stacklevel=4)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _depends_on_input(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Whether the targeted logits of ``model`` are computed from its input (autograd's graph)."""
+    x = inputs[:1].detach().to(model_device(model)).requires_grad_(True)
+    with torch.enable_grad():
+        outputs = model(x)
+        if not outputs.requires_grad:
+            return False
+        score = outputs[0, targets.unique().to(outputs.device)].sum()
+        if not score.requires_grad:
+            return False
+        (gradient,) = torch.autograd.grad(score, x, allow_unused=True)
+    return gradient is not None
 
 
 def _batch_rows(value: torch.Tensor, start: int, stop: int, inputs: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,7 @@ def verify_fashion_mnist(root: str | Path) -> None:
     for name, expected in FASHION_MNIST_CONTENT_MD5.items():
         path = root / name
         if not path.is_file():
-            raise DataError(f"missing raw file {path}; run `make data` to obtain Fashion-MNIST")
+            raise _missing_raw_file(path)
         digest = hashlib.md5()
         try:
             with gzip.open(path, "rb") as fh:
@@ -156,7 +156,7 @@ def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
 
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     if not path.is_file():
-        raise DataError(f"missing raw file {path}; run `make data` to obtain Fashion-MNIST")
+        raise _missing_raw_file(path)
     try:
         with gzip.open(path, "rb") as fh:
             raw = fh.read()
@@ -174,6 +174,19 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
         raise DataError(f"{path} holds {data.size} data bytes but its header says shape {shape}; "
                         f"restore it with `dvc checkout data.dvc`")
     return data.reshape(shape).copy()
+
+
+def _missing_raw_file(path: Path) -> DataError:
+    """The error for a missing raw Fashion-MNIST file, pointing at a copy in the wrong place if any."""
+    unpacked = path.with_suffix("")  # train-images-idx3-ubyte: gunzipped in place
+    nested = sorted(path.parent.glob(f"*/{path.name}")) + sorted(path.parent.glob(f"*/*/{path.name}"))
+    if unpacked.is_file():
+        hint = f"{unpacked.name} is there uncompressed; the loader reads the .gz files (gzip it again)"
+    elif nested:
+        hint = f"{nested[0].parent} holds it: point the experiment's data_dir in params.yaml there"
+    else:
+        hint = "run `make data` to obtain Fashion-MNIST"
+    return DataError(f"missing raw file {path}; {hint}")
 
 
 def _has_files(folder: Path) -> bool:
@@ -439,7 +452,8 @@ def select_classes(data: ImageSet, classes: Sequence[str | int] | str) -> ImageS
     return ImageSet(data.images[keep], new_labels[keep], [data.class_names[i] for i in ids])
 
 
-def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int,
+                     class_names: Sequence[str] | None = None, purpose: str = "") -> list[torch.Tensor]:
     """Split indices into parts with the given fractions, class by class, deterministically.
 
     Of a class's n images (in an order shuffled by ``seed``), each part takes ``round(fraction * n)``,
@@ -451,6 +465,8 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
     labels : (N,) int tensor
     fractions : positive, summing to at most 1
     seed : the same seed gives the same split
+    class_names, purpose : name the class (``class_names[label]``) and the split (e.g. "the
+        validation split (data.val_fraction)") in the error for a class with too few images
 
     Returns
     -------
@@ -469,8 +485,10 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
         members = members[torch.randperm(len(members), generator=generator)]
         n = len(members)
         if n < len(fractions):
-            raise DataError(f"class {cls} has {n} image(s); a split into {len(fractions)} parts needs at "
-                            f"least {len(fractions)} of each class")
+            name = repr(class_names[cls]) if class_names is not None else str(cls)
+            raise DataError(f"class {name} has {n} image(s); {purpose or 'a split'} into {len(fractions)} "
+                            f"parts needs at least {len(fractions)} of each class: add images of it or "
+                            f"select another class")
         start = 0
         for i, (part, fraction) in enumerate(zip(parts, fractions, strict=True)):
             later = len(fractions) - 1 - i

@@ -103,7 +103,8 @@ def train_distributed(
             targets = targets.float()
         model.to(device)
         # DDP broadcasts rank 0's weights and buffers, so every process starts from the same model.
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        ddp_model = DistributedDataParallel(model, device_ids=device_ids)
         optimizer = torch.optim.Adam(ddp_model.parameters(), lr=lr)
         loss_fn = F.cross_entropy if loss == "cross_entropy" else F.mse_loss
         sampler = DistributedSampler(TensorDataset(images), num_replicas=world_size, rank=rank,

@@ -13,6 +13,7 @@ JSON-ready numbers of metrics.json.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,11 @@ def _as_importance(importance, name: str, n: int, h: int, w: int) -> torch.Tenso
         )
     if not t.is_floating_point():
         t = t.float()
+    bad = ~torch.isfinite(t)
+    if bad.any():  # as gadlib.thresholding.pixel_importance reads them, and never silently
+        warnings.warn(f"{name}: {int(bad.sum())} values are NaN or infinite; they count as importance 0",
+                      RuntimeWarning, stacklevel=3)
+        t = torch.where(bad, torch.zeros_like(t), t)
     if (t < 0).any():
         raise ValueError(
             f"{name} must be non-negative per-pixel importance; got minimum {float(t.min()):.4g}"
@@ -212,7 +218,8 @@ def evaluate_maps(
     images : (N, C, H, W) float tensor in [0, 1], pixel space
     targets : int or (N,) ints, the explained (and scored) class
     original_importance, gad_importance : (N, H, W) non-negative per-pixel importance of the
-        original and GAD maps (:func:`gadlib.thresholding.pixel_importance`), tensors or arrays
+        original and GAD maps (:func:`gadlib.thresholding.pixel_importance`), tensors or arrays;
+        NaN or infinite values count as 0, with a warning
     method : str, attribution method name written in the ``method`` column
     threshold_mode, q, tau : evaluation binarisation (see :func:`significant_pixels`)
     dilation, min_pixels : grouping (see :func:`gadlib.regions.group_pixels`)

@@ -68,6 +68,7 @@ def run_train_classifier(params: dict, name: str) -> tuple[torch.nn.Module, dict
     paths = ExperimentPaths(name)
     prepared = load_prepared(paths.prepared)
     cfg = params["classifier"]
+    torch.manual_seed(params["seed"])  # the initial weights follow params.yaml's seed
     model = new_classifier(params, name, prepared, pretrained=cfg["pretrained"])
     start = time.perf_counter()
     history = training.train_model(
@@ -211,6 +212,7 @@ def run_attribute(params: dict, name: str) -> pd.DataFrame:
     cfg = params["attribution"]
     cost = []
     for method in cfg["methods"]:
+        torch.manual_seed(params["seed"])  # SmoothGrad's noise: the seed's, whatever ran before
         parts = []
         for set_index, spec in enumerate(support_sets(params["experiments"][name], prepared.class_names)):
             supports = load_supports(params, name, original, spec)

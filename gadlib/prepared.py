@@ -71,7 +71,9 @@ def prepare_experiment(data_params: dict, experiment: dict, seed: int) -> Prepar
         cap = None if max_train is None or max_test is None else max_train + max_test
         pool = datasets.select_classes(datasets.load_dogs_vs_cats(root, size, cap), classes)
         fraction = data_params["test_fraction"]
-        train_idx, test_idx = datasets.stratified_split(pool.labels, [1 - fraction, fraction], seed)
+        train_idx, test_idx = datasets.stratified_split(
+            pool.labels, [1 - fraction, fraction], seed, pool.class_names,
+            purpose=f"holding out a test part (data.test_fraction) of {root}")
         full_train, test = _subset(pool, train_idx), _subset(pool, test_idx)
     else:  # cub200, with its own train/test split
         full_train = datasets.load_cub200(root, classes, size, "train")
@@ -79,7 +81,9 @@ def prepare_experiment(data_params: dict, experiment: dict, seed: int) -> Prepar
     full_train = _subset(full_train, datasets.subsample_per_class(full_train.labels, max_train, seed))
     test = _subset(test, datasets.subsample_per_class(test.labels, max_test, seed + 1))
     val_fraction = data_params["val_fraction"]
-    train_idx, val_idx = datasets.stratified_split(full_train.labels, [1 - val_fraction, val_fraction], seed)
+    train_idx, val_idx = datasets.stratified_split(
+        full_train.labels, [1 - val_fraction, val_fraction], seed, full_train.class_names,
+        purpose=f"splitting the training images of {root} into train and validation (data.val_fraction)")
     train, val = _subset(full_train, train_idx), _subset(full_train, val_idx)
     train, val, test = (_resize(s, size) for s in (train, val, test))
     mean, std = datasets.channel_mean_std(train.images)

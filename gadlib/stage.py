@@ -56,10 +56,9 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
     parameters : injected by papermill, e.g. ``{"experiment": "tshirt_vs_shirt"}``
     params_file : the params.yaml validated before the kernel starts
     """
-    import papermill
-
     params = load_params(params_file)
     check_parameters(notebook, parameters, params)
+    import papermill  # after the checks, so a bad params.yaml is reported without loading it
     output = Path(output)
     failed = output.with_suffix(".failed.ipynb")
     with atomic_path(output) as tmp, warnings.catch_warnings():
@@ -91,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args(argv)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
-    from papermill.exceptions import PapermillExecutionError  # papermill is the optional pipeline extra
-
     try:
         run_stage(args.notebook, args.output, parameters, PARAMS_FILE)
     except (ConfigError, StageError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except PapermillExecutionError as exc:
+    except Exception as exc:
+        # Imported only here: a bad params.yaml is reported without loading papermill (a second).
+        from papermill.exceptions import PapermillExecutionError  # the optional pipeline extra
+
+        if not isinstance(exc, PapermillExecutionError):
+            raise
         failed = Path(args.output).with_suffix(".failed.ipynb")
         print(f"error: {args.notebook} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
               f"The executed part, with the traceback, is in {failed}", file=sys.stderr)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gadlib.atomic import remove_stale_temporaries
 from gadlib.checkpoints import load_checkpoint, save_checkpoint
 from gadlib.distancing import check_alpha_schedule, distancing_margin, distancing_targets, logit_spread
 from gadlib.training import predict_logits, select_device, train_model
@@ -93,6 +94,8 @@ def train_support_models(
     # Fail on a bad strategy before any training, not after the first support model.
     distancing_targets(strategy, logits, labels, scale=alphas[0], spread=spread, pair=pair, cls=cls,
                        groups=groups)
+    if checkpoint_dir is not None:  # a run killed while saving left its temporary file behind
+        remove_stale_temporaries(checkpoint_dir)
     data_digest = _digest(start.state_dict(), images, labels)
     config = {**_plain(distancing), "init": init, "epochs": epochs, "lr": lr,
               "batch_size": batch_size, "seed": seed}

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
 
-from gadlib.paths import PARAMS_FILE
-from tests.fixtures import write_cub_tree, write_dogs_vs_cats_tree, write_fashion_mnist_tree
+from gadlib.paths import DATA_DIR, PARAMS_FILE
+from tests.fixtures import (
+    run_command,
+    tiny_profile_repository,
+    write_cub_tree,
+    write_dogs_vs_cats_tree,
+    write_fashion_mnist_tree,
+)
 
 _PARAMS = yaml.safe_load(PARAMS_FILE.read_text())
 
@@ -35,3 +44,26 @@ def dogs_root(tmp_path):
 def cub_root(tmp_path):
     """CUB_200_2011 with images of classes 113, 114 (sparrows), 158, 159 (warblers): 2 train, 2 test each."""
     return write_cub_tree(tmp_path / "CUB_200_2011")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """A repository copy in which `dvc repro` has run: its folder, params.yaml and dvc's output."""
+
+    repo: Path
+    params: dict
+    result: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> PipelineRun:
+    """The tiny profile (seed 0) run once with `dvc repro` in a copy of the repository.
+
+    Shared by the smoke test and the repeatability tests, so the session pays for one run. Tests
+    may read the copy and run commands that leave its outputs as they are (a second `dvc repro`).
+    """
+    if not (DATA_DIR / "fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not obtained (run `make data`)")
+    repo = tiny_profile_repository(tmp_path_factory.mktemp("tiny_pipeline") / "repo", seed=0)
+    result = run_command(["dvc", "repro"], repo)
+    return PipelineRun(repo, yaml.safe_load((repo / "params.yaml").read_text()), result)

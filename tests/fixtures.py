@@ -1,4 +1,5 @@
-"""Generators of tiny dataset trees in the exact layouts the loaders read.
+"""Generators of tiny dataset trees in the exact layouts the loaders read, and temporary copies of
+the repository for tests that run its commands (stages, `dvc repro`).
 
 Each image's grey level encodes where it came from, so a test can check which file ended up where.
 """
@@ -6,9 +7,16 @@ Each image's grey level encodes where it came from, so a test can check which fi
 from __future__ import annotations
 
 import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from gadlib.paths import DATA_DIR, ROOT
 
 FASHION_SIZE = 4  # pixels per side of the generated Fashion-MNIST images
 
@@ -101,3 +109,45 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     """Bytes and modification time (ns) of every file under ``root``; equal snapshots: untouched."""
     return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- repository copies
+def copy_repository(dest: Path) -> Path:
+    """Copy the tracked and untracked-but-not-ignored files (what a clone plus the change holds)."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def repository_env(repo: Path) -> dict[str, str]:
+    """Environment for a command run in a copy: that copy's gadlib, this interpreter's tools (dvc)."""
+    env = dict(os.environ, PYTHONPATH=str(repo), MPLBACKEND="Agg")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def run_command(cmd: list[str], cwd: Path):
+    """Run ``cmd`` in the copy ``cwd``; fail the test with the output's tail unless it exits 0."""
+    result = subprocess.run(cmd, cwd=cwd, env=repository_env(cwd), capture_output=True, text=True)
+    assert result.returncode == 0, (f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n"
+                                    f"{result.stderr[-4000:]}")
+    return result
+
+
+def tiny_profile_repository(dest: Path, seed: int = 0) -> Path:
+    """A copy of the repository with the embedded Fashion-MNIST and profiles/tiny.yaml (with ``seed``)
+    as params.yaml, ready for `dvc repro`."""
+    repo = copy_repository(dest)
+    shutil.copytree(DATA_DIR / "fashion-mnist", repo / "data" / "fashion-mnist")
+    text = (repo / "profiles" / "tiny.yaml").read_text()
+    text, count = re.subn(r"(?m)^seed: \d+", f"seed: {seed}", text)
+    assert count == 1, "profiles/tiny.yaml must set the seed on one top-level 'seed:' line"
+    (repo / "params.yaml").write_text(text)
+    return repo

@@ -2,7 +2,8 @@
 
 Tolerances (the module's contract): default settings give ``relative_error <= 1e-5`` per model
 (``||ours - captum||_F / ||captum||_F``) and elementwise ``|d| <= 1e-4 |captum| + 1e-5 max|captum|``;
-batch-norm folding and channels_last ``relative_error <= 2e-3``; bfloat16 autocast ``<= 0.25``.
+batch-norm folding, the affine stem and channels_last ``relative_error <= 2e-3``; bfloat16 autocast
+``<= 0.4`` (random-weight networks flip many ReLUs under bfloat16 rounding: measured 0.1-0.2).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from gadlib.fast_attribution import (
     attribute_models,
     auto_internal_batch_size,
     fold_batchnorm_copy,
+    split_affine_stem,
 )
 
 RELATIVE_ERROR = 1e-5
 ELEMENT_RTOL, ELEMENT_ATOL_OF_MAX = 1e-4, 1e-5
 ACCELERATED_RELATIVE_ERROR = 2e-3
-BF16_RELATIVE_ERROR = 0.25
+# bfloat16 rounding flips many ReLUs of a random-weight network: measured 0.10-0.20 on the CPU, and a
+# wrong gradient gives about 1.4, so this bound still catches bugs
+BF16_RELATIVE_ERROR = 0.4
 N_IMAGES, SIZE = 4, 32
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -42,6 +46,23 @@ def small_cnn() -> nn.Module:
 
 def resnet18() -> nn.Module:
     return torchvision.models.resnet18(weights=None, num_classes=2)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with buffers, like the first layer of every gadlib model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def normalized_resnet18() -> nn.Module:
+    """gadlib's layout: Sequential(normalize, backbone), with torchvision's in-place ReLUs."""
+    return nn.Sequential(Normalize(), resnet18())
 
 
 def random_models(factory, count: int, seed: int = 0, device: str = "cpu") -> list[nn.Module]:
@@ -118,7 +139,8 @@ def test_integrated_gradients_with_baselines(images):
     models = random_models(small_cnn, 2)
     image_baseline = torch.full((1, 3, SIZE, SIZE), 0.5)
     for baselines in (0.25, image_baseline, torch.rand(N_IMAGES, 3, SIZE, SIZE)):
-        ours = attribute_models("IntegratedGradients", models, inputs, targets, n_steps=6, baselines=baselines)
+        ours = attribute_models("IntegratedGradients", models, inputs, targets, n_steps=6,
+                                baselines=baselines)
         for index, model in enumerate(models):
             captum_baselines = baselines
             if isinstance(baselines, torch.Tensor) and len(baselines) == 1:
@@ -152,7 +174,7 @@ def test_models_are_left_as_they_were(images):
     flags = [[p.requires_grad for p in m.parameters()] for m in models]
     for fold in (False, True):
         attribute_models("IntegratedGradients", models, inputs, targets, n_steps=4, fold_batchnorm=fold,
-                         channels_last=fold)
+                         channels_last=fold, affine_stem=fold)
     assert models[0].training and all(m.training for m in models[0].modules())
     assert not models[1].training
     for model, state, flag in zip(models, before, flags, strict=True):
@@ -162,15 +184,64 @@ def test_models_are_left_as_they_were(images):
 
 
 @pytest.mark.parametrize("method_name", FAST_METHODS)
-def test_folding_and_channels_last_agree_closely(images, method_name):
+def test_accelerations_agree_closely(images, method_name):
     inputs, targets = images
-    models = random_models(resnet18, 2)
+    models = random_models(normalized_resnet18, 2)
     exact = attribute_models(method_name, models, inputs, targets, n_steps=8)
-    for fold, channels_last in ((True, False), (False, True), (True, True)):
+    for fold, channels_last, stem in ((True, False, False), (False, True, False), (False, False, True),
+                                      (True, True, True)):
         fast = attribute_models(method_name, models, inputs, targets, n_steps=8, fold_batchnorm=fold,
-                                channels_last=channels_last)
+                                channels_last=channels_last, affine_stem=stem, internal_batch_size=12)
         for index in range(len(models)):
             assert relative_error(fast[index], exact[index]) <= ACCELERATED_RELATIVE_ERROR
+
+
+@pytest.mark.parametrize("ig_method", ["gausslegendre", "riemann_trapezoid"])
+@pytest.mark.parametrize("factory", [small_cnn, normalized_resnet18], ids=["small_cnn", "resnet18"])
+def test_affine_stem_matches_captum(images, factory, ig_method):
+    inputs, targets = images
+    models = random_models(factory, 2, seed=3)
+    baselines = torch.full((1, 3, SIZE, SIZE), 0.3)
+    ours = attribute_models("IntegratedGradients", models, inputs, targets, n_steps=8, ig_method=ig_method,
+                            baselines=baselines, affine_stem=True, internal_batch_size=6)
+    for index, model in enumerate(models):
+        reference = IntegratedGradients(model).attribute(inputs, baselines=baselines.expand_as(inputs),
+                                                         target=targets, n_steps=8, method=ig_method)
+        assert relative_error(ours[index], reference) <= ACCELERATED_RELATIVE_ERROR
+
+
+def test_split_affine_stem_stops_at_the_first_non_affine_operation():
+    (model,) = random_models(normalized_resnet18, 1)
+    stem, rest = split_affine_stem(model)
+    stem_modules = {type(m) for m in stem.modules()}
+    assert nn.Conv2d in stem_modules and nn.BatchNorm2d in stem_modules and nn.ReLU not in stem_modules
+    assert "sub" in stem.code and "truediv" in stem.code  # the normalisation is in the stem
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(rest(stem(x)), model(x))
+    # the model's in-place ReLU would modify the stem output (a leaf): the split uses a copy
+    assert model[1].relu.inplace
+    leaf = stem(x).detach().requires_grad_(True)
+    rest(leaf).sum().backward()
+    assert leaf.grad is not None
+    folded_stem, _ = split_affine_stem(fold_batchnorm_copy(model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded_stem.modules())
+
+
+def test_split_affine_stem_declines_models_without_an_affine_stem():
+    starts_with_relu = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    assert split_affine_stem(starts_with_relu) is None
+    only_normalisation = nn.Sequential(Normalize(), nn.ReLU(), nn.Flatten())
+    assert split_affine_stem(only_normalisation) is None  # no convolution: nothing worth splitting
+
+
+def test_result_is_a_plain_tensor_for_inputs_that_require_grad(images):
+    inputs, targets = images
+    models = random_models(small_cnn, 1)
+    for method_name in FAST_METHODS:  # GAD passes its batches with requires_grad on, as Captum does
+        needs_grad = inputs.clone().requires_grad_(True)
+        result = attribute_models(method_name, models, needs_grad, targets, n_steps=4)
+        assert not result.requires_grad and result.grad_fn is None
 
 
 def test_fold_batchnorm_copy_removes_batch_norm_and_keeps_the_original():
@@ -234,9 +305,10 @@ class RaisesOutOfMemory(nn.Module):
 def test_out_of_memory_halves_the_batch(images, method_name):
     inputs, targets = images
     (model,) = random_models(small_cnn, 1)
-    wrapped = RaisesOutOfMemory(model, limit=3)
+    wrapped = RaisesOutOfMemory(model, limit=3)  # a module that torch.fx cannot split: run whole
     with pytest.warns(RuntimeWarning, match="out of memory"):
-        ours = attribute_models(method_name, [wrapped], inputs, targets, n_steps=6, internal_batch_size=24)
+        ours = attribute_models(method_name, [wrapped], inputs, targets, n_steps=6, internal_batch_size=24,
+                                affine_stem=True)
     failed = [size for size in wrapped.batch_sizes if size > 3]
     assert 1 <= len(failed) <= 4  # 24 -> 12 -> 6 -> 3: a few halvings, no endless retry
     first_success = len(failed)
@@ -305,9 +377,9 @@ def test_bad_arguments_raise(images, bad_call, error, message):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("method_name", FAST_METHODS)
 def test_cuda_fast_path_matches_captum(images, method_name):
-    """On the GPU: float32 (TF32 off) matches Captum; bf16 + channels_last + folding stays close."""
+    """On the GPU: float32 (TF32 off) matches Captum; the accelerations and bfloat16 stay close."""
     inputs, targets = (t.cuda() for t in images)
-    models = random_models(resnet18, 2, device="cuda")
+    models = random_models(normalized_resnet18, 2, device="cuda")
     captum_class = {"IntegratedGradients": IntegratedGradients, "Saliency": Saliency,
                     "InputXGradient": InputXGradient}[method_name]
     with _strict_fp32():
@@ -318,8 +390,14 @@ def test_cuda_fast_path_matches_captum(images, method_name):
                                                       **kwargs).detach()
             # cuDNN may pick other algorithms for other batch shapes: the accelerated bound applies
             assert relative_error(exact[index], reference) <= ACCELERATED_RELATIVE_ERROR
+        accelerated = attribute_models(method_name, models, inputs, targets, n_steps=8, channels_last=True,
+                                       fold_batchnorm=True, affine_stem=True)
+        for index in range(len(models)):
+            assert relative_error(accelerated[index], exact[index]) <= ACCELERATED_RELATIVE_ERROR
+    # the benchmark's GAD setting on CUDA
     fast = attribute_models(method_name, models, inputs, targets, n_steps=8, autocast_dtype=torch.bfloat16,
-                            channels_last=True, fold_batchnorm=True)
+                            channels_last=True, fold_batchnorm=True, affine_stem=True)
+    assert fast.dtype == torch.float32 and fast.device.type == "cuda"
     for index in range(len(models)):
         assert relative_error(fast[index], exact[index]) <= BF16_RELATIVE_ERROR
 

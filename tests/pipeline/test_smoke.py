@@ -8,46 +8,19 @@ generated Dogs vs. Cats and CUB-200 trees. Minutes, not seconds: marked `pipelin
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from gadlib.paths import ROOT
-from tests.fixtures import write_cub_tree, write_dogs_vs_cats_tree
+from tests.fixtures import copy_repository, write_cub_tree, write_dogs_vs_cats_tree
+from tests.fixtures import run_command as run
 
 pytestmark = pytest.mark.pipeline
 
-FASHION = ROOT / "data" / "fashion-mnist"
 METHOD_KEYS = {"rc_mean", "rc_median", "rc_below_1", "rs_gad_mean", "rs_rest_mean", "rs_random_mean",
                "rs_gad_beats_rest", "n_images"}
-
-
-def copy_repository(dest: Path) -> Path:
-    """Copy the tracked and untracked-but-not-ignored files (what a clone plus the change holds)."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(cwd), MPLBACKEND="Agg")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
 
 
 def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dict:
@@ -75,13 +48,9 @@ def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dic
     return metrics
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST not obtained (run `make data`)")
-def test_tiny_profile_end_to_end(tmp_path):
-    repo = copy_repository(tmp_path / "repo")
-    shutil.copytree(FASHION, repo / "data" / "fashion-mnist")
-    shutil.copy(repo / "profiles" / "tiny.yaml", repo / "params.yaml")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    run(["dvc", "repro"], repo)
+def test_tiny_profile_end_to_end(tiny_pipeline):
+    # tiny_pipeline (tests/conftest.py) ran `dvc repro` on profiles/tiny.yaml, once for the session.
+    repo, params = tiny_pipeline.repo, tiny_pipeline.params
     check_outputs(repo, list(params["experiments"]), params["attribution"]["methods"])
     again = run(["dvc", "repro"], repo)
     assert "Running stage" not in again.stdout, "a second dvc repro must not re-run any stage"

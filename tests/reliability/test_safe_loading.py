@@ -1,0 +1,130 @@
+"""Checkpoints and arrays are read without running code from the file.
+
+Each crafted file carries a payload that, if unpickled, writes a marker file; the test first shows the
+payload is live (a plain unpickling runs it), then that the pipeline's loaders refuse the file with
+an error naming it, and that the marker was never written.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from gadlib import pipeline, support
+from gadlib.atomic import load_arrays, save_arrays
+from gadlib.checkpoints import load_checkpoint, save_checkpoint
+from gadlib.data import ImageSet
+from gadlib.paths import ExperimentPaths
+from gadlib.prepared import PreparedData, load_prepared, save_prepared
+
+EXPERIMENT = {"dataset": "fashion_mnist", "data_dir": "unused", "classes": ["T-shirt/top", "Shirt"],
+              "architecture": "small_cnn", "image_size": 16, "strategy": "pair"}
+
+
+class Payload:
+    """Unpickling this runs ``exec(code)``: what a malicious checkpoint or array file would do."""
+
+    def __init__(self, marker):
+        self.code = f"open({str(marker)!r}, 'w').write('code from the file ran')"
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+@pytest.fixture
+def marker(tmp_path):
+    return tmp_path / "payload_ran"
+
+
+@pytest.fixture
+def experiment(params, tmp_path, monkeypatch):
+    """params with one small_cnn experiment whose files live under tmp_path."""
+    monkeypatch.setattr(pipeline, "ExperimentPaths",
+                        lambda name: ExperimentPaths(name, tmp_path / "artifacts", tmp_path / "reports"))
+    params["experiments"] = {"exp": dict(EXPERIMENT)}
+    return params
+
+
+def prepared_data(n: int = 4) -> PreparedData:
+    part = ImageSet(torch.rand(n, 1, 16, 16), torch.arange(n) % 2, ["T-shirt/top", "Shirt"])
+    return PreparedData(part, part, part, mean=[0.5], std=[0.25])
+
+
+def assert_payload_is_live(path, marker, load):
+    """The crafted file really runs code when unpickled: the refusal below is what prevents it."""
+    load(path)
+    assert marker.read_text() == "code from the file ran"
+    marker.unlink()
+
+
+def test_crafted_classifier_checkpoint_is_refused_by_the_pipeline_loader(experiment, tmp_path, marker):
+    prepared = prepared_data()
+    path = pipeline.ExperimentPaths("exp").classifier
+    model = pipeline.new_classifier(experiment, "exp", prepared)
+    save_checkpoint(path, model, {"experiment": "exp"})
+    assert pipeline.load_classifier(experiment, "exp", prepared) is not None  # the sound file loads
+
+    state = torch.load(path, weights_only=True)
+    state["meta"]["note"] = Payload(marker)
+    torch.save(state, path)
+    assert_payload_is_live(path, marker, lambda p: torch.load(p, weights_only=False))
+
+    with pytest.raises(ValueError, match=rf"refused to load {path}: it holds objects other than tensors"):
+        pipeline.load_classifier(experiment, "exp", prepared)
+    assert not marker.exists()
+
+
+def test_crafted_support_checkpoint_is_refused(tmp_path, marker):
+    original = pipeline.new_classifier({"experiments": {"exp": EXPERIMENT}}, "exp", prepared_data())
+    torch.save({"state_dict": Payload(marker), "meta": {"alpha": 0.5}}, tmp_path / "support_1.pt")
+    with pytest.raises(ValueError, match="refused to load .*support_1.pt"):
+        support.load_support_models(tmp_path, original, [0.5])
+    with pytest.raises(ValueError, match="refused to load"):
+        load_checkpoint(tmp_path / "support_1.pt")
+    assert not marker.exists()
+
+
+def test_plain_pickle_in_place_of_a_checkpoint_is_refused(tmp_path, marker):
+    path = tmp_path / "classifier.pt"
+    path.write_bytes(pickle.dumps({"state_dict": Payload(marker), "meta": {}}, protocol=2))
+    assert_payload_is_live(path, marker, lambda p: pickle.loads(p.read_bytes()))
+    with pytest.raises(ValueError, match="refused to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_object_array_in_an_npz_is_refused(tmp_path, marker):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, fine=np.arange(3), payload=np.array([Payload(marker)], dtype=object))
+    assert_payload_is_live(path, marker, lambda p: np.load(p, allow_pickle=True)["payload"])
+    with pytest.raises(ValueError, match=rf"refused to load array 'payload' of {path}: it holds Python"):
+        load_arrays(path)
+    assert not marker.exists()
+
+
+def test_prepared_data_with_an_object_array_is_refused(tmp_path, marker):
+    path = tmp_path / "prepared.npz"
+    save_prepared(path, prepared_data())
+    arrays = load_arrays(path)
+    arrays["class_names"] = np.array([Payload(marker), "Shirt"], dtype=object)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"refused to load array 'class_names' of .*prepared\.npz"):
+        load_prepared(path)
+    assert not marker.exists()
+
+
+def test_pickle_in_place_of_an_npz_is_refused(tmp_path, marker):
+    path = tmp_path / "prepared.npz"
+    path.write_bytes(pickle.dumps({"train_images": Payload(marker)}))
+    with pytest.raises(ValueError, match=r"refused to load .*prepared\.npz: it is not an \.npz archive"):
+        load_prepared(path)
+    assert not marker.exists()
+
+
+def test_object_arrays_are_never_written(tmp_path):
+    with pytest.raises(TypeError, match="array 'names' has dtype object"):
+        save_arrays(tmp_path / "a.npz", names=np.array([{"a": 1}], dtype=object))
+    assert list(tmp_path.iterdir()) == []
