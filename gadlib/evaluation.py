@@ -364,7 +364,9 @@ def summarize(table: pd.DataFrame) -> dict:
       set (original, gad, rest, random), over finite RS;
     - ``rs_gad_beats_rest``: fraction of images with RS(gad) > RS(rest), among images where both are
       finite (``n_rs_gad_rest_pairs`` of them); ``rs_gad_beats_random`` likewise;
-    - ``complexity_original_mean``, ``complexity_gad_mean``.
+    - ``complexity_original_mean``, ``complexity_gad_mean``;
+    - ``gad_empty``: fraction of images whose GAD map keeps no pixel (RC = 0 there, which counts
+      toward ``rc_below_1``).
 
     NaN values are ignored; a statistic with no finite value is NaN (written as null by
     :func:`gadlib.atomic.write_json`).
@@ -391,6 +393,9 @@ def summarize(table: pd.DataFrame) -> dict:
         out: dict = {"n_images": int(rs.shape[0])}
         out.update(_stats(rc, "rc"))
         out["rc_below_1"] = _fraction(rc < 1, np.isfinite(rc))
+        # An empty GAD map has RC = 0 and counts as RC < 1: say how often that happened.
+        gad_complexity = comp["gad"].to_numpy(dtype=np.float64)
+        out["gad_empty"] = _fraction(gad_complexity == 0, np.isfinite(gad_complexity))
         for name in REGION_SETS:
             out.update(_stats(rs[name].to_numpy(dtype=np.float64), f"rs_{name}"))
         g, r, c = (rs[k].to_numpy(dtype=np.float64) for k in ("gad", "rest", "random"))

@@ -2,7 +2,7 @@
 SmoothGrad.
 
 ``python -m gadlib.open_questions run`` (``make open-questions``) queues one DVC experiment per
-entry of ``profiles/open_questions.yaml`` (``dvc exp run --queue -S ...``), runs the queue
+entry of ``open_questions.yaml`` (``dvc exp run --queue -S ...``), runs the queue
 (``dvc queue start``), waits, and then ``collect`` reads each finished experiment's per-image tables
 from its Git ref and writes ``reports/open_questions.md`` with its figures.
 """
@@ -25,7 +25,7 @@ from gadlib import plotting
 from gadlib.atomic import write_text
 from gadlib.paths import REPORTS_DIR, ROOT
 
-PLAN_FILE = ROOT / "profiles" / "open_questions.yaml"
+PLAN_FILE = ROOT / "open_questions.yaml"
 OUT_DIR = REPORTS_DIR / "open_questions"
 REPORT = REPORTS_DIR / "open_questions.md"
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -125,7 +125,7 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
     """Write the open-questions tables, figures and report from the finished DVC experiments."""
     lines = ["# GAD: the paper's open questions", "",
              "Each section comes from DVC experiments queued by `make open-questions` "
-             "(`profiles/open_questions.yaml`); the per-image tables are in `reports/open_questions/`.", ""]
+             "(`open_questions.yaml`); the per-image tables are in `reports/open_questions/`.", ""]
     sweep = plan["alpha_sweep"]
     rows = []
     for scale in sweep["scales"]:

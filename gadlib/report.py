@@ -14,8 +14,9 @@ import pandas as pd
 
 from gadlib.paths import ExperimentPaths
 
-METHOD_KEYS = ("rc_mean", "rc_median", "rc_q25", "rc_q75", "rc_below_1", "rs_gad_mean", "rs_rest_mean",
-               "rs_random_mean", "rs_gad_beats_rest", "n_images")
+METHOD_KEYS = ("rc_mean", "rc_median", "rc_q25", "rc_q75", "rc_below_1", "gad_empty", "rs_gad_mean",
+               "rs_gad_std", "rs_rest_mean", "rs_rest_std", "rs_random_mean", "rs_gad_beats_rest",
+               "rs_gad_beats_random", "n_images")
 
 
 def collect_metrics(experiments: list[str]) -> dict:
@@ -99,17 +100,18 @@ def render_report(metrics: dict, params: dict, figures: dict[str, str], run_note
               "points at less of the image; the paper: RC < 1). RS = score drop per occluded pixel "
               "(higher: the region matters more; the paper: RS(GAD regions) > RS(original regions − "
               "GAD regions)). The random control is a region set of the same area as GAD's.", "",
-              "| experiment | method | images | RC median [IQR] | RC mean | RC < 1 | RS GAD | RS rest | "
-              "RS random | RS GAD > rest | claim RC < 1 | claim RS |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| experiment | method | images | RC median [IQR] | RC mean | RC < 1 | GAD empty | RS GAD ± sd | "
+              "RS rest ± sd | RS random | RS GAD > rest | RS GAD > random | claim RC < 1 | claim RS |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, exp_metrics in metrics.items():
         for method, m in exp_metrics["methods"].items():
             v = claim_verdicts(m)
             lines.append(
                 f"| {name} | {method} | {m['n_images']} | {_fmt(m['rc_median'])} [{_fmt(m['rc_q25'])}, "
-                f"{_fmt(m['rc_q75'])}] | {_fmt(m['rc_mean'])} | {_fmt(m['rc_below_1'])} | "
-                f"{_fmt(m['rs_gad_mean'])} | {_fmt(m['rs_rest_mean'])} | {_fmt(m['rs_random_mean'])} | "
-                f"{_fmt(m['rs_gad_beats_rest'])} | {v['rc']} | {v['rs']} |")
+                f"{_fmt(m['rc_q75'])}] | {_fmt(m['rc_mean'])} | {_fmt(m['rc_below_1'])} | {_fmt(m['gad_empty'])} | "
+                f"{_fmt(m['rs_gad_mean'])} ± {_fmt(m['rs_gad_std'])} | {_fmt(m['rs_rest_mean'])} ± "
+                f"{_fmt(m['rs_rest_std'])} | {_fmt(m['rs_random_mean'])} | {_fmt(m['rs_gad_beats_rest'])} | "
+                f"{_fmt(m['rs_gad_beats_random'])} | {v['rc']} | {v['rs']} |")
     lines += ["", "## Support models", "",
               "Each support model regresses the distanced logits. Accuracy on the held-out test images, "
               "argmax agreement with the original classifier, achieved against target mean margin.", "",

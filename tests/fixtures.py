@@ -151,3 +151,19 @@ def tiny_profile_repository(dest: Path, seed: int = 0) -> Path:
     assert count == 1, "profiles/tiny.yaml must set the seed on one top-level 'seed:' line"
     (repo / "params.yaml").write_text(text)
     return repo
+
+
+# --------------------------------------------------------------------------- prepared data
+SMALL_CNN_EXPERIMENT = {"dataset": "fashion_mnist", "data_dir": "unused", "classes": ["T-shirt/top", "Shirt"],
+                        "architecture": "small_cnn", "image_size": 16, "strategy": "pair"}
+
+
+def tiny_prepared_data(n: int = 4):
+    """PreparedData of ``n`` random 1 x 16 x 16 images, the same in each split, for SMALL_CNN_EXPERIMENT."""
+    import torch
+
+    from gadlib.data import ImageSet
+    from gadlib.prepared import PreparedData
+
+    part = ImageSet(torch.rand(n, 1, 16, 16), torch.arange(n) % 2, ["T-shirt/top", "Shirt"])
+    return PreparedData(part, part, part, mean=[0.5], std=[0.25])

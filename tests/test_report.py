@@ -58,7 +58,7 @@ def test_render_report_names_claims_and_choices():
                                                                                           rc_below_1=0.9)}}
                for name in params["experiments"]}
     text = report.render_report(metrics, params, {"RC": "figures/rc.png"})
-    assert "| tshirt_vs_shirt | Saliency | 10 | 0.7 [" in text
+    assert "| tshirt_vs_shirt | Saliency | 10 | 0.7 [" in text and "± 0.5" in text
     assert "supported" in text
     assert "![RC](figures/rc.png)" in text
     assert "Reconstruction choices" in text and "top 10% of pixels" in text

@@ -18,8 +18,7 @@ from gadlib.atomic import load_arrays
 from gadlib.checkpoints import load_checkpoint
 from gadlib.paths import ExperimentPaths
 from gadlib.prepared import save_prepared
-from tests.fixtures import run_command, tiny_profile_repository
-from tests.reliability.test_safe_loading import EXPERIMENT, prepared_data
+from tests.fixtures import SMALL_CNN_EXPERIMENT, run_command, tiny_prepared_data, tiny_profile_repository
 
 # Columns and keys that measure the machine, not the method: they differ between identical runs.
 TIMINGS = ("train_seconds", "seconds", "seconds_per_image", "plain_seconds", "plain_seconds_per_image",
@@ -94,8 +93,8 @@ def test_the_classifier_starts_from_the_seed_s_weights(params, tmp_path, monkeyp
     monkeypatch.setattr(pipeline, "ExperimentPaths",
                         lambda name: ExperimentPaths(name, tmp_path / "artifacts", tmp_path / "reports"))
     monkeypatch.setattr(training, "train_model", lambda *args, **kwargs: training.TrainHistory(best_epoch=0))
-    params["experiments"] = {"exp": dict(EXPERIMENT)}
-    save_prepared(pipeline.ExperimentPaths("exp").prepared, prepared_data())
+    params["experiments"] = {"exp": dict(SMALL_CNN_EXPERIMENT)}
+    save_prepared(pipeline.ExperimentPaths("exp").prepared, tiny_prepared_data())
 
     def initial_weights(seed: int) -> dict:
         params["seed"] = seed

@@ -20,7 +20,7 @@ from gadlib import atomic, checkpoints, plotting
 from gadlib.attribution import FAST_METHODS, GAD, METHOD_NAMES
 from gadlib.models import build_model
 from gadlib.prepared import load_prepared, save_prepared
-from tests.reliability.test_safe_loading import prepared_data
+from tests.fixtures import tiny_prepared_data
 
 SIZE = 8
 OUT_OF_MEMORY = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
@@ -131,7 +131,7 @@ WRITERS = {
                    (Path, "write_text", 0), lambda path: path.read_text()),
     "save_arrays": ("attributions.npz", lambda path, v: atomic.save_arrays(path, gad=np.full(4, v)),
                     (np, "savez", 0), atomic.load_arrays),
-    "save_prepared": ("prepared.npz", lambda path, v: save_prepared(path, prepared_data(int(v) + 2)),
+    "save_prepared": ("prepared.npz", lambda path, v: save_prepared(path, tiny_prepared_data(int(v) + 2)),
                       (np, "savez", 0), load_prepared),
     "save_checkpoint": ("classifier.pt", lambda path, v: checkpoints.save_checkpoint(
                             path, {"weight": torch.full((2,), v)}, {"version": v}),

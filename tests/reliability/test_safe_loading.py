@@ -16,12 +16,9 @@ import torch
 from gadlib import pipeline, support
 from gadlib.atomic import load_arrays, save_arrays
 from gadlib.checkpoints import load_checkpoint, save_checkpoint
-from gadlib.data import ImageSet
 from gadlib.paths import ExperimentPaths
-from gadlib.prepared import PreparedData, load_prepared, save_prepared
-
-EXPERIMENT = {"dataset": "fashion_mnist", "data_dir": "unused", "classes": ["T-shirt/top", "Shirt"],
-              "architecture": "small_cnn", "image_size": 16, "strategy": "pair"}
+from gadlib.prepared import load_prepared, save_prepared
+from tests.fixtures import SMALL_CNN_EXPERIMENT, tiny_prepared_data
 
 
 class Payload:
@@ -44,13 +41,8 @@ def experiment(params, tmp_path, monkeypatch):
     """params with one small_cnn experiment whose files live under tmp_path."""
     monkeypatch.setattr(pipeline, "ExperimentPaths",
                         lambda name: ExperimentPaths(name, tmp_path / "artifacts", tmp_path / "reports"))
-    params["experiments"] = {"exp": dict(EXPERIMENT)}
+    params["experiments"] = {"exp": dict(SMALL_CNN_EXPERIMENT)}
     return params
-
-
-def prepared_data(n: int = 4) -> PreparedData:
-    part = ImageSet(torch.rand(n, 1, 16, 16), torch.arange(n) % 2, ["T-shirt/top", "Shirt"])
-    return PreparedData(part, part, part, mean=[0.5], std=[0.25])
 
 
 def assert_payload_is_live(path, marker, load):
@@ -61,7 +53,7 @@ def assert_payload_is_live(path, marker, load):
 
 
 def test_crafted_classifier_checkpoint_is_refused_by_the_pipeline_loader(experiment, tmp_path, marker):
-    prepared = prepared_data()
+    prepared = tiny_prepared_data()
     path = pipeline.ExperimentPaths("exp").classifier
     model = pipeline.new_classifier(experiment, "exp", prepared)
     save_checkpoint(path, model, {"experiment": "exp"})
@@ -78,7 +70,8 @@ def test_crafted_classifier_checkpoint_is_refused_by_the_pipeline_loader(experim
 
 
 def test_crafted_support_checkpoint_is_refused(tmp_path, marker):
-    original = pipeline.new_classifier({"experiments": {"exp": EXPERIMENT}}, "exp", prepared_data())
+    params = {"experiments": {"exp": SMALL_CNN_EXPERIMENT}}
+    original = pipeline.new_classifier(params, "exp", tiny_prepared_data())
     torch.save({"state_dict": Payload(marker), "meta": {"alpha": 0.5}}, tmp_path / "support_1.pt")
     with pytest.raises(ValueError, match="refused to load .*support_1.pt"):
         support.load_support_models(tmp_path, original, [0.5])
@@ -107,7 +100,7 @@ def test_object_array_in_an_npz_is_refused(tmp_path, marker):
 
 def test_prepared_data_with_an_object_array_is_refused(tmp_path, marker):
     path = tmp_path / "prepared.npz"
-    save_prepared(path, prepared_data())
+    save_prepared(path, tiny_prepared_data())
     arrays = load_arrays(path)
     arrays["class_names"] = np.array([Payload(marker), "Shirt"], dtype=object)
     np.savez(path, **arrays)
