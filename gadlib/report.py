@@ -45,7 +45,8 @@ def collect_metrics(experiments: list[str]) -> dict:
 def claim_verdicts(method_metrics: dict) -> dict[str, str]:
     """Whether the run supports the paper's two claims for one method, in words.
 
-    RC < 1 is supported when the median RC is below 1 and most images have RC < 1; RS(GAD) >
+    RC < 1 is supported when the median RC is below 1 and most images have RC < 1, unless most GAD
+    maps are empty (RC = 0 there only says that the models agreed on no pixel); RS(GAD) >
     RS(original − GAD) when GAD wins on most images. "not measurable" when the numbers are missing.
     """
     def verdict(holds: bool | None) -> str:
@@ -55,7 +56,11 @@ def claim_verdicts(method_metrics: dict) -> dict[str, str]:
     beats = method_metrics.get("rs_gad_beats_rest")
     rc = None if _missing(rc_median) or _missing(rc_below) else (rc_median < 1 and rc_below > 0.5)
     rs = None if _missing(beats) else beats > 0.5
-    return {"rc": verdict(rc), "rs": verdict(rs)}
+    verdicts = {"rc": verdict(rc), "rs": verdict(rs)}
+    empty = method_metrics.get("gad_empty")
+    if not _missing(empty) and empty >= 0.5:
+        verdicts["rc"] = f"degenerate: {empty:.0%} of GAD maps empty"
+    return verdicts
 
 
 def _missing(value) -> bool:

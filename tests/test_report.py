@@ -12,7 +12,7 @@ from gadlib.paths import ExperimentPaths
 
 def method_metrics(**kw):
     base = {k: 0.5 for k in report.METHOD_KEYS}
-    base.update(n_images=10)
+    base.update(n_images=10, gad_empty=0.0)
     base.update(kw)
     return base
 
@@ -30,6 +30,11 @@ def method_metrics(**kw):
 )
 def test_claim_verdicts(values, expected):
     assert report.claim_verdicts(method_metrics(**values)) == expected
+
+
+def test_mostly_empty_gad_maps_do_not_count_as_support():
+    verdicts = report.claim_verdicts(method_metrics(rc_median=0.0, rc_below_1=1.0, gad_empty=0.9))
+    assert verdicts["rc"] == "degenerate: 90% of GAD maps empty"
 
 
 def test_collect_metrics_reads_every_experiment(tmp_path, monkeypatch):
