@@ -3,6 +3,7 @@
 #   make test    set up (once), obtain the data, run the whole test suite
 #   make lab     JupyterLab with a kernel that imports gadlib
 #   make bench   the benchmark (reports/bench.json)
+#   make open-questions   the α sweep, multi-class GAD and GAD against SmoothGrad, as DVC experiments
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND ?= Agg
 
-.PHONY: setup data repro test unit lab bench lint clean-venv
+.PHONY: setup data repro test unit lab bench open-questions lint clean-venv
 
 setup: $(STAMP)
 
@@ -42,6 +43,9 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+open-questions: data
+	$(BIN)/python -m gadlib.open_questions run
 
 lint: $(STAMP)
 	$(BIN)/ruff check gadlib tests bench
