@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,12 +30,13 @@ from captum.attr import (
 from captum.log import log_usage
 from torch import nn
 
+from gadlib import fast_attribution
 from gadlib.models import architecture_signature, model_device
-from gadlib.thresholding import IMPORTANCE_MODES, THRESHOLD_MODES, binarize, pixel_importance
+from gadlib.thresholding import IMPORTANCE_MODES, binarize, check_threshold_options, pixel_importance
 
 METHOD_NAMES = ("IntegratedGradients", "Saliency", "InputXGradient", "GuidedBackprop", "SmoothGrad")
-# Methods that gadlib.fast_attribution computes for all models at once, when it is installed.
-FAST_METHODS = ("IntegratedGradients", "Saliency", "InputXGradient")
+# Methods that gadlib.fast_attribution computes for all models at once (exactly as Captum does).
+FAST_METHODS = fast_attribution.FAST_METHODS
 
 TargetLike = int | Sequence[int] | torch.Tensor | None
 
@@ -150,7 +150,7 @@ def _predicted_classes(model: nn.Module, inputs: torch.Tensor, batch_size: int,
         try:
             logits = model(chunk.detach().to(device))
         except RuntimeError as err:
-            if not _is_out_of_memory(err) or batch_size == 1:
+            if not fast_attribution.is_out_of_memory(err) or batch_size == 1:
                 raise
             logits = None
         if logits is None:  # outside the except block, so the failed pass's tensors are freed
@@ -254,7 +254,7 @@ class GAD(GradientAttribution):
     batch_size : images per attribution call; halved, with a warning, when a call runs out of memory.
     internal_batch_size : bound on Integrated Gradients' images x steps per forward pass (halved too).
     fast : use ``gadlib.fast_attribution.attribute_models`` (all models at once) for the methods in
-        ``FAST_METHODS`` when that module is installed; otherwise Captum, model by model.
+        ``FAST_METHODS``; otherwise Captum, model by model.
 
     Attributes
     ----------
@@ -347,7 +347,7 @@ class GAD(GradientAttribution):
             try:
                 return self._maps_of(range(len(self.models)), inputs, targets, kwargs)
             except RuntimeError as err:
-                if _is_out_of_memory(err):
+                if fast_attribution.is_out_of_memory(err):
                     raise
                 constant = [i for i, model in enumerate(self.models)
                             if not _depends_on_input(model, inputs, targets)]
@@ -368,24 +368,14 @@ class GAD(GradientAttribution):
                  kwargs: dict[str, Any]) -> torch.Tensor:
         """(len(indices), N, C, H, W) maps of the models at ``indices`` (0 = the original)."""
         chosen = [self.models[i] for i in indices]
-        fast_attribute_models = _fast_backend() if self._fast_method is not None else None
-        if fast_attribute_models is not None:
-            all_models = functools.partial(fast_attribute_models, self._fast_method, chosen)
+        if self._fast_method is not None:
+            all_models = functools.partial(fast_attribution.attribute_models, self._fast_method, chosen)
             return _in_batches(all_models, inputs, targets, self.batch_size, kwargs,
                                model_device(self.models[0]), dim=1)
         return torch.stack([
             _in_batches(self._methods[i].attribute, inputs, targets, self.batch_size, kwargs,
                         model_device(self.models[i]))
             for i in indices])
-
-
-def _fast_backend() -> Callable[..., torch.Tensor] | None:
-    """``gadlib.fast_attribution.attribute_models`` if that module is installed, else None."""
-    try:
-        module = importlib.import_module("gadlib.fast_attribution")
-    except ImportError:
-        return None
-    return getattr(module, "attribute_models", None)
 
 
 def _in_batches(
@@ -417,7 +407,7 @@ def _in_batches(
         try:
             result = compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
         except RuntimeError as err:
-            if not _is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
+            if not fast_attribution.is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
                 raise
             result = None
         if result is None:  # outside the except block, so the failed pass's tensors are freed
@@ -431,15 +421,6 @@ def _in_batches(
         results.append(result.detach().to(inputs.device))
         start = stop
     return torch.cat(results, dim=dim)
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` is an out-of-memory error (CUDA's own type, or its message on any device)."""
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(err, oom_type):
-        return True
-    message = str(err).lower()
-    return "out of memory" in message or "can't allocate memory" in message
 
 
 def _warn_out_of_memory(during: str, before: dict[str, int | None], after: dict[str, int | None]) -> None:
@@ -493,12 +474,7 @@ def _check_fusion_options(importance: str, threshold_mode: str, q: float, tau: f
     """Validate the fusion options up front; return how many maps must keep a pixel."""
     if importance not in IMPORTANCE_MODES:
         raise ValueError(f"unknown importance mode {importance!r}; use one of {IMPORTANCE_MODES}")
-    if threshold_mode not in THRESHOLD_MODES:
-        raise ValueError(f"unknown threshold mode {threshold_mode!r}; use one of {THRESHOLD_MODES}")
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"quantile q must lie strictly between 0 and 1; got {q}")
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1]; got {tau}")
+    check_threshold_options(threshold_mode, q, tau)
     if min_agreement is None:
         return n_maps
     is_integer = isinstance(min_agreement, int) and not isinstance(min_agreement, bool)

@@ -222,7 +222,7 @@ class _PassRunner:
             try:
                 gradients = self._input_gradients(model, chunk, chunk_target)
             except RuntimeError as err:
-                if not _is_out_of_memory(err) or self.batch_size == 1:
+                if not is_out_of_memory(err) or self.batch_size == 1:
                     raise
                 out_of_memory = True
             if out_of_memory:  # outside the except block, so the failed pass's tensors are freed
@@ -544,7 +544,8 @@ def _leaf_output_bytes(model: nn.Module, row: torch.Tensor, autocast_dtype: torc
     return total
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an out-of-memory error (CUDA's own type, or its message on any device)."""
     oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(err, oom_type):
         return True

@@ -52,9 +52,10 @@ def example_region_sets(saved: dict, regions: dict, seed: int, n_examples: int):
 def hulls_figure(saved: dict, region_sets: RegionSets, title: str) -> Figure:
     """Hull polygons over each example image: original against GAD, side by side."""
     n = len(region_sets.polygons)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.9), squeeze=False)
     for i, (orig_poly, gad_poly) in enumerate(region_sets.polygons):
-        plotting.plot_hulls(saved["images"][i], orig_poly, gad_poly, ax=axes[0, i], title=f"image {int(saved['index'][i])}")
+        title = f"image {int(saved['index'][i])}"
+        plotting.plot_hulls(saved["images"][i], orig_poly, gad_poly, ax=axes[0, i], title=title)
     fig.suptitle(title)
     return fig
 
@@ -66,7 +67,7 @@ def occlusion_figure(saved: dict, region_sets: RegionSets, hull_table: pd.DataFr
     images = torch.from_numpy(saved["images"][:n])
     drops = {}
     rows = hull_table[hull_table["method"] == method]
-    for name, masks in region_sets.masks.items():
+    for name in region_sets.masks:
         by_image = rows[rows["region_set"] == name].set_index("image")["drop"]
         drops[name] = np.array([by_image.get(int(i), np.nan) for i in saved["index"][:n]])
     # Occluding every pixel yields exactly what the fill puts in place of the occluded ones.

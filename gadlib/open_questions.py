@@ -168,7 +168,8 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
         experiments = list(metrics)
         hull, _ = read_tables(revs["smoothgrad"], experiments)
         write_text(OUT_DIR / "smoothgrad_hull_metrics.csv", hull.to_csv(index=False))
-        cost = pd.concat([pd.read_csv(io.StringIO(read_at(revs["smoothgrad"], f"reports/experiments/{e}/attribution_cost.csv")))
+        cost_file = "reports/experiments/{}/attribution_cost.csv"
+        cost = pd.concat([pd.read_csv(io.StringIO(read_at(revs["smoothgrad"], cost_file.format(e))))
                           for e in experiments], ignore_index=True)
         per_image = cost.groupby("method")[["plain_seconds_per_image", "seconds_per_image"]].mean()
         variant_cost = {}

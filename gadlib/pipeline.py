@@ -15,9 +15,9 @@ import torch
 
 from gadlib import attribution as attr
 from gadlib import checkpoints, models, support, training
-from gadlib.distancing import two_means_split
 from gadlib.atomic import load_arrays, save_arrays, write_json, write_text
 from gadlib.data import subsample_per_class
+from gadlib.distancing import two_means_split
 from gadlib.evaluation import evaluate_maps, summarize
 from gadlib.paths import ExperimentPaths
 from gadlib.prepared import PreparedData, load_prepared, prepare_experiment, save_prepared

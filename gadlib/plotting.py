@@ -275,7 +275,7 @@ def plot_hulls(
         ],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
-        ncols=2,
+        ncols=1,  # one entry per line: side-by-side panels never overlap their legends
         fontsize=8,
         frameon=False,
     )
@@ -995,6 +995,8 @@ def _grouped_boxes(
             jitter = rng.uniform(-width * 0.25, width * 0.25, size=values.size)
             ax.scatter(x + jitter, values, s=8, color=color, alpha=0.7, linewidths=0, zorder=3)
     ax.set_xticks(np.arange(len(groups)), [str(g) for g in groups])
+    if len(groups) > 3:  # several experiments x methods: slanted labels stay readable
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     return positions
 

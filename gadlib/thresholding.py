@@ -47,6 +47,16 @@ def pixel_importance(attributions: torch.Tensor, mode: str = "abs") -> torch.Ten
     return importance
 
 
+def check_threshold_options(mode: str, q: float, tau: float) -> None:
+    """Raise ValueError naming the value if a binarisation option is out of range."""
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"unknown threshold mode {mode!r}; use one of {THRESHOLD_MODES}")
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile q must lie strictly between 0 and 1; got {q}")
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau must lie in (0, 1]; got {tau}")
+
+
 def binarize(
     importance: torch.Tensor, mode: str = "quantile", q: float = 0.9, tau: float = 0.5
 ) -> torch.Tensor:
@@ -66,12 +76,7 @@ def binarize(
     (..., H, W) bool tensor. Pixels of importance 0 are never kept, so a map that is all zeros keeps
     no pixel (warning), never every pixel.
     """
-    if mode not in THRESHOLD_MODES:
-        raise ValueError(f"unknown threshold mode {mode!r}; use one of {THRESHOLD_MODES}")
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"quantile q must lie strictly between 0 and 1; got {q}")
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1]; got {tau}")
+    check_threshold_options(mode, q, tau)
     if importance.dim() < 2:
         raise ValueError(f"importance must have shape (..., H, W); got {tuple(importance.shape)}")
     flat = importance.reshape(*importance.shape[:-2], -1).float()
