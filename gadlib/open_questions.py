@@ -28,6 +28,8 @@ from gadlib.paths import REPORTS_DIR, ROOT
 PLAN_FILE = ROOT / "open_questions.yaml"
 OUT_DIR = REPORTS_DIR / "open_questions"
 REPORT = REPORTS_DIR / "open_questions.md"
+# The dvc beside this interpreter (the project's venv), else the one on PATH.
+DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else "dvc"
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -68,13 +70,13 @@ def planned_runs(plan: dict, params: dict) -> dict[str, list[str]]:
 def queue_and_run(runs: dict[str, list[str]], jobs: int = 1, poll_s: float = 20.0) -> None:
     """Queue every run as a DVC experiment, start the queue and wait until it is empty."""
     for name, overrides in runs.items():
-        cmd = ["dvc", "exp", "run", "--queue", "--force", "-n", name]
+        cmd = [DVC, "exp", "run", "--queue", "--force", "-n", name]
         for override in overrides:
             cmd += ["-S", override]
         subprocess.run(cmd, cwd=ROOT, check=True)
-    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=ROOT, check=True)
+    subprocess.run([DVC, "queue", "start", "--jobs", str(jobs)], cwd=ROOT, check=True)
     while True:
-        status = subprocess.run(["dvc", "queue", "status"], cwd=ROOT, capture_output=True, text=True).stdout
+        status = subprocess.run([DVC, "queue", "status"], cwd=ROOT, capture_output=True, text=True).stdout
         if not re.search(r"\b(Queued|Running)\b", status):
             break
         time.sleep(poll_s)
@@ -82,15 +84,19 @@ def queue_and_run(runs: dict[str, list[str]], jobs: int = 1, poll_s: float = 20.
 
 
 def experiment_revisions() -> dict[str, str]:
-    """Name -> Git revision of every DVC experiment of the current commit."""
-    out = subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    """Name -> Git revision of every finished DVC experiment (the newest, where a name repeats).
+
+    DVC keeps a finished experiment as the ref ``refs/exps/<baseline>/<name>``; queued and running
+    ones live under ``refs/exps/celery`` and ``refs/exps/exec`` and are left out.
+    """
+    out = subprocess.run(["git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)",
+                          "refs/exps"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     revs = {}
-    for entry in json.loads(out):
-        for exp in entry.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                if rev.get("name") and not rev.get("error"):
-                    revs[rev["name"]] = rev["rev"]
+    for line in out.splitlines():
+        rev, ref = line.split(" ", 1)
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[2] not in ("celery", "exec", "runs"):
+            revs[parts[-1]] = rev
     return revs
 
 
@@ -121,6 +127,22 @@ def sweep_table(hull: pd.DataFrame, fidelity: pd.DataFrame, scale: float) -> pd.
     return table
 
 
+def sweep_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per scale and method: RC median and share below 1, share of empty GAD maps (RC = 0), mean RS,
+    the share of images where RS(GAD) > RS(rest) among those where both are defined, agreement."""
+    rows = []
+    for (scale, method), group in table.groupby(["scale", "method"], sort=True):
+        rc = group["rc"].dropna()
+        both = group[["rs_gad", "rs_rest"]].dropna()
+        rows.append({"scale": scale, "method": method, "rc_median": rc.median(), "rc_below_1": (rc < 1).mean(),
+                     "gad_empty": (rc == 0).mean(), "rs_gad_mean": group["rs_gad"].mean(),
+                     "rs_rest_mean": group["rs_rest"].mean(),
+                     "rs_gad_beats_rest": (both["rs_gad"] > both["rs_rest"]).mean() if len(both) else float("nan"),
+                     "n_rs_pairs": len(both), "agreement_mean": group["agreement"].iloc[0],
+                     "agreement_min": group["agreement_min"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
 def collect(plan: dict, revs: dict[str, str]) -> str:
     """Write the open-questions tables, figures and report from the finished DVC experiments."""
     lines = ["# GAD: the paper's open questions", "",
@@ -138,11 +160,7 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
         table = pd.concat(rows, ignore_index=True)
         write_text(OUT_DIR / "alpha_sweep.csv", table.to_csv(index=False))
         plotting.save_figure(plotting.plot_alpha_sweep(table), OUT_DIR / "alpha_sweep.png")
-        summary = table.groupby(["scale", "method"]).agg(
-            rc_median=("rc", "median"), rc_below_1=("rc", lambda s: float((s.dropna() < 1).mean())),
-            rs_gad_mean=("rs_gad", "mean"), rs_rest_mean=("rs_rest", "mean"),
-            gad_beats_rest=("rs_gad", lambda s: float((s > table.loc[s.index, "rs_rest"]).mean())),
-            agreement_mean=("agreement", "first"), agreement_min=("agreement_min", "first")).reset_index()
+        summary = sweep_summary(table)
         lines += [f"Experiment `{sweep['experiment']}`; the α schedule {sweep['scales']} × the default "
                   "schedule. Agreement = argmax agreement of the support models with the original "
                   "(mean and lowest over the K models).", "", summary.to_markdown(index=False, floatfmt=".3g"),

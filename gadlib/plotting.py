@@ -631,9 +631,13 @@ def plot_alpha_sweep(sweep: pd.DataFrame, axes: Sequence[Axes] | None = None) ->
     panels[1].set_title("Occlusion sensitivity vs α", fontsize=10)
     panels[2].set_ylabel("agreement with original")
     panels[2].set_title("Support-model agreement vs α", fontsize=10)
+    scales = np.asarray(_unique(sweep["scale"]), dtype=float)
     for ax in panels:
         ax.set_xlabel("α schedule multiplier")
         ax.grid(True, alpha=0.3)
+        if scales.min() > 0 and scales.max() / scales.min() >= 8:  # doubling sweeps read evenly in log2
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(scales, [f"{v:g}" for v in scales])
     panels[0].legend(title="method", fontsize=8, title_fontsize=8)
     panels[1].legend(
         handles=[
