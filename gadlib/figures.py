@@ -60,13 +60,13 @@ def hulls_figure(saved: dict, region_sets: RegionSets, title: str) -> Figure:
     return fig
 
 
-def occlusion_figure(saved: dict, region_sets: RegionSets, hull_table: pd.DataFrame, method: str,
+def occlusion_figure(saved: dict, region_sets: RegionSets, hull_table: pd.DataFrame, experiment: str, method: str,
                      fill: str, mean: list[float], blur_sigma: float) -> Figure:
     """Occluded versions of the example images per region set, with the score drops measured."""
     n = len(region_sets.polygons)
     images = torch.from_numpy(saved["images"][:n])
     drops = {}
-    rows = hull_table[hull_table["method"] == method]
+    rows = hull_table[(hull_table["method"] == method) & (hull_table["experiment"] == experiment)]
     for name in region_sets.masks:
         by_image = rows[rows["region_set"] == name].set_index("image")["drop"]
         drops[name] = np.array([by_image.get(int(i), np.nan) for i in saved["index"][:n]])

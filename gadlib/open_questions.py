@@ -224,11 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("run", "queue", "collect", "plan"))
     parser.add_argument("--plan", default=str(PLAN_FILE))
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="queue only these runs (e.g. multiclass alpha-2)")
     args = parser.parse_args(argv)
     from gadlib.config import load_params
 
     plan = yaml.safe_load(Path(args.plan).read_text())
     runs = planned_runs(plan, load_params())
+    if args.only:
+        unknown = sorted(set(args.only) - set(runs))
+        if unknown:
+            parser.error(f"unknown run(s) {unknown}; the plan has {list(runs)}")
+        runs = {name: runs[name] for name in args.only}
     if args.action == "plan":
         for name, overrides in runs.items():
             print(name, " ".join(f"-S {o!r}" for o in overrides))
