@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
-from gadlib.data import DATASETS, DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
+from gadlib.dataset_names import DATASETS, DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
 from gadlib.paths import PARAMS_FILE, ROOT
 
 ARCHITECTURES = ("resnet18", "vgg16", "small_cnn")

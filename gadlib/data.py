@@ -21,13 +21,8 @@ import numpy as np
 import torch
 
 from gadlib.atomic import atomic_path
+from gadlib.dataset_names import DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
 
-DATASETS = ("fashion_mnist", "dogs_vs_cats", "cub200")
-
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
 FASHION_MNIST_FILES = (
     "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
@@ -43,8 +38,6 @@ DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 # What a damaged gzip stream raises: a bad header (OSError), a cut-off file (EOFError), bad deflate data.
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
-
-DOGS_VS_CATS_CLASSES = ("cat", "dog")
 
 # A class selector: one class by name or id, or a group {"name": ..., "ids": [first, last]} of
 # consecutive class ids merged into one label (CUB's sparrows, ids 113-133, for instance).

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
-from tqdm.auto import tqdm
 
 from gadlib import training
 from gadlib.atomic import load_arrays
 from gadlib.checkpoints import load_checkpoint, save_checkpoint
+from gadlib.progress import tqdm
 
 
 def is_distributed_launch() -> bool:
@@ -87,7 +86,8 @@ def train_distributed(
             save_checkpoint(checkpoint_path, model, _meta(history, 1, checkpoint_meta))
         return history
 
-    training._check_training_inputs(model, images, targets, loss, epochs, batch_size, lr, None, None, None)
+    training.check_training_inputs(model, images, targets, loss=loss, epochs=epochs, batch_size=batch_size,
+                                   lr=lr)
     created_group = not dist.is_initialized()
     if created_group:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
@@ -106,7 +106,6 @@ def train_distributed(
         device_ids = [device.index] if device.type == "cuda" else None
         ddp_model = DistributedDataParallel(model, device_ids=device_ids)
         optimizer = torch.optim.Adam(ddp_model.parameters(), lr=lr)
-        loss_fn = F.cross_entropy if loss == "cross_entropy" else F.mse_loss
         sampler = DistributedSampler(TensorDataset(images), num_replicas=world_size, rank=rank,
                                      shuffle=True, seed=seed, drop_last=False)
         history = training.TrainHistory()
@@ -115,11 +114,10 @@ def train_distributed(
         for epoch in epoch_bar:
             sampler.set_epoch(epoch)
             shard = torch.tensor(list(iter(sampler)), dtype=torch.int64)
-            epoch_seed = training._epoch_seed(seed, epoch)
-            with training._seeded_rng(epoch_seed + rank, device):  # other dropout masks on each rank
-                shard_loss = training._train_one_epoch(ddp_model, images[shard], targets[shard], optimizer,
-                                                       loss_fn, batch_size // world_size, epoch_seed,
-                                                       device, use_bf16)
+            shard_loss = training.train_epoch(ddp_model, images[shard], targets[shard], optimizer, loss=loss,
+                                              batch_size=batch_size // world_size, seed=seed, epoch=epoch,
+                                              device=device, autocast_bf16=use_bf16,
+                                              dropout_seed_offset=rank)  # other dropout masks on each rank
             mean_loss = torch.tensor([shard_loss], dtype=torch.float64, device=device)
             dist.all_reduce(mean_loss)  # equal shards: the mean of the means is the mean
             history.train_loss.append(float(mean_loss) / world_size)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage
-from tqdm.auto import tqdm
 
+from gadlib.progress import tqdm
 from gadlib.regions import hull_complexity, hull_polygons, rasterize, relative_complexity
 from gadlib.sensitivity import check_pixel_images, occlusion_sensitivity, random_region_mask
 from gadlib.thresholding import binarize

@@ -40,7 +40,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from torch import nn
-from tqdm.auto import tqdm
+
+from gadlib.progress import tqdm
 
 FAST_METHODS = ("IntegratedGradients", "Saliency", "InputXGradient")
 

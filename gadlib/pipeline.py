@@ -147,7 +147,9 @@ def run_train_support(params: dict, name: str) -> tuple[dict[str, list], pd.Data
     cfg = params["support"]
     alphas = alpha_schedule(params)
     trained, rows = {}, []
-    for spec in support_sets(params["experiments"][name], prepared.class_names):
+    sets = support_sets(params["experiments"][name], prepared.class_names)
+    _remove_unused_support_sets(paths.support_dir, {spec.name for spec in sets})
+    for spec in sets:
         groups = spec.groups
         if spec.strategy == "split" and groups is None:
             logits = training.predict_logits(original, prepared.train.images)
@@ -172,6 +174,18 @@ def run_train_support(params: dict, name: str) -> tuple[dict[str, list], pd.Data
     table = pd.DataFrame(rows)
     write_text(paths.fidelity, table.to_csv(index=False))
     return trained, table
+
+
+def _remove_unused_support_sets(support_dir, names: set[str]) -> None:
+    """Delete the support models of sets the experiment no longer has (e.g. a class dropped from One
+    vs. All), so the stage's output depends on its params only. A folder holding anything else stays."""
+    if not support_dir.is_dir():
+        return
+    for folder in support_dir.iterdir():
+        if folder.is_dir() and folder.name not in names:
+            support.remove_surplus_checkpoints(folder, 0)
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def load_supports(params: dict, name: str, original, spec: SupportSet) -> list:

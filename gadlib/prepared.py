@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from gadlib import data as datasets
 from gadlib.atomic import load_arrays, save_arrays
 from gadlib.config import resolve_path
+from gadlib.dataset_names import DATASETS, DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
 
 SPLITS = ("train", "val", "test")
 
@@ -56,9 +57,9 @@ def prepare_experiment(data_params: dict, experiment: dict, seed: int) -> Prepar
     """
     name, classes, size = experiment["dataset"], experiment["classes"], experiment["image_size"]
     max_train, max_test = data_params["max_train_per_class"], data_params["max_test_per_class"]
-    if name not in datasets.DATASETS:
-        raise datasets.DataError(f"unknown dataset {name!r}; use one of {list(datasets.DATASETS)}")
-    known = {"fashion_mnist": datasets.FASHION_MNIST_CLASSES, "dogs_vs_cats": datasets.DOGS_VS_CATS_CLASSES}
+    if name not in DATASETS:
+        raise datasets.DataError(f"unknown dataset {name!r}; use one of {list(DATASETS)}")
+    known = {"fashion_mnist": FASHION_MNIST_CLASSES, "dogs_vs_cats": DOGS_VS_CATS_CLASSES}
     if name in known and classes != "all":
         datasets.class_indices(known[name], classes)  # raises before the long read
     root = resolve_path(experiment["data_dir"])

@@ -14,7 +14,8 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from gadlib.progress import tqdm
 
 FILLS = ("black", "mean", "blur")
 SCORE_MODES = ("logit", "margin")

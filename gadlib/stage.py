@@ -10,6 +10,7 @@ failed run keeps its partial copy beside the output as ``*.failed.ipynb`` for re
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 from gadlib.atomic import atomic_path
 from gadlib.config import ConfigError, load_params
 from gadlib.paths import PARAMS_FILE, ROOT
+from gadlib.progress import PROGRESS_ENV
 
 
 class StageError(ValueError):
@@ -35,15 +37,15 @@ def declared_parameters(notebook: str | Path) -> dict:
 
 def check_parameters(notebook: str | Path, parameters: dict, params: dict) -> None:
     """Raise :class:`StageError` for a parameter the notebook does not declare or an unknown experiment."""
+    experiment = parameters.get("experiment")  # checked first: it needs no notebook reader
+    if experiment is not None and experiment not in params["experiments"]:
+        raise StageError(f"unknown experiment {experiment!r}; params.yaml defines "
+                         f"{list(params['experiments'])}")
     declared = declared_parameters(notebook)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise StageError(f"{notebook} does not declare parameter(s) {unknown}; it declares "
                          f"{sorted(declared)} in its 'parameters' cell")
-    experiment = parameters.get("experiment")
-    if experiment is not None and experiment not in params["experiments"]:
-        raise StageError(f"unknown experiment {experiment!r}; params.yaml defines "
-                         f"{list(params['experiments'])}")
 
 
 def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params_file: str | Path) -> None:
@@ -61,6 +63,8 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
     import papermill  # after the checks, so a bad params.yaml is reported without loading it
     output = Path(output)
     failed = output.with_suffix(".failed.ipynb")
+    # The saved notebook cannot redraw widgets: its kernel (which inherits this environment) uses text bars.
+    os.environ.setdefault(PROGRESS_ENV, "text")
     with atomic_path(output) as tmp, warnings.catch_warnings():
         # The temporary name does not end in .ipynb; papermill would warn at every cell.
         warnings.filterwarnings("ignore", message="The specified file .* does not end in")

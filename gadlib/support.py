@@ -7,7 +7,9 @@ original (``init="original"``). The original model itself is never modified.
 
 With a checkpoint folder every finished support model is saved as ``support_{s}.pt``, with a
 fingerprint of everything that determines it (original weights, data, distancing and training
-config); a re-run skips the models whose fingerprint matches, so an interrupted run resumes.
+config); a re-run skips the models whose fingerprint matches, so an interrupted run resumes. A run
+with a shorter schedule deletes the files of the steps it no longer has, so the folder always holds
+exactly the K models of the last run (DVC keeps earlier versions in its cache).
 """
 
 from __future__ import annotations
@@ -18,25 +20,45 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from gadlib.atomic import remove_stale_temporaries
 from gadlib.checkpoints import load_checkpoint, save_checkpoint
 from gadlib.distancing import check_alpha_schedule, distancing_margin, distancing_targets, logit_spread
+from gadlib.progress import tqdm
 from gadlib.training import predict_logits, select_device, train_model
 
 INIT_MODES = ("chained", "original")
 
 
+_CHECKPOINT_NAME = re.compile(r"support_(\d+)\.pt")
+
+
 def support_checkpoint_path(checkpoint_dir: str | os.PathLike, step: int) -> Path:
     """File of support model ``step`` (1-based) inside ``checkpoint_dir``."""
     return Path(checkpoint_dir) / f"support_{step}.pt"
+
+
+def remove_surplus_checkpoints(checkpoint_dir: str | os.PathLike, n_models: int) -> list[Path]:
+    """Delete ``support_{s}.pt`` for every ``s > n_models`` in ``checkpoint_dir``; the removed paths.
+
+    Left behind by an earlier run with a longer α schedule, they would make the folder depend on
+    the run's history instead of its parameters. Other files are left alone.
+    """
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    surplus = sorted(path for path in folder.iterdir()
+                     if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and int(match.group(1)) > n_models)
+    for path in surplus:
+        path.unlink()
+    return surplus
 
 
 def train_support_models(
@@ -96,6 +118,7 @@ def train_support_models(
                        groups=groups)
     if checkpoint_dir is not None:  # a run killed while saving left its temporary file behind
         remove_stale_temporaries(checkpoint_dir)
+        remove_surplus_checkpoints(checkpoint_dir, len(alphas))
     data_digest = _digest(start.state_dict(), images, labels)
     config = {**_plain(distancing), "init": init, "epochs": epochs, "lr": lr,
               "batch_size": batch_size, "seed": seed}

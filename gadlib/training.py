@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from gadlib.checkpoints import load_torch_state, save_torch_state
 from gadlib.models import model_device
+from gadlib.progress import tqdm
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -110,8 +110,9 @@ def train_model(
     -------
     TrainHistory
     """
-    _check_training_inputs(model, images, targets, loss, epochs, batch_size, lr,
-                           val_images, val_targets, early_stopping_patience)
+    check_training_inputs(model, images, targets, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                          val_images=val_images, val_targets=val_targets,
+                          early_stopping_patience=early_stopping_patience)
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path to resume from")
     device = select_device() if device is None else torch.device(device)
@@ -125,7 +126,7 @@ def train_model(
     has_val = val_images is not None
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = F.cross_entropy if loss == "cross_entropy" else F.mse_loss
+    loss_fn = _loss_function(loss)
     config = {"loss": loss, "batch_size": batch_size, "lr": lr, "seed": seed, "n_train": len(images),
               "early_stopping_patience": early_stopping_patience}
 
@@ -149,10 +150,8 @@ def train_model(
     epoch_bar = tqdm(range(first_epoch, last_epoch), desc=f"train ({loss})", disable=not progress,
                      leave=False)
     for epoch in epoch_bar:
-        epoch_seed = _epoch_seed(seed, epoch)
-        with _seeded_rng(epoch_seed, device):
-            train_loss = _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size,
-                                          epoch_seed, device, use_bf16)
+        train_loss = train_epoch(model, images, targets, optimizer, loss=loss, batch_size=batch_size,
+                                 seed=seed, epoch=epoch, device=device, autocast_bf16=use_bf16)
         history.train_loss.append(train_loss)
         if not has_val:
             history.best_epoch = epoch + 1
@@ -223,8 +222,24 @@ def predict_logits(
     return torch.cat(outputs)
 
 
-def _check_training_inputs(model, images, targets, loss, epochs, batch_size, lr,
-                           val_images, val_targets, patience) -> None:
+def check_training_inputs(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    val_images: torch.Tensor | None = None,
+    val_targets: torch.Tensor | None = None,
+    early_stopping_patience: int | None = None,
+) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the first bad argument of :func:`train_model`.
+
+    Runs before any work, so a wrong shape or setting fails at once instead of after an epoch.
+    """
+    patience = early_stopping_patience
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if loss not in LOSSES:
@@ -267,6 +282,53 @@ def _check_images_and_targets(images: torch.Tensor, targets: torch.Tensor, loss:
                          f"got shape {tuple(targets.shape)}, dtype {targets.dtype}")
     if loss == "mse" and not bool(torch.isfinite(targets).all()):
         raise ValueError(f"{targets_name} contain NaN or infinite values")
+
+
+def train_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    loss: str,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    device: torch.device,
+    autocast_bf16: bool = False,
+    dropout_seed_offset: int = 0,
+) -> float:
+    """One pass of mini-batch steps over ``(images, targets)`` in a seeded order; the mean loss.
+
+    The shuffling order and the model's own randomness (dropout) come from a seed derived from
+    ``(seed, epoch)``, and the caller's random state is restored afterwards: the same call gives the
+    same weights, which is what makes :func:`train_model` resumable and repeatable.
+
+    Parameters
+    ----------
+    model : the module to step (``DistributedDataParallel`` works: each process passes its shard).
+    images, targets, loss : as in :func:`train_model`, on any device (batches are moved to ``device``);
+        ``"mse"`` targets must already be float.
+    optimizer : steps ``model``'s parameters.
+    batch_size : images per step.
+    seed, epoch : the run's seed and the 0-based epoch number.
+    device : where the model is.
+    autocast_bf16 : bfloat16 autocast of the forward pass (the caller decides whether the device has it).
+    dropout_seed_offset : added to the dropout seed only (data-parallel ranks pass their rank, so
+        their dropout masks differ while their shuffling of the shard does not).
+
+    Returns
+    -------
+    float: the mean training loss over the epoch's images.
+    """
+    epoch_seed = _epoch_seed(seed, epoch)
+    with _seeded_rng(epoch_seed + dropout_seed_offset, device):
+        return _train_one_epoch(model, images, targets, optimizer, _loss_function(loss), batch_size,
+                                epoch_seed, device, autocast_bf16)
+
+
+def _loss_function(loss: str):
+    return F.cross_entropy if loss == "cross_entropy" else F.mse_loss
 
 
 def _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size, epoch_seed, device,

@@ -69,3 +69,15 @@ def test_default_experiment():
     assert pipeline.default_experiment(params, "b") == "b"
     with pytest.raises(ValueError, match="unknown experiment 'c'"):
         pipeline.default_experiment(params, "c")
+
+
+def test_support_sets_no_longer_in_params_are_removed_but_foreign_files_stay(tmp_path):
+    for name in ("one_vs_all_3", "one_vs_all_6", "kept_by_user"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "support_1.pt").write_bytes(b"x")
+    (tmp_path / "kept_by_user" / "notes.txt").write_text("mine")
+    pipeline._remove_unused_support_sets(tmp_path, {"one_vs_all_3"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept_by_user", "one_vs_all_3"]
+    assert sorted(p.name for p in (tmp_path / "kept_by_user").iterdir()) == ["notes.txt"]
+    assert (tmp_path / "one_vs_all_3" / "support_1.pt").exists()
+    pipeline._remove_unused_support_sets(tmp_path / "missing", set())  # no folder yet: nothing to do

@@ -155,6 +155,19 @@ def test_a_changed_config_retrains_instead_of_reusing(tmp_path, monkeypatch):
     assert len(spy.starts) == 1  # a longer schedule keeps the models it shares
 
 
+def test_a_shorter_schedule_removes_the_surplus_models_and_keeps_other_files(tmp_path, monkeypatch):
+    images, labels = linear_problem()
+    original = linear_original()
+    fit(original, images, labels, checkpoint_dir=tmp_path, alphas=(0.5, 1.0, 1.5))
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "support_2.pt.bak").write_text("mine")
+    spy = TrainSpy(monkeypatch)
+    fit(original, images, labels, checkpoint_dir=tmp_path, alphas=(0.5, 1.0))
+    assert spy.starts == []  # the shared prefix is reused
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "support_1.pt", "support_2.pt",
+                                                          "support_2.pt.bak"]
+
+
 def test_saved_supports_load_with_their_meta(tmp_path):
     images, labels = linear_problem()
     original = linear_original()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from gadlib.training import TrainHistory, predict_logits, select_device, train_model
+from gadlib.training import TrainHistory, predict_logits, select_device, train_epoch, train_model
 
 
 def separable_problem(n=64, seed=0):
@@ -114,6 +114,26 @@ def test_a_finished_run_resumes_to_the_same_weights(tmp_path):
     again = tiny_net(seed=5)
     history = train(again, images, labels, checkpoint_path=checkpoint, resume=True)
     assert same_weights(weights(model), weights(again)) and len(history.train_loss) == 3
+
+
+def test_train_epoch_is_the_epoch_of_train_model_and_its_offset_moves_dropout_only():
+    images, labels = separable_problem()
+    reference = tiny_net(dropout=0.5)
+    train(reference, images, labels, epochs=2)
+
+    def two_epochs(offset):
+        model = tiny_net(dropout=0.5)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        losses = [train_epoch(model, images, labels, optimizer, loss="cross_entropy", batch_size=8, seed=0,
+                              epoch=epoch, device=torch.device("cpu"), dropout_seed_offset=offset)
+                  for epoch in range(2)]
+        return model, losses
+
+    same, losses = two_epochs(0)
+    assert same_weights(weights(same), weights(reference))
+    assert all(loss > 0 for loss in losses)
+    shifted, _ = two_epochs(1)
+    assert not same_weights(weights(shifted), weights(reference))
 
 
 def test_bf16_on_the_cpu_warns_and_trains_in_float32():
