@@ -10,6 +10,7 @@ strings, lists, dicts) that describe how the weights were made.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gadlib.atomic import atomic_path
+from gadlib.atomic import write_bytes
 
 DEFAULT_CREATOR = "the pipeline stage that trains this model (run `dvc repro`)"
 
@@ -27,8 +28,11 @@ def save_torch_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write a dict of tensors and plain values to ``path`` atomically with ``torch.save``."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict; got {type(state).__name__}")
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Serialised in memory first: saved to a file, torch names the archive's folder after the file,
+    # here the random temporary name, and the same weights would give other bytes (and DVC hashes).
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_torch_state(path: str | os.PathLike, created_by: str = DEFAULT_CREATOR) -> dict[str, Any]:

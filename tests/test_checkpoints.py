@@ -73,3 +73,14 @@ def test_garbage_and_foreign_files_raise_clear_errors(tmp_path):
 def test_save_refuses_what_is_not_a_model(tmp_path):
     with pytest.raises(TypeError, match="nn.Module or a state dict"):
         save_checkpoint(tmp_path / "m.pt", [torch.ones(1)])
+
+
+def test_the_same_weights_give_the_same_bytes_whatever_the_file_name(tmp_path):
+    # DVC hashes the files: a re-run that trains the same weights must not show up as a change.
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "classifier.pt", model, meta={"epochs": 1})
+    save_checkpoint(tmp_path / "other_name.pt", model, meta={"epochs": 1})
+    save_checkpoint(tmp_path / "changed.pt", model, meta={"epochs": 2})
+    assert (tmp_path / "classifier.pt").read_bytes() == (tmp_path / "other_name.pt").read_bytes()
+    assert (tmp_path / "classifier.pt").read_bytes() != (tmp_path / "changed.pt").read_bytes()

@@ -135,7 +135,7 @@ WRITERS = {
                       (np, "savez", 0), load_prepared),
     "save_checkpoint": ("classifier.pt", lambda path, v: checkpoints.save_checkpoint(
                             path, {"weight": torch.full((2,), v)}, {"version": v}),
-                        (torch, "save", 1), checkpoints.load_checkpoint),
+                        (Path, "write_bytes", 0), checkpoints.load_checkpoint),
     "save_figure": ("figure.png", lambda path, v: plotting.save_figure(_figure(v), path),
                     (Figure, "savefig", 1), lambda path: path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"),
 }
