@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GAD fast path, IG: run the affine stem once per image, not per step")
     parser.add_argument("--sections", default="attribution,one_model,training,regions",
                         help="comma-separated; one_model (the fast path's variants on one model) runs on "
-                             "CUDA only unless it is the only section")
+                             "CUDA only unless it is the only section; stacked (GAD-IG with the K+1 models "
+                             "in one vectorised pass, bench/stacked.py, against one after the other) on request")
     parser.add_argument("--compile", action="store_true",
                         help="one_model: also time torch.compile on the folded model (compiles for a minute)")
     parser.add_argument("--train-images", type=int, default=None,
@@ -117,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-SECTIONS = ("attribution", "one_model", "training", "regions")
+SECTIONS = ("attribution", "one_model", "stacked", "training", "regions")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
     if "one_model" in sections and (cuda or sections == ["one_model"]):
         report["fast_path_one_model"] = bench_one_model(original, images, targets, args, internal_batch,
                                                         repeats, device)
+    if "stacked" in sections:
+        report["stacked_models"] = bench_stacked(original, supports, images, targets, args, repeats, device,
+                                                 cuda)
     if "training" in sections:
         report["training"] = bench_training(original, args, device, cuda)
         print(f"   training: {report['training']['images_per_s']:.0f} img/s", flush=True)
@@ -348,6 +352,59 @@ def bench_one_model(original, images, targets, args, internal_batch, repeats, de
         print(f"   one model, {name}: {row['images_per_s']:.1f} img/s ({row['speedup']:.2f}x Captum fp32), "
               f"relative error {row['agreement']['relative_error']:.2e}", flush=True)
     return rows
+
+
+def bench_stacked(original, supports, images, targets, args, repeats, device, cuda: bool) -> list[dict]:
+    """GAD-IG's K+1 maps: the models one after the other (the fast path) against all in one pass."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/stacked.py, beside this script
+    from stacked import stacked_integrated_gradients
+
+    options = fast_options_for("IntegratedGradients", args, cuda)
+    models = prepare_models([original, *supports], options)
+    rows = args.internal_batch_size or auto_internal_batch_size(
+        original, tuple(images.shape[1:]), device, autocast_dtype=options["autocast_dtype"])
+    sequential_options = {**options, "fold_batchnorm": False}
+
+    def sequential(affine_stem: bool) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            return torch.cat([attribute_models("IntegratedGradients", models, c, t, n_steps=args.n_steps,
+                                               internal_batch_size=rows,
+                                               **{**sequential_options, "affine_stem": affine_stem})
+                              for c, t in batches(images, targets, args.batch)], dim=1)
+        return run
+
+    def stacked(channels_last: bool) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            # `rows` model-rows per pass (K+1 models x images x steps): the memory of one model's pass
+            return torch.cat([stacked_integrated_gradients(
+                models, c, t, n_steps=args.n_steps, rows_per_pass=rows,
+                autocast_dtype=options["autocast_dtype"], channels_last=channels_last)
+                for c, t in batches(images, targets, args.batch)], dim=1)
+        return run
+
+    variants = [("one after the other (fast path)", sequential(False)),
+                ("one after the other + affine stem (GAD's setting)", sequential(options["affine_stem"])),
+                ("stacked, vmap over K+1 models", stacked(False))]
+    if options["channels_last"]:
+        variants.append(("stacked, vmap over K+1 models, channels_last", stacked(True)))
+    rows_out, reference = [], None
+    for name, run in variants:
+        row = {"variant": name, "models": len(models), "rows_per_model_pass": rows}
+        try:
+            run()  # warm-up
+            timed = timed_runs(run, repeats, device)
+        except Exception as err:  # noqa: BLE001 - an experimental variant must not sink the benchmark
+            row["error"] = f"{type(err).__name__}: {err}"[:500]
+            print(f"   stacked models, {name}: failed ({row['error'][:200]})", flush=True)
+            rows_out.append(row)
+            continue
+        reference = timed["result"] if reference is None else reference
+        row.update({"images_per_s": len(images) / timed["seconds"], "peak_mb": timed["peak_mb"],
+                    "agreement_with_sequential": agreement(timed["result"].flatten(0, 1),
+                                                           reference.flatten(0, 1))})
+        rows_out.append(row)
+        print(f"   stacked models, {name}: {row['images_per_s']:.1f} img/s", flush=True)
+    return rows_out
 
 
 def gpu_goal(report: dict, args, cuda: bool) -> dict:
@@ -581,6 +638,17 @@ def print_table(report: dict) -> None:
             agree = row.get("agreement", {"relative_error": 0.0, "top10_mask_iou": 1.0})
             print(f"  {row['variant']:<58} {row['images_per_s']:>8.1f} {row['speedup']:>8.2f} "
                   f"{agree['relative_error']:>9.1e} {agree['top10_mask_iou']:>9.3f}")
+    if report.get("stacked_models"):
+        print(f"\nGAD-IG, K+1 = {report['stacked_models'][0]['models']} models{'':<37} {'img/s':>8} "
+              f"{'rel.err':>9} {'top10 IoU':>9}")
+        for row in report["stacked_models"]:
+            if "error" in row:
+                print(f"  {row['variant']:<58} failed: {row['error'][:60]}")
+                continue
+            agree = row["agreement_with_sequential"]
+            print(f"  {row['variant']:<58} {row['images_per_s']:>8.1f} {agree['relative_error']:>9.1e} "
+                  f"{agree['top10_mask_iou']:>9.3f}")
+        print("(rel.err and top10 IoU: all K+1 maps against the first row's)")
     if "training" in report:
         training = report["training"]
         print(f"\nsupport training (MSE, Adam, batch {training['batch_size']}, bf16 "

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check, in one go: the fast attribution path's agreement tests on CUDA, the benchmark at
 # 224 px (GAD with K = 5 against plain Captum, the fast path's settings on one model, training,
-# hull metrics), then a time-boxed torch.compile experiment. Everything is written under $OUT.
+# hull metrics), then two time-boxed experiments: the K+1 models stacked into one pass, and
+# torch.compile. Everything is written under $OUT.
 #
 # On the GPU machine, from the repository root, with the captum and shapely wheels in ./.whl:
 #     OUT=/some/folder bash bench/gpu_check.sh
 # Dry run on a CPU machine with tiny sizes (same steps, same files):
 #     GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 OUT=/tmp/gpu_check bash bench/gpu_check.sh
 #
-# Time: about 4 minutes on an H100/H200; every step has a timeout, and the compile experiment only
-# starts while the whole run is under 200 s and is cut off at 330 s.
+# Time: about 5 minutes on an H100/H200; every step has a timeout, the stacked-models experiment is
+# cut off at 90 s, and the compile experiment only starts while the whole run is under 260 s and is
+# cut off at 360 s.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
@@ -60,9 +62,19 @@ timeout 210 $PY bench/bench.py --device "$DEVICE" "${SIZE_ARGS[@]}" --out "$OUT/
 summary "bench/bench.py: exit $? (table in bench.txt, numbers in bench.json)"
 sed -n '/GAD\/Captum/,$p' "$OUT/bench.txt" | head -n 40 | tee -a "$OUT/summary.txt"
 
-# 3. time-boxed experiment: torch.compile of the folded model, IG of one model
-if [ "$SECONDS" -lt 200 ]; then
-    LIMIT=$((330 - SECONDS))
+# 3. time-boxed experiment: GAD-IG's K+1 models stacked into one vectorised pass (bench/stacked.py)
+if [ "$SECONDS" -lt 240 ]; then
+    timeout 90 $PY bench/bench.py --device "$DEVICE" "${SIZE_ARGS[@]}" --n-images 32 \
+        --sections stacked --out "$OUT/bench_stacked.json" > "$OUT/bench_stacked.txt" 2>&1
+    summary "stacked-models experiment (limit 90s): exit $? (bench_stacked.txt, bench_stacked.json)"
+    sed -n '/^GAD-IG, K+1/,/^(rel.err/p' "$OUT/bench_stacked.txt" | tee -a "$OUT/summary.txt"
+else
+    summary "stacked-models experiment skipped: no time left"
+fi
+
+# 4. time-boxed experiment: torch.compile of the folded model, IG of one model
+if [ "$SECONDS" -lt 260 ]; then
+    LIMIT=$((360 - SECONDS))
     timeout "$LIMIT" $PY bench/bench.py --device "$DEVICE" "${SIZE_ARGS[@]}" --n-images 64 \
         --sections one_model --compile --out "$OUT/bench_compile.json" > "$OUT/bench_compile.txt" 2>&1
     summary "compile experiment (limit ${LIMIT}s): exit $? (bench_compile.txt, bench_compile.json)"

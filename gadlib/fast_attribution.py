@@ -10,7 +10,8 @@ input, run once per image instead of once per step).
 
 The models are evaluated one after the other, each on large batches: once a batch fills the device,
 stacking several models into one vectorised pass (``torch.func.vmap``) turns their convolutions into
-grouped convolutions, which were no faster on the CPU and round differently, so it does not pay.
+grouped convolutions, which round differently and ran GAD-IG at 0.6x the speed of this module on the
+CPU (``bench/stacked.py``, ``bench/bench.py --sections stacked``; the GPU check measures it too).
 
 Agreement with Captum is the contract. With the default settings (the input dtype, no autocast, no
 channels_last, no folding, no affine stem) the result is Captum's, up to the order of a
