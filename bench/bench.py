@@ -326,23 +326,17 @@ def bench_one_model(original, images, targets, args, internal_batch, repeats, de
         batch = args.internal_batch_size or auto_internal_batch_size(
             original, tuple(images.shape[1:]), device, autocast_dtype=options.get("autocast_dtype"))
         row = {"variant": name, "internal_batch_size": batch}
-        try:
-            if compiled:
-                model = torch.compile(model)
+        if compiled:
+            model = torch.compile(model)
 
-            def run(model=model, options=options, batch=batch) -> torch.Tensor:
-                return torch.cat([attribute_models("IntegratedGradients", [model], c, t, n_steps=args.n_steps,
-                                                   internal_batch_size=batch, **options)[0]
-                                  for c, t in batches(images, targets, args.batch)])
+        def run(model=model, options=options, batch=batch) -> torch.Tensor:
+            return torch.cat([attribute_models("IntegratedGradients", [model], c, t, n_steps=args.n_steps,
+                                               internal_batch_size=batch, **options)[0]
+                              for c, t in batches(images, targets, args.batch)])
 
-            with _cudnn_benchmark(benchmark):
-                start = time.perf_counter()
-                run()  # warm-up (and compilation)
-                row["first_call_seconds"] = time.perf_counter() - start
-                fast = timed_runs(run, repeats, device)
-        except Exception as err:  # noqa: BLE001 - an experimental variant must not sink the benchmark
-            row["error"] = f"{type(err).__name__}: {err}"[:500]
-            print(f"   one model, {name}: failed ({row['error'][:200]})", flush=True)
+        with _cudnn_benchmark(benchmark):
+            fast = timed_variant(f"one model, {name}", run, repeats, device, row)
+        if fast is None:
             rows.append(row)
             continue
         row.update({"images_per_s": len(images) / fast["seconds"], "peak_mb": fast["peak_mb"],
@@ -390,12 +384,8 @@ def bench_stacked(original, supports, images, targets, args, repeats, device, cu
     rows_out, reference = [], None
     for name, run in variants:
         row = {"variant": name, "models": len(models), "rows_per_model_pass": rows}
-        try:
-            run()  # warm-up
-            timed = timed_runs(run, repeats, device)
-        except Exception as err:  # noqa: BLE001 - an experimental variant must not sink the benchmark
-            row["error"] = f"{type(err).__name__}: {err}"[:500]
-            print(f"   stacked models, {name}: failed ({row['error'][:200]})", flush=True)
+        timed = timed_variant(f"stacked models, {name}", run, repeats, device, row)
+        if timed is None:
             rows_out.append(row)
             continue
         reference = timed["result"] if reference is None else reference
@@ -464,6 +454,24 @@ def bench_regions(args) -> dict:
 def batches(images: torch.Tensor, targets: torch.Tensor, size: int):
     for start in range(0, len(images), size):
         yield images[start:start + size], targets[start:start + size]
+
+
+def timed_variant(label: str, run: Callable[[], torch.Tensor], repeats: int, device: torch.device,
+                  row: dict) -> dict | None:
+    """An experimental variant: a warm-up call (and compilation), then :func:`timed_runs`.
+
+    Records ``first_call_seconds`` in ``row``; a failure is recorded there as ``error`` and printed,
+    and gives ``None``: one variant must not sink the benchmark.
+    """
+    try:
+        start = time.perf_counter()
+        run()
+        row["first_call_seconds"] = time.perf_counter() - start
+        return timed_runs(run, repeats, device)
+    except Exception as err:  # noqa: BLE001 - see above
+        row["error"] = f"{type(err).__name__}: {err}"[:500]
+        print(f"   {label}: failed ({row['error'][:200]})", flush=True)
+        return None
 
 
 def timed_runs(run: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> dict:
