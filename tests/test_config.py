@@ -189,3 +189,14 @@ def test_load_params_names_the_file_in_errors(tmp_path):
 def test_resolve_path():
     assert resolve_path("data/fashion-mnist") == ROOT / "data" / "fashion-mnist"
     assert resolve_path("/elsewhere/x") == config.Path("/elsewhere/x")
+
+
+def test_validating_params_imports_neither_torch_nor_papermill():
+    # a wrong value must fail at once: torch and papermill take one to two seconds to import
+    import subprocess
+    import sys
+
+    code = ("import sys, gadlib.stage, gadlib.config; "
+            "print(sorted(m for m in ('torch', 'papermill') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]"
