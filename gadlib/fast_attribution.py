@@ -28,6 +28,8 @@ to another pixel, so single pixels differ while the maps stay the same: ``fold_b
 bound 2e-3). bfloat16 autocast (8-bit mantissa) flips many more ReLUs: on random-weight ResNet18s
 the relative error is 0.1 to 0.2 (tested bound 0.4) and the top-10% pixel masks that GAD thresholds
 overlap with an IoU of about 0.86; the benchmark (``bench/bench.py``) reports both for its models.
+float16 autocast (10-bit mantissa, the same tensor-core rate as bfloat16 on recent GPUs) stays
+closer: relative error 0.04 to 0.06 on the same networks (tested bound 0.15), top-10% IoU 0.92 to 0.96.
 """
 
 from __future__ import annotations
