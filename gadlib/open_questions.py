@@ -30,6 +30,8 @@ OUT_DIR = REPORTS_DIR / "open_questions"
 REPORT = REPORTS_DIR / "open_questions.md"
 # The dvc beside this interpreter (the project's venv), else the one on PATH.
 DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else "dvc"
+# The α-sweep table's columns from each run's metrics.json (gadlib.evaluation.summarize).
+SWEEP_KEYS = ("rc_median", "rc_below_1", "gad_empty", "rs_gad_mean", "rs_rest_mean", "rs_gad_beats_rest")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -127,43 +129,36 @@ def sweep_table(hull: pd.DataFrame, fidelity: pd.DataFrame, scale: float) -> pd.
     return table
 
 
-def sweep_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per scale and method: RC median and share below 1, share of empty GAD maps (RC = 0), mean RS,
-    the share of images where RS(GAD) > RS(rest) among those where both are defined, agreement."""
-    rows = []
-    for (scale, method), group in table.groupby(["scale", "method"], sort=True):
-        rc = group["rc"].dropna()
-        both = group[["rs_gad", "rs_rest"]].dropna()
-        rows.append({"scale": scale, "method": method, "rc_median": rc.median(), "rc_below_1": (rc < 1).mean(),
-                     "gad_empty": (rc == 0).mean(), "rs_gad_mean": group["rs_gad"].mean(),
-                     "rs_rest_mean": group["rs_rest"].mean(),
-                     "rs_gad_beats_rest": (both["rs_gad"] > both["rs_rest"]).mean() if len(both) else float("nan"),
-                     "n_rs_pairs": len(both), "agreement_mean": group["agreement"].iloc[0],
-                     "agreement_min": group["agreement_min"].iloc[0]})
-    return pd.DataFrame(rows)
-
-
 def collect(plan: dict, revs: dict[str, str]) -> str:
     """Write the open-questions tables, figures and report from the finished DVC experiments."""
     lines = ["# GAD: the paper's open questions", "",
              "Each section comes from DVC experiments queued by `make open-questions` "
              "(`open_questions.yaml`); the per-image tables are in `reports/open_questions/`.", ""]
     sweep = plan["alpha_sweep"]
-    rows = []
+    rows, summary = [], []
     for scale in sweep["scales"]:
         name = f"alpha-{scale:g}"
         if name in revs:
             hull, fidelity = read_tables(revs[name], [sweep["experiment"]])
-            rows.append(sweep_table(hull, fidelity, scale))
+            table = sweep_table(hull, fidelity, scale)
+            rows.append(table)
+            # the run's own summary (gadlib.evaluation.summarize, in its metrics.json), not a recount
+            methods = json.loads(read_at(revs[name], "reports/metrics.json"))[sweep["experiment"]]["methods"]
+            # metrics.json keeps no count of the images with both RS defined: taken from the table
+            pairs = table.dropna(subset=["rs_gad", "rs_rest"]).groupby("method").size()
+            summary += [{"scale": scale, "method": method, **{key: m.get(key) for key in SWEEP_KEYS},
+                         "n_rs_pairs": int(pairs.get(method, 0)), "agreement_mean": table["agreement"].iloc[0],
+                         "agreement_min": table["agreement_min"].iloc[0]}
+                        for method, m in sorted(methods.items())]
     lines += ["## 1. The effect of α", ""]
     if rows:
         table = pd.concat(rows, ignore_index=True)
         write_text(OUT_DIR / "alpha_sweep.csv", table.to_csv(index=False))
         plotting.save_figure(plotting.plot_alpha_sweep(table), OUT_DIR / "alpha_sweep.png")
-        summary = sweep_summary(table)
         lines += [f"Experiment `{sweep['experiment']}`; the α schedule {sweep['scales']} × the default "
                   "schedule. Agreement = argmax agreement of the support models with the original "
-                  "(mean and lowest over the K models).", "", summary.to_markdown(index=False, floatfmt=".3g"),
+                  "(mean and lowest over the K models).", "",
+                  pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3g"),
                   "", "![α sweep](open_questions/alpha_sweep.png)", ""]
     else:
         lines += ["No α-sweep experiment has finished yet.", ""]
