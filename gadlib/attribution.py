@@ -31,8 +31,10 @@ from captum.log import log_usage
 from torch import nn
 
 from gadlib import fast_attribution
+from gadlib.memory import is_out_of_memory, warn_out_of_memory
 from gadlib.models import architecture_signature, model_device
 from gadlib.thresholding import IMPORTANCE_MODES, binarize, check_threshold_options, pixel_importance
+from gadlib.training import predict_logits
 
 METHOD_NAMES = ("IntegratedGradients", "Saliency", "InputXGradient", "GuidedBackprop", "SmoothGrad")
 # Methods that gadlib.fast_attribution computes for all models at once (exactly as Captum does).
@@ -124,7 +126,7 @@ def resolve_target(
     with _eval_mode(model), torch.no_grad():
         device = model_device(model)
         if target is None:
-            return _predicted_classes(model, inputs, batch_size, device)
+            return predict_logits(model, inputs, batch_size, device).argmax(dim=1)
         num_classes = model(inputs[:1].detach().to(device)).shape[1]
     targets = torch.as_tensor(target).cpu()
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
@@ -139,29 +141,6 @@ def resolve_target(
         raise ValueError(f"target {out_of_range.unique().tolist()} is out of range: the model has "
                          f"{num_classes} outputs, so targets lie in [0, {num_classes})")
     return targets.long()
-
-
-def _predicted_classes(model: nn.Module, inputs: torch.Tensor, batch_size: int,
-                       device: torch.device) -> torch.Tensor:
-    """(N,) argmax of the logits, in batches; out of memory halves the batch (with a warning)."""
-    predictions, start = [], 0
-    while start < len(inputs):
-        chunk = inputs[start:start + batch_size]
-        try:
-            logits = model(chunk.detach().to(device))
-        except RuntimeError as err:
-            if not fast_attribution.is_out_of_memory(err) or batch_size == 1:
-                raise
-            logits = None
-        if logits is None:  # outside the except block, so the failed pass's tensors are freed
-            del chunk
-            smaller = max(1, batch_size // 2)
-            _warn_out_of_memory("predicting the targets", {"batch_size": batch_size}, {"batch_size": smaller})
-            batch_size = smaller
-            continue
-        predictions.append(logits.argmax(dim=1).cpu())
-        start += len(chunk)
-    return torch.cat(predictions)
 
 
 def attribute(
@@ -347,7 +326,7 @@ class GAD(GradientAttribution):
             try:
                 return self._maps_of(range(len(self.models)), inputs, targets, kwargs)
             except RuntimeError as err:
-                if fast_attribution.is_out_of_memory(err):
+                if is_out_of_memory(err):
                     raise
                 constant = [i for i, model in enumerate(self.models)
                             if not _depends_on_input(model, inputs, targets)]
@@ -407,7 +386,7 @@ def _in_batches(
         try:
             result = compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
         except RuntimeError as err:
-            if not fast_attribution.is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
+            if not is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
                 raise
             result = None
         if result is None:  # outside the except block, so the failed pass's tensors are freed
@@ -415,23 +394,12 @@ def _in_batches(
             before = {"batch_size": batch_size, "internal_batch_size": internal}
             batch_size = max(1, batch_size // 2)
             internal = None if internal is None else max(1, internal // 2)
-            _warn_out_of_memory("attribution", before,
-                                {"batch_size": batch_size, "internal_batch_size": internal})
+            warn_out_of_memory("attribution", before, {"batch_size": batch_size, "internal_batch_size": internal},
+                               stacklevel=4)
             continue
         results.append(result.detach().to(inputs.device))
         start = stop
     return torch.cat(results, dim=dim)
-
-
-def _warn_out_of_memory(during: str, before: dict[str, int | None], after: dict[str, int | None]) -> None:
-    """Warn that ``during`` ran out of memory with the sizes ``before`` and is retried with ``after``."""
-    def sizes(values: dict[str, int | None]) -> str:
-        return ", ".join(f"{name}={value}" for name, value in values.items() if value is not None)
-
-    warnings.warn(f"out of memory during {during} with {sizes(before)}; retrying with {sizes(after)}",
-                  RuntimeWarning, stacklevel=4)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _depends_on_input(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> bool:

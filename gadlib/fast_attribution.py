@@ -44,6 +44,7 @@ import torch
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from torch import nn
 
+from gadlib.memory import is_out_of_memory, warn_out_of_memory
 from gadlib.progress import tqdm
 
 FAST_METHODS = ("IntegratedGradients", "Saliency", "InputXGradient")
@@ -230,13 +231,11 @@ class _PassRunner:
                     raise
                 out_of_memory = True
             if out_of_memory:  # outside the except block, so the failed pass's tensors are freed
-                smaller = self.batch_size // 2
-                warnings.warn(f"out of memory with internal_batch_size={self.batch_size}; retrying "
-                              f"with {smaller}", RuntimeWarning, stacklevel=4)
-                self.batch_size = smaller
                 del chunk, chunk_target
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                smaller = self.batch_size // 2
+                warn_out_of_memory("the attribution passes", {"internal_batch_size": self.batch_size},
+                                   {"internal_batch_size": smaller}, stacklevel=5)
+                self.batch_size = smaller
                 continue
             consume(start, stop, gradients)
             start = stop
@@ -546,15 +545,6 @@ def _leaf_output_bytes(model: nn.Module, row: torch.Tensor, autocast_dtype: torc
         for module, training in was_training.values():
             module.training = training
     return total
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` is an out-of-memory error (CUDA's own type, or its message on any device)."""
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(err, oom_type):
-        return True
-    message = str(err).lower()
-    return "out of memory" in message or "can't allocate memory" in message
 
 
 def _check_method(method_name: str) -> None:

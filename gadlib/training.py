@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gadlib.checkpoints import load_torch_state, save_torch_state
+from gadlib.memory import is_out_of_memory, warn_out_of_memory
 from gadlib.models import model_device
 from gadlib.progress import tqdm
 
@@ -197,26 +198,41 @@ def predict_logits(
 
     Parameters
     ----------
-    model : maps (B, C, H, W) images to (B, K) logits. Its train/eval mode is restored afterwards.
-    images : (N, C, H, W) tensor.
-    batch_size : images per forward pass.
+    model : maps (B, ...) inputs, e.g. (B, C, H, W) images, to (B, K) logits. Its train/eval mode is
+        restored afterwards.
+    images : (N, ...) tensor, e.g. (N, C, H, W).
+    batch_size : images per forward pass; halved, with a warning, when a pass runs out of memory.
     device : where to run; ``None`` = where the model's parameters are. The model is moved there.
 
     Returns
     -------
     (N, K) float32 CPU tensor.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}")
+    if images.dim() < 2:
+        raise ValueError(f"images must have shape (N, C, H, W) (or (N, ...)); got {tuple(images.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     device = model_device(model) if device is None else torch.device(device)
     model.to(device)
     was_training = model.training
     model.eval()
+    outputs, start = [], 0
     try:
-        outputs = [model(images[start:start + batch_size].to(device)).float().cpu()
-                   for start in range(0, len(images), batch_size)]
+        while start < len(images):
+            chunk = images[start:start + batch_size]
+            try:
+                logits = model(chunk.to(device))
+            except RuntimeError as err:
+                if not is_out_of_memory(err) or batch_size == 1:
+                    raise
+                logits = None
+            if logits is None:  # outside the except block, so the failed pass's tensors are freed
+                warn_out_of_memory("prediction", {"batch_size": batch_size}, {"batch_size": batch_size // 2},
+                                   stacklevel=4)  # past torch.no_grad's wrapper, at the caller
+                batch_size //= 2
+                continue
+            outputs.append(logits.float().cpu())
+            start += len(chunk)
     finally:
         model.train(was_training)
     return torch.cat(outputs)

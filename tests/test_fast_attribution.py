@@ -24,6 +24,7 @@ from gadlib.fast_attribution import (
     fold_batchnorm_copy,
     split_affine_stem,
 )
+from tests.out_of_memory import RaisesOutOfMemory
 
 RELATIVE_ERROR = 1e-5
 ELEMENT_RTOL, ELEMENT_ATOL_OF_MAX = 1e-4, 1e-5
@@ -299,22 +300,6 @@ def test_float16_autocast_is_closer_than_bfloat16(images):
     assert errors[torch.float16] < errors[torch.bfloat16]
 
 
-class RaisesOutOfMemory(nn.Module):
-    """Wraps a model; a forward pass on more than ``limit`` rows raises a CUDA-style out-of-memory error."""
-
-    def __init__(self, model: nn.Module, limit: int, error: type[Exception] | None = None) -> None:
-        super().__init__()
-        self.model, self.limit = model, limit
-        self.error = error or getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-        self.batch_sizes: list[int] = []
-
-    def forward(self, x):
-        self.batch_sizes.append(len(x))
-        if len(x) > self.limit:
-            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return self.model(x)
-
-
 @pytest.mark.parametrize("method_name", FAST_METHODS)
 def test_out_of_memory_halves_the_batch(images, method_name):
     inputs, targets = images
@@ -323,10 +308,10 @@ def test_out_of_memory_halves_the_batch(images, method_name):
     with pytest.warns(RuntimeWarning, match="out of memory"):
         ours = attribute_models(method_name, [wrapped], inputs, targets, n_steps=6, internal_batch_size=24,
                                 affine_stem=True)
-    failed = [size for size in wrapped.batch_sizes if size > 3]
+    failed = [size for size in wrapped.rows if size > 3]
     assert 1 <= len(failed) <= 4  # 24 -> 12 -> 6 -> 3: a few halvings, no endless retry
     first_success = len(failed)
-    assert wrapped.batch_sizes[:first_success] == failed  # once it fits, it stays small
+    assert wrapped.rows[:first_success] == failed  # once it fits, it stays small
     reference = attribute_models(method_name, [model], inputs, targets, n_steps=6)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
 

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from gadlib.training import TrainHistory, predict_logits, select_device, train_epoch, train_model
+from tests.out_of_memory import RaisesOutOfMemory
 
 
 def separable_problem(n=64, seed=0):
@@ -176,3 +177,17 @@ def test_bad_training_input_raises(kwargs, message):
     call = {"images": images, "targets": labels, **kwargs}
     with pytest.raises(ValueError, match=message):
         train(tiny_net(), call.pop("images"), call.pop("targets"), **call)
+
+
+def test_predict_logits_halves_the_batch_when_a_pass_runs_out_of_memory():
+    images, _ = separable_problem(n=10)
+    net = tiny_net()
+    wrapped = RaisesOutOfMemory(net, limit=3)
+    with pytest.warns(RuntimeWarning, match="out of memory during prediction") as record:
+        logits = predict_logits(wrapped, images, batch_size=8)
+    assert str(record[0].message).startswith("out of memory during prediction with batch_size=8; retrying")
+    assert record[0].filename == __file__  # the warning points at the caller
+    torch.testing.assert_close(logits, predict_logits(net, images))
+    assert max(wrapped.rows) == 8 and wrapped.rows[-1] <= 3
+    with pytest.raises(RuntimeError, match="out of memory"), pytest.warns(RuntimeWarning, match="out of memory"):
+        predict_logits(RaisesOutOfMemory(net, limit=0), images, batch_size=2)

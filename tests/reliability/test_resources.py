@@ -21,26 +21,9 @@ from gadlib.attribution import FAST_METHODS, GAD, METHOD_NAMES
 from gadlib.models import build_model
 from gadlib.prepared import load_prepared, save_prepared
 from tests.fixtures import tiny_prepared_data
+from tests.out_of_memory import OUT_OF_MEMORY, RaisesOutOfMemory
 
 SIZE = 8
-OUT_OF_MEMORY = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-
-
-class RaisesOutOfMemory(nn.Module):
-    """Wraps a model; a forward pass on more than ``limit`` rows raises as CUDA does when it runs out."""
-
-    def __init__(self, model: nn.Module, limit: int, error: type[Exception] = OUT_OF_MEMORY) -> None:
-        super().__init__()
-        self.model, self.limit, self.error = model, limit, error
-        self.rows: list[int] = []
-
-    def forward(self, x):
-        self.rows.append(len(x))
-        if len(x) > self.limit:
-            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return self.model(x)
-
-
 def models(seed: int = 0) -> list[nn.Module]:
     torch.manual_seed(seed)
     return [build_model("small_cnn", 2, 1, SIZE, [0.5], [0.25]).eval() for _ in range(3)]
