@@ -35,10 +35,12 @@ from typing import Any, Callable
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/bench.py` from a checkout, without installing gadlib
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "bench"):  # gadlib without installing it; bench/stacked.py beside this script
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 from captum.attr import InputXGradient, IntegratedGradients, Saliency  # noqa: E402
+from stacked import stacked_integrated_gradients  # noqa: E402
 
 from gadlib.atomic import write_json  # noqa: E402
 from gadlib.fast_attribution import (  # noqa: E402
@@ -53,6 +55,7 @@ from gadlib.thresholding import binarize, pixel_importance  # noqa: E402
 CAPTUM_CLASSES = {"IntegratedGradients": IntegratedGradients, "Saliency": Saliency,
                   "InputXGradient": InputXGradient}
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision
 SUPPORT_PERTURBATION = 0.05  # relative size of the random change of each weight tensor of a support
 
 
@@ -72,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "gadlib.fast_attribution.auto_internal_batch_size, for each side's precision)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs per side, interleaved; the best counts (default 3 CPU, 2 CUDA)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    parser.add_argument("--precision", choices=("auto", *AUTOCAST_DTYPES), default="auto",
                         help="GAD fast path: auto = bf16 autocast on CUDA, fp32 on the CPU")
     parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                         help="GAD fast path: auto = on for CUDA; on the CPU on for IG only (measured "
@@ -196,9 +199,9 @@ def main(argv: list[str] | None = None) -> dict:
 def fast_options_for(method: str, args, cuda: bool) -> dict:
     """The GAD fast path's settings for one method (see --precision, --channels-last, ...)."""
     is_ig = method == "IntegratedGradients"
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and cuda)
+    precision = ("bf16" if cuda else "fp32") if args.precision == "auto" else args.precision
     return {
-        "autocast_dtype": torch.bfloat16 if bf16 else torch.float16 if args.precision == "fp16" else None,
+        "autocast_dtype": AUTOCAST_DTYPES[precision],
         "channels_last": args.channels_last == "on" or (args.channels_last == "auto" and (cuda or is_ig)),
         "fold_batchnorm": args.fold_batchnorm == "on",
         "affine_stem": args.affine_stem == "on" and is_ig,
@@ -353,9 +356,6 @@ def bench_one_model(original, images, targets, args, internal_batch, repeats, de
 
 def bench_stacked(original, supports, images, targets, args, repeats, device, cuda: bool) -> list[dict]:
     """GAD-IG's K+1 maps: the models one after the other (the fast path) against all in one pass."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/stacked.py, beside this script
-    from stacked import stacked_integrated_gradients
-
     options = fast_options_for("IntegratedGradients", args, cuda)
     models = prepare_models([original, *supports], options)
     rows = args.internal_batch_size or auto_internal_batch_size(

@@ -15,7 +15,7 @@ import torch
 
 from gadlib import attribution as attr
 from gadlib import checkpoints, models, support, training
-from gadlib.atomic import load_arrays, save_arrays, write_json, write_text
+from gadlib.atomic import load_arrays, remove_stale_temporaries, save_arrays, write_json, write_text
 from gadlib.data import subsample_per_class
 from gadlib.distancing import two_means_split
 from gadlib.evaluation import evaluate_maps, summarize
@@ -184,6 +184,7 @@ def _remove_unused_support_sets(support_dir, names: set[str]) -> None:
     for folder in support_dir.iterdir():
         if folder.is_dir() and folder.name not in names:
             support.remove_surplus_checkpoints(folder, 0)
+            remove_stale_temporaries(folder)  # a killed save's leftover is no reason to keep the folder
             if not any(folder.iterdir()):
                 folder.rmdir()
 

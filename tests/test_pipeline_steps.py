@@ -76,6 +76,7 @@ def test_support_sets_no_longer_in_params_are_removed_but_foreign_files_stay(tmp
         (tmp_path / name).mkdir()
         (tmp_path / name / "support_1.pt").write_bytes(b"x")
     (tmp_path / "kept_by_user" / "notes.txt").write_text("mine")
+    (tmp_path / "one_vs_all_6" / ".support_2.pt.k3j9x.tmp").write_bytes(b"x")  # a killed save's leftover
     pipeline._remove_unused_support_sets(tmp_path, {"one_vs_all_3"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept_by_user", "one_vs_all_3"]
     assert sorted(p.name for p in (tmp_path / "kept_by_user").iterdir()) == ["notes.txt"]
