@@ -26,7 +26,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 data: $(STAMP)
-	$(BIN)/python -m gadlib.fetch
+	$(BIN)/python -m gadlib.pipeline.fetch
 
 repro: data
 	$(BIN)/dvc repro
@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 open-questions: data
-	$(BIN)/python -m gadlib.open_questions run
+	$(BIN)/python -m gadlib.pipeline.open_questions run
 
 lint: $(STAMP)
 	$(BIN)/ruff check gadlib tests bench

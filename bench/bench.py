@@ -1,7 +1,7 @@
 """Benchmark: what GAD costs against plain Captum, side by side in one run, on the same images.
 
 For each attribution method it times plain Captum on the original model against the full GAD with
-K support models (all K+1 attributions through ``gadlib.fast_attribution``, then the fusion), and
+K support models (all K+1 attributions through ``gadlib.method.batched``, then the fusion), and
 reports images/s, the ratio GAD/Captum (the CPU goal: at most K+1), peak memory and how closely the
 fast path's map of the original agrees with Captum's. On CUDA it also times the fast path on one
 model (float32, bfloat16 + channels_last, + batch-norm folding) against float32 Captum, with the
@@ -42,15 +42,15 @@ for folder in (ROOT, ROOT / "bench"):  # gadlib without installing it; bench/sta
 from captum.attr import InputXGradient, IntegratedGradients, Saliency  # noqa: E402
 from stacked import stacked_integrated_gradients  # noqa: E402
 
-from gadlib.atomic import write_json  # noqa: E402
-from gadlib.fast_attribution import (  # noqa: E402
-    FAST_METHODS,
+from gadlib.common.atomic import write_json  # noqa: E402
+from gadlib.method.batched import (  # noqa: E402
+    BATCHED_METHODS,
     attribute_models,
     auto_internal_batch_size,
     fold_batchnorm_copy,
 )
-from gadlib.models import ARCHITECTURES, build_model  # noqa: E402
-from gadlib.thresholding import binarize, pixel_importance  # noqa: E402
+from gadlib.method.fusion import binarize, pixel_importance  # noqa: E402
+from gadlib.models.architectures import ARCHITECTURES, build_model  # noqa: E402
 
 CAPTUM_CLASSES = {"IntegratedGradients": IntegratedGradients, "Saliency": Saliency,
                   "InputXGradient": InputXGradient}
@@ -68,11 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-images", type=int, default=64, help="images timed per method and side")
     parser.add_argument("-K", "--supports", dest="K", type=int, default=5, help="support models")
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="resnet18")
-    parser.add_argument("--methods", default=",".join(FAST_METHODS), help="comma-separated")
+    parser.add_argument("--methods", default=",".join(BATCHED_METHODS), help="comma-separated")
     parser.add_argument("--n-steps", type=int, default=50)
     parser.add_argument("--internal-batch-size", type=int, default=None,
                         help="rows per pass for both Captum's IG and the fast path (default: "
-                             "gadlib.fast_attribution.auto_internal_batch_size, for each side's precision)")
+                             "gadlib.method.batched.auto_internal_batch_size, for each side's precision)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs per side, interleaved; the best counts (default 3 CPU, 2 CUDA)")
     parser.add_argument("--precision", choices=("auto", *AUTOCAST_DTYPES), default="auto",
@@ -112,9 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
     if args.K < 0:
         raise SystemExit("-K must be >= 0")
-    unknown = sorted(set(args.methods.split(",")) - set(FAST_METHODS))
+    unknown = sorted(set(args.methods.split(",")) - set(BATCHED_METHODS))
     if unknown:
-        raise SystemExit(f"--methods {unknown} are not benchmarked; choose from {FAST_METHODS}")
+        raise SystemExit(f"--methods {unknown} are not benchmarked; choose from {BATCHED_METHODS}")
     unknown = sorted(set(args.sections.split(",")) - set(SECTIONS))
     if unknown:
         raise SystemExit(f"--sections {unknown} are unknown; choose from {SECTIONS}")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from gadlib.training import select_device
+    from gadlib.models.training import select_device
 
     device = select_device(args.device)
     cuda = device.type == "cuda"
@@ -235,7 +235,7 @@ def prepare_models(models: list[torch.nn.Module], options: dict) -> list[torch.n
 def bench_method(method, original, supports, images, targets, args, internal_batch, fast_options, repeats,
                  device) -> dict:
     """Captum on the original against GAD (K+1 models, fast path + fusion), interleaved runs."""
-    from gadlib.attribution import fuse_maps
+    from gadlib.method.gad import fuse_maps
 
     is_ig = method == "IntegratedGradients"
     captum_kwargs = {"n_steps": args.n_steps, "internal_batch_size": internal_batch} if is_ig else {}
@@ -413,7 +413,7 @@ def gpu_goal(report: dict, args, cuda: bool) -> dict:
 
 def bench_training(original, args, device, cuda: bool) -> dict:
     """Support-model training: MSE on 2 target logits, Adam; images/s of the second of two epochs."""
-    from gadlib.training import train_model
+    from gadlib.models.training import train_model
 
     n = args.train_images or (4096 if cuda else 512)
     batch = args.train_batch or (128 if cuda else 64)

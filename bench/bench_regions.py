@@ -1,6 +1,6 @@
 """Benchmark: cost of evaluating one map pair (hulls, RC, and optionally the occlusion passes).
 
-Runs :func:`gadlib.evaluation.evaluate_maps` on synthetic maps on one CPU thread with a torchvision
+Runs :func:`gadlib.evaluation.table.evaluate_maps` on synthetic maps on one CPU thread with a torchvision
 ResNet18 (random weights, 2 outputs). ``run`` is importable by the project benchmark; the command line
 prints its result as JSON:
 
@@ -18,7 +18,7 @@ import torch
 import torchvision
 from scipy import ndimage
 
-from gadlib.evaluation import evaluate_maps
+from gadlib.evaluation.table import evaluate_maps
 
 
 def synthetic_maps(n_maps: int, image_size: int, rng: np.random.Generator, smoothing: float = 1.0):

@@ -47,9 +47,9 @@ EOF
 summary "environment: $(tail -n 2 "$OUT/environment.txt" | tr '\n' ' ')"
 
 # 1. agreement tests (CPU cases and, with CUDA, the CUDA-parametrised ones)
-timeout 150 $PY -m pytest tests/test_fast_attribution.py -q -p no:cacheprovider -rs \
-    --junitxml="$OUT/pytest_fast_attribution.xml" > "$OUT/pytest_fast_attribution.txt" 2>&1
-summary "pytest tests/test_fast_attribution.py: exit $? - $(tail -n 1 "$OUT/pytest_fast_attribution.txt")"
+timeout 150 $PY -m pytest tests/method/test_batched.py -q -p no:cacheprovider -rs \
+    --junitxml="$OUT/pytest_batched.xml" > "$OUT/pytest_batched.txt" 2>&1
+summary "pytest tests/method/test_batched.py: exit $? - $(tail -n 1 "$OUT/pytest_batched.txt")"
 
 # 2. the benchmark
 if [ "$QUICK" = 1 ]; then

@@ -1,6 +1,6 @@
 """Experiment: GAD's K+1 models evaluated together, as one vectorised network (``torch.func``).
 
-``gadlib.fast_attribution`` runs the models one after the other, each on large batches. Here the
+``gadlib.method.batched`` runs the models one after the other, each on large batches. Here the
 models' parameters are stacked and ``vmap`` runs every model on the same rows in one pass: the first
 convolution (shared input, stacked weights) becomes one convolution with (K+1) x the output
 channels, the later ones grouped convolutions. Whether that beats large batches per model depends on
@@ -42,7 +42,7 @@ def stacked_integrated_gradients(
     target : (N,) output index per image.
     n_steps, ig_method : as Captum's (the step sizes and alphas are Captum's).
     rows_per_pass : model-rows per pass, i.e. M x images x steps; a pass holds at least one step.
-    autocast_dtype, channels_last : as in :func:`gadlib.fast_attribution.attribute_models`.
+    autocast_dtype, channels_last : as in :func:`gadlib.method.batched.attribute_models`.
 
     Returns
     -------

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gadlib.paths import DATA_DIR, PARAMS_FILE
+from gadlib.pipeline import paths
+from gadlib.pipeline.paths import DATA_DIR, PARAMS_FILE
 from tests.fixtures import (
     run_command,
     tiny_profile_repository,
@@ -26,6 +27,14 @@ _PARAMS = yaml.safe_load(PARAMS_FILE.read_text())
 def params() -> dict:
     """The repository's params.yaml as plain dicts, a fresh copy for each test to change."""
     return copy.deepcopy(_PARAMS)
+
+
+@pytest.fixture
+def stage_outputs(tmp_path, monkeypatch) -> Path:
+    """The stages write under tmp_path/artifacts and tmp_path/reports instead of the repository's."""
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
+    return tmp_path / "artifacts"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gadlib.paths import DATA_DIR, ROOT
+from gadlib.pipeline.paths import DATA_DIR, ROOT
 
 FASHION_SIZE = 4  # pixels per side of the generated Fashion-MNIST images
 
@@ -162,8 +162,8 @@ def tiny_prepared_data(n: int = 4):
     """PreparedData of ``n`` random 1 x 16 x 16 images, the same in each split, for SMALL_CNN_EXPERIMENT."""
     import torch
 
-    from gadlib.data import ImageSet
-    from gadlib.prepared import PreparedData
+    from gadlib.data.datasets import ImageSet
+    from gadlib.data.prepared import PreparedData
 
     part = ImageSet(torch.rand(n, 1, 16, 16), torch.arange(n) % 2, ["T-shirt/top", "Shirt"])
     return PreparedData(part, part, part, mean=[0.5], std=[0.25])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gadlib.fast_attribution import attribute_models, fold_batchnorm_copy
-from gadlib.models import build_model
+from gadlib.method.batched import attribute_models, fold_batchnorm_copy
+from gadlib.models.architectures import build_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -32,7 +32,7 @@ def test_stacked_models_give_each_model_its_own_integrated_gradients(fold):
     maps = stacked_integrated_gradients(stacked_models, inputs, target, n_steps=6, rows_per_pass=36)
     assert maps.shape == (3, 4, 3, 32, 32)
     # grouped convolutions round differently; along the path a ReLU or max-pool near a tie then sends
-    # a gradient elsewhere (gadlib.fast_attribution's bound for such changes: 2e-3; unfolded: 5e-5)
+    # a gradient elsewhere (gadlib.method.batched's bound for such changes: 2e-3; unfolded: 5e-5)
     for m in range(3):
         error = float((maps[m] - expected[m]).norm() / expected[m].norm())
         assert error < 2e-3, f"model {m}: relative error {error}"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from gadlib.models import build_model
+from gadlib.models.architectures import build_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -1,6 +1,6 @@
 """A broken params.yaml or an undeclared notebook parameter stops a stage before any work.
 
-Through the real stage command, `python -m gadlib.stage NOTEBOOK OUTPUT -p experiment X` as dvc.yaml
+Through the real stage command, `python -m gadlib.pipeline.stage NOTEBOOK OUTPUT -p experiment X` as dvc.yaml
 calls it: every fault exits non-zero with one line naming the key, the value and what is allowed,
 and the notebook is never executed (no output, no failed copy). In-process for the whole list of
 faults (milliseconds each), and as real subprocesses in temporary copies of the repository for two.
@@ -17,8 +17,8 @@ import papermill
 import pytest
 import yaml
 
-from gadlib import stage
-from gadlib.paths import PARAMS_FILE, ROOT
+from gadlib.pipeline import stage
+from gadlib.pipeline.paths import PARAMS_FILE, ROOT
 from tests.fixtures import copy_repository, repository_env
 
 NOTEBOOK = "notebooks/01_prepare.ipynb"
@@ -140,7 +140,7 @@ def subprocess_results(tmp_path_factory):
         if fault is not None:
             (repo / "params.yaml").write_text(broken_params(fault))
         output = "stage_output/01_prepare.ipynb"
-        cmd = [sys.executable, "-m", "gadlib.stage", NOTEBOOK, output, "-p", "experiment", EXPERIMENT, *extra]
+        cmd = [sys.executable, "-m", "gadlib.pipeline.stage", NOTEBOOK, output, "-p", "experiment", EXPERIMENT, *extra]
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=repo, env=repository_env(repo), capture_output=True, text=True,
                                 timeout=10 * STAGE_SECONDS)

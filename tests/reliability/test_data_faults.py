@@ -1,7 +1,7 @@
 """A missing dataset, a wrong layout, a corrupt file or a class too small to split stops the prepare
 stage with an error that names the file or the class, and leaves no prepared data behind.
 
-Through gadlib.pipeline.run_prepare (what notebooks/01_prepare.ipynb calls) with params whose
+Through gadlib.pipeline.prepare.run (what notebooks/01_prepare.ipynb calls) with params whose
 experiment points at a generated broken tree, and once through the real stage command, notebook and
 all, in a temporary copy of the repository.
 """
@@ -17,9 +17,10 @@ import sys
 import pytest
 import yaml
 
-from gadlib import pipeline
-from gadlib.data import DataError
-from gadlib.paths import DATA_DIR, ExperimentPaths
+from gadlib.data.datasets import DataError
+from gadlib.pipeline import prepare as prepare_stage
+from gadlib.pipeline.params import validate_params
+from gadlib.pipeline.paths import DATA_DIR
 from tests.fixtures import (
     copy_repository,
     repository_env,
@@ -32,18 +33,16 @@ needs_fashion = pytest.mark.skipif(not REAL_FASHION.is_dir(), reason="Fashion-MN
 
 
 @pytest.fixture
-def outputs(tmp_path, monkeypatch):
+def outputs(stage_outputs):
     """The stages write under tmp_path instead of the repository's artifacts/ and reports/."""
-    artifacts, reports = tmp_path / "artifacts", tmp_path / "reports"
-    monkeypatch.setattr(pipeline, "ExperimentPaths", lambda name: ExperimentPaths(name, artifacts, reports))
-    return artifacts
+    return stage_outputs
 
 
 def prepare(params: dict, outputs, dataset: str, data_dir, classes) -> None:
     params["experiments"] = {"broken": {"dataset": dataset, "data_dir": str(data_dir), "classes": classes,
                                         "architecture": "small_cnn", "image_size": 16, "strategy": "pair"}}
     try:
-        pipeline.run_prepare(params, "broken")
+        prepare_stage.run(validate_params(params), "broken")
     finally:
         written = [p for p in outputs.rglob("*") if p.is_file()] if outputs.exists() else []
         assert written == [], f"a failed prepare stage left {written}"
@@ -150,7 +149,7 @@ def test_a_sound_tree_prepares(params, outputs, tmp_path):
     params["experiments"] = {"sound": {"dataset": "dogs_vs_cats", "data_dir": str(root),
                                        "classes": ["cat", "dog"], "architecture": "small_cnn",
                                        "image_size": 16, "strategy": "pair"}}
-    prepared = pipeline.run_prepare(params, "sound")
+    prepared = prepare_stage.run(validate_params(params), "sound")
     assert prepared.class_names == ["cat", "dog"] and (outputs / "sound" / "prepared.npz").is_file()
 
 
@@ -167,7 +166,7 @@ def test_prepare_stage_reports_a_corrupt_image(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = repo / "reports" / "notebooks" / "broken" / "01_prepare.ipynb"
     result = subprocess.run(
-        [sys.executable, "-m", "gadlib.stage", "notebooks/01_prepare.ipynb", str(output), "-p", "experiment",
+        [sys.executable, "-m", "gadlib.pipeline.stage", "notebooks/01_prepare.ipynb", str(output), "-p", "experiment",
          "broken"], cwd=repo, env=repository_env(repo), capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-2:]

@@ -3,7 +3,7 @@ file that looks finished.
 
 Real subprocesses, killed with SIGKILL (nothing can be cleaned up on the way out): one trains support
 models with a tiny CNN and is killed while the second model trains, then the training is run again;
-others are killed in the middle of writing an output through gadlib.atomic.
+others are killed in the middle of writing an output through gadlib.common.atomic.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import pytest
 import torch
 import yaml
 
-from gadlib import support
-from gadlib.atomic import load_arrays, remove_stale_temporaries, save_arrays, write_json
-from gadlib.checkpoints import load_checkpoint, save_checkpoint
-from gadlib.models import build_model
-from gadlib.paths import ROOT
+from gadlib.common.atomic import load_arrays, remove_stale_temporaries, save_arrays, write_json
+from gadlib.method import support
+from gadlib.models.architectures import build_model
+from gadlib.models.checkpoints import load_checkpoint, save_checkpoint
+from gadlib.pipeline.paths import ROOT
 
 ALPHAS = [0.5, 1.0]
 TIMEOUT = 120
@@ -152,7 +152,7 @@ KILLED_WRITE = """
     import sys, time
     from pathlib import Path
     import numpy as np
-    from gadlib import atomic
+    from gadlib.common import atomic
 
     writer, target = sys.argv[1], Path(sys.argv[2])
 
@@ -220,4 +220,4 @@ def test_every_output_is_written_through_atomic_path():
             inside = any("atomic_path(" in above for above in lines[max(0, number - 4):number])
             if not (inside and "tmp" in line):
                 raw.append(f"{name}:{number + 1}: {line.strip()}")
-    assert raw == [], "outputs written without gadlib.atomic:\n" + "\n".join(raw)
+    assert raw == [], "outputs written without gadlib.common.atomic:\n" + "\n".join(raw)

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from gadlib.atomic import write_json
-from gadlib.attribution import GAD, METHOD_NAMES, fuse_maps
-from gadlib.evaluation import evaluate_maps, summarize
-from gadlib.models import build_model
+from gadlib.common.atomic import write_json
+from gadlib.evaluation.table import evaluate_maps, summarize
+from gadlib.method.gad import GAD, METHODS, fuse_maps
+from gadlib.models.architectures import build_model
 
 SIZE = 8
 
@@ -103,7 +103,7 @@ def test_a_model_with_nan_gradients_gives_a_finite_gad_map():
 
 
 @pytest.mark.parametrize("fast", [True, False])
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("model_class", [InputIgnored, InputTimesZero])
 def test_logits_that_ignore_the_input_give_zero_maps_with_a_warning(model_class, method, fast):
     gad = GAD(method, model_class(), [model_class()], fast=fast)
@@ -135,7 +135,7 @@ def test_only_the_support_whose_logits_ignore_the_input_gets_a_zero_map():
 
 
 @pytest.mark.parametrize("level", [0.0, 0.5, 1.0])
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_constant_image_gives_finite_maps(method, level):
     image = torch.full((2, 1, SIZE, SIZE), level)
     kwargs = {"n_steps": 4} if method == "IntegratedGradients" else {}

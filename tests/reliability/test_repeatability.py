@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from gadlib import pipeline, training
-from gadlib.atomic import load_arrays
-from gadlib.checkpoints import load_checkpoint
-from gadlib.paths import ExperimentPaths
-from gadlib.prepared import save_prepared
+from gadlib.common.atomic import load_arrays
+from gadlib.data.prepared import save_prepared
+from gadlib.models import training
+from gadlib.models.checkpoints import load_checkpoint
+from gadlib.pipeline import train_classifier
+from gadlib.pipeline.params import validate_params
+from gadlib.pipeline.paths import ExperimentPaths
 from tests.fixtures import SMALL_CNN_EXPERIMENT, run_command, tiny_prepared_data, tiny_profile_repository
 
 # Columns and keys that measure the machine, not the method: they differ between identical runs.
@@ -89,17 +91,15 @@ def test_another_seed_gives_other_results(tiny_pipeline, tmp_path):
         assert {f"{name}/prepared.npz", f"{name}/classifier.pt", f"{name}/hull_metrics.csv"} <= set(changed)
 
 
-def test_the_classifier_starts_from_the_seed_s_weights(params, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "ExperimentPaths",
-                        lambda name: ExperimentPaths(name, tmp_path / "artifacts", tmp_path / "reports"))
+def test_the_classifier_starts_from_the_seed_s_weights(params, stage_outputs, monkeypatch):
     monkeypatch.setattr(training, "train_model", lambda *args, **kwargs: training.TrainHistory(best_epoch=0))
     params["experiments"] = {"exp": dict(SMALL_CNN_EXPERIMENT)}
-    save_prepared(pipeline.ExperimentPaths("exp").prepared, tiny_prepared_data())
+    save_prepared(ExperimentPaths("exp").prepared, tiny_prepared_data())
 
     def initial_weights(seed: int) -> dict:
         params["seed"] = seed
         torch.rand(7)  # whatever ran before in the kernel must not matter
-        return pipeline.run_train_classifier(params, "exp")[0].state_dict()
+        return train_classifier.run(validate_params(params), "exp")[0].state_dict()
 
     first, again, other = initial_weights(0), initial_weights(0), initial_weights(1)
     assert all(torch.equal(first[k], again[k]) for k in first)

@@ -16,10 +16,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from gadlib import atomic, checkpoints, plotting
-from gadlib.attribution import FAST_METHODS, GAD, METHOD_NAMES
-from gadlib.models import build_model
-from gadlib.prepared import load_prepared, save_prepared
+from gadlib import plots as plotting
+from gadlib.common import atomic
+from gadlib.data.prepared import load_prepared, save_prepared
+from gadlib.method.gad import BATCHED_METHODS, GAD, METHODS
+from gadlib.models import checkpoints
+from gadlib.models.architectures import build_model
 from tests.fixtures import tiny_prepared_data
 from tests.out_of_memory import OUT_OF_MEMORY, RaisesOutOfMemory
 
@@ -46,8 +48,8 @@ def gad_maps(method, nets, fast, target, batch_size=4):
 
 
 @pytest.mark.parametrize(("method", "fast", "target", "error"),
-                         [(m, True, None, OUT_OF_MEMORY) for m in FAST_METHODS]
-                         + [(m, False, None, OUT_OF_MEMORY) for m in METHOD_NAMES]
+                         [(m, True, None, OUT_OF_MEMORY) for m in BATCHED_METHODS]
+                         + [(m, False, None, OUT_OF_MEMORY) for m in METHODS]
                          + [("Saliency", True, 1, RuntimeError), ("GuidedBackprop", False, 1, RuntimeError)])
 def test_out_of_memory_retries_with_smaller_batches(method, fast, target, error):
     """target None: the prediction of the targets is retried too; RuntimeError: CUDA's older error type."""

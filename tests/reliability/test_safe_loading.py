@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from gadlib import pipeline, support
-from gadlib.atomic import load_arrays, save_arrays
-from gadlib.checkpoints import load_checkpoint, save_checkpoint
-from gadlib.paths import ExperimentPaths
-from gadlib.prepared import load_prepared, save_prepared
+from gadlib.common.atomic import load_arrays, save_arrays
+from gadlib.data.prepared import load_prepared, save_prepared
+from gadlib.method import support
+from gadlib.models.checkpoints import load_checkpoint, save_checkpoint
+from gadlib.pipeline.experiment import load_classifier, new_classifier
+from gadlib.pipeline.params import validate_params
+from gadlib.pipeline.paths import ExperimentPaths
 from tests.fixtures import SMALL_CNN_EXPERIMENT, tiny_prepared_data
 
 
@@ -37,12 +39,10 @@ def marker(tmp_path):
 
 
 @pytest.fixture
-def experiment(params, tmp_path, monkeypatch):
+def experiment(params, stage_outputs):
     """params with one small_cnn experiment whose files live under tmp_path."""
-    monkeypatch.setattr(pipeline, "ExperimentPaths",
-                        lambda name: ExperimentPaths(name, tmp_path / "artifacts", tmp_path / "reports"))
     params["experiments"] = {"exp": dict(SMALL_CNN_EXPERIMENT)}
-    return params
+    return validate_params(params)
 
 
 def assert_payload_is_live(path, marker, load):
@@ -54,10 +54,10 @@ def assert_payload_is_live(path, marker, load):
 
 def test_crafted_classifier_checkpoint_is_refused_by_the_pipeline_loader(experiment, tmp_path, marker):
     prepared = tiny_prepared_data()
-    path = pipeline.ExperimentPaths("exp").classifier
-    model = pipeline.new_classifier(experiment, "exp", prepared)
+    path = ExperimentPaths("exp").classifier
+    model = new_classifier(experiment, "exp", prepared)
     save_checkpoint(path, model, {"experiment": "exp"})
-    assert pipeline.load_classifier(experiment, "exp", prepared) is not None  # the sound file loads
+    assert load_classifier(experiment, "exp", prepared) is not None  # the sound file loads
 
     state = torch.load(path, weights_only=True)
     state["meta"]["note"] = Payload(marker)
@@ -65,13 +65,12 @@ def test_crafted_classifier_checkpoint_is_refused_by_the_pipeline_loader(experim
     assert_payload_is_live(path, marker, lambda p: torch.load(p, weights_only=False))
 
     with pytest.raises(ValueError, match=rf"refused to load {path}: it holds objects other than tensors"):
-        pipeline.load_classifier(experiment, "exp", prepared)
+        load_classifier(experiment, "exp", prepared)
     assert not marker.exists()
 
 
-def test_crafted_support_checkpoint_is_refused(tmp_path, marker):
-    params = {"experiments": {"exp": SMALL_CNN_EXPERIMENT}}
-    original = pipeline.new_classifier(params, "exp", tiny_prepared_data())
+def test_crafted_support_checkpoint_is_refused(experiment, tmp_path, marker):
+    original = new_classifier(experiment, "exp", tiny_prepared_data())
     torch.save({"state_dict": Payload(marker), "meta": {"alpha": 0.5}}, tmp_path / "support_1.pt")
     with pytest.raises(ValueError, match="refused to load .*support_1.pt"):
         support.load_support_models(tmp_path, original, [0.5])

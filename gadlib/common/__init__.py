@@ -1,0 +1,1 @@
+"""Plumbing shared by every subpackage: atomic files, progress bars, out-of-memory retries."""

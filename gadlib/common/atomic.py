@@ -1,0 +1,141 @@
+"""Atomic file output: write to a temporary file beside the target, then rename over it.
+
+An interrupted writer (killed process, full disk) therefore never leaves a half-written file that
+looks finished, and the previous version of the file stays intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        # A full disk raises on the temporary's name, or on none: name the file the user asked for.
+        if err.errno is None or err.filename not in (None, str(tmp)):
+            raise
+        raise type(err)(err.errno, f"{err.strerror}; {target} was not written (a previous version, "
+                                   f"if any, is unchanged)") from err
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+TEMPORARY_GLOB = ".*.tmp"  # what atomic_path names its temporary files: .<target name>.<random>.tmp
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (kill -9, power loss) left in ``folder``.
+
+    :func:`atomic_path` removes its temporary file on any exception, but a killed process cannot.
+    Call this only where no other process is writing into ``folder``. Returns the removed paths.
+    """
+    folder = Path(folder)
+    stale = sorted(p for p in folder.glob(TEMPORARY_GLOB) if p.is_file()) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically; NaN is written as null so any JSON reader parses it."""
+    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save named arrays to an ``.npz`` file atomically; object arrays are refused (no pickle)."""
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object; only numeric arrays are saved (no pickle)")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` written by :func:`save_arrays` without unpickling anything.
+
+    Raises
+    ------
+    FileNotFoundError if ``path`` does not exist; ValueError naming the file (and the array) if it is
+    not a readable ``.npz`` or holds Python objects, which would need unpickling (that can run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"array file {path} does not exist")
+    name = None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {}
+            for name in data.files:
+                arrays[name] = data[name]
+            return arrays
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise ValueError(f"{path} is not a readable .npz array file ({err}); delete it and re-run "
+                             f"the stage that writes it") from err
+        what = (f"array {name!r} of {path}: it holds Python objects" if name is not None
+                else f"{path}: it is not an .npz archive but pickled data (or garbage)")
+        raise ValueError(f"refused to load {what}, and unpickling could run code; only numeric "
+                         f"arrays written by gadlib.common.atomic.save_arrays are read") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz array file (truncated or another format: "
+                         f"{err}); delete it and re-run the stage that writes it") from err
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return None if not np.isfinite(value) else value
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

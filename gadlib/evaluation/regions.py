@@ -1,0 +1,292 @@
+"""Binary importance mask -> groups of pixels -> convex-hull polygons -> complexity.
+
+The evaluation reads a map as a person does: nearby important pixels form one object. A binary mask
+is dilated by ``dilation`` pixels only to decide which pixels belong together; each group is then the
+set of the *original* mask's pixels in one 8-connected component of the dilated mask, and its region
+is the convex hull of those pixels' squares (shapely polygon).
+
+Coordinates: pixel ``(r, c)`` (row, column) is the unit square ``x in [c, c+1], y in [r, r+1]``, so a
+lone pixel has hull area 1 and every hull has positive area. Polygons live in these pixel-edge
+coordinates; a pixel belongs to a rasterised polygon when its centre ``(c + 0.5, r + 0.5)`` lies
+inside the polygon or on its boundary.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import shapely
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from shapely.geometry import Polygon
+
+# 8-connectivity: pixels touching by an edge or a corner are neighbours.
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+class HullComplexity(NamedTuple):
+    """Complexity of one map's region set.
+
+    Attributes
+    ----------
+    fraction : float
+        Area of the union of the hull polygons divided by the image area H*W, in [0, 1]. Lower means
+        the map points at less of the image. 0.0 for an empty region set.
+    n_regions : int
+        Number of hull polygons (groups).
+    area_pixels : float
+        Area of the union of the hull polygons, in pixels (unit squares).
+    """
+
+    fraction: float
+    n_regions: int
+    area_pixels: float
+
+
+def _as_mask(mask, name: str = "mask") -> np.ndarray:
+    """Return ``mask`` as a 2-D bool numpy array; accept bool or 0/1 numbers (numpy or torch)."""
+    if hasattr(mask, "detach"):  # torch tensor, without importing torch here
+        mask = mask.detach().cpu().numpy()
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D (H, W) array; got shape {arr.shape}. Pass one map at a time "
+            f"(index a batch as {name}[i])."
+        )
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf":
+        values = np.unique(arr)
+        if np.all(np.isin(values, (0, 1))):
+            return arr.astype(bool)
+        raise ValueError(
+            f"{name} of shape {arr.shape} and dtype {arr.dtype} holds values other than 0 and 1 "
+            f"(e.g. {values[~np.isin(values, (0, 1))][:3].tolist()}); binarise it first with "
+            f"gadlib.method.fusion.binarize."
+        )
+    raise TypeError(f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 integers).")
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be (H, W), two positive integers; got {shape!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"shape must be (H, W), two positive integers; got {shape!r}")
+    return height, width
+
+
+def _check_group_args(dilation, min_pixels) -> None:
+    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 0:
+        raise ValueError(f"dilation must be an integer >= 0 (pixels); got {dilation!r}")
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, (int, np.integer)) or min_pixels < 1:
+        raise ValueError(f"min_pixels must be an integer >= 1; got {min_pixels!r}")
+
+
+def _grouped_pixels(mask, dilation, min_pixels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept pixels sorted by group: (rows, cols, group index 0..G-1), each of shape (k,)."""
+    arr = _as_mask(mask)
+    _check_group_args(dilation, min_pixels)
+    empty = np.zeros(0, dtype=np.int64)
+    if not arr.any():
+        return empty, empty, empty
+    grown = (
+        ndimage.binary_dilation(arr, structure=np.ones((2 * dilation + 1,) * 2, dtype=bool)) if dilation > 0 else arr
+    )
+    labels, _ = ndimage.label(grown, structure=_EIGHT_CONNECTED)
+    rows, cols = np.nonzero(arr)
+    owner = labels[rows, cols]
+    order = np.argsort(owner, kind="stable")  # stable keeps raster order inside each group
+    rows, cols, owner = rows[order], cols[order], owner[order]
+    _, group, counts = np.unique(owner, return_inverse=True, return_counts=True)
+    keep = counts[group] >= min_pixels
+    # Renumber the surviving groups 0..G-1, in order.
+    kept_ids = np.flatnonzero(counts >= min_pixels)
+    renumber = np.full(counts.shape, -1)
+    renumber[kept_ids] = np.arange(kept_ids.size)
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64), renumber[group[keep]]
+
+
+def group_pixels(mask, dilation: int = 1, min_pixels: int = 1) -> list[np.ndarray]:
+    """Group the pixels of a binary mask into regions: dilate, label 8-connected components.
+
+    Parameters
+    ----------
+    mask : (H, W) bool array (or 0/1 numbers; numpy or torch)
+        The significant pixels of one map.
+    dilation : int >= 0
+        Radius r in pixels of the dilation that decides grouping; the dilation is a
+        (2r+1) x (2r+1) square, so two pixels share a group when they are linked by a chain of mask pixels each within
+        chessboard distance 2r + 1 of the next (i.e. gaps of up to 2r background pixels are
+        bridged). r = 0 gives plain 8-connected components.
+    min_pixels : int >= 1
+        Groups with fewer *original mask* pixels than this are dropped.
+
+    Returns
+    -------
+    list of (k_i, 2) int64 arrays
+        One array per group, the (row, col) coordinates of the original mask's pixels in that group
+        (dilation only decides grouping; it adds no pixel). Groups are ordered by the raster order
+        of their component; rows inside a group in raster order. Empty list for an empty mask.
+    """
+    rows, cols, group = _grouped_pixels(mask, dilation, min_pixels)
+    if group.size == 0:
+        return []
+    splits = np.flatnonzero(np.diff(group)) + 1
+    return np.split(np.stack([rows, cols], axis=1), splits)
+
+
+def hull_polygons(mask, dilation: int = 1, min_pixels: int = 1) -> list[Polygon]:
+    """Convex-hull polygon of each pixel group of a binary mask (pixel squares, not centres).
+
+    Parameters
+    ----------
+    mask : (H, W) bool array
+    dilation, min_pixels
+        As in :func:`group_pixels`.
+
+    Returns
+    -------
+    list of shapely Polygon, one per group (same order), in pixel-edge coordinates (x = column,
+        y = row), with integer vertices. Every polygon has area >= 1: one pixel gives its unit
+        square, two adjacent pixels a 2 x 1 rectangle. Polygons of different groups may overlap
+        (hulls are convex); use the union for areas, as :func:`hull_complexity` and
+        :func:`rasterize` do.
+    """
+    rows, cols, group = _grouped_pixels(mask, dilation, min_pixels)
+    if group.size == 0:
+        return []
+    # Only each row's leftmost and rightmost pixel of a group can give hull corners: 4 corners per
+    # (group, row), all groups at once.
+    width = int(cols.max()) + 2
+    key = group * (int(rows.max()) + 1) + rows
+    uniq, inverse = np.unique(key, return_inverse=True)
+    left = np.full(uniq.shape, width, dtype=np.int64)
+    right = np.full(uniq.shape, -1, dtype=np.int64)
+    np.minimum.at(left, inverse, cols)
+    np.maximum.at(right, inverse, cols)
+    first = np.unique(inverse, return_index=True)[1]
+    row_of, group_of = rows[first], group[first]
+    xs = np.concatenate([left, left, right + 1, right + 1]).astype(float)
+    ys = np.concatenate([row_of, row_of + 1, row_of, row_of + 1]).astype(float)
+    owner = np.tile(group_of, 4)
+    order = np.argsort(owner, kind="stable")  # shapely wants the coordinates grouped by index
+    # A linestring through a group's corners (any order) has the same convex hull as its points and
+    # is built straight from the coordinates (a multipoint would build one Point per corner first).
+    outlines = shapely.linestrings(np.stack([xs, ys], axis=1)[order], indices=owner[order])
+    return list(shapely.convex_hull(outlines))
+
+
+def rasterize(polygons: Sequence[Polygon], shape) -> np.ndarray:
+    """Pixels covered by the union of polygons.
+
+    Parameters
+    ----------
+    polygons : sequence of shapely Polygon, in pixel-edge coordinates (see module docstring)
+    shape : (H, W)
+
+    Returns
+    -------
+    (H, W) bool array: True where the pixel's centre lies inside the union or on its boundary.
+        All False for no polygons. A hull built by :func:`hull_polygons` covers every pixel of its
+        group, so the raster contains the mask it came from.
+    """
+    height, width = _check_shape(shape)
+    out = np.zeros((height, width), dtype=bool)
+    polys = np.asarray([p for p in polygons if p is not None and not p.is_empty], dtype=object)
+    if polys.size == 0:
+        return out
+    # Candidate pixels: those whose centre lies in a polygon's bounding box; then one vectorised
+    # point-in-polygon test over all (polygon, pixel) candidates.
+    x0, y0, x1, y1 = shapely.bounds(polys).T
+    c0 = np.maximum(np.ceil(x0 - 0.5), 0).astype(np.int64)
+    c1 = np.minimum(np.floor(x1 - 0.5), width - 1).astype(np.int64)
+    r0 = np.maximum(np.ceil(y0 - 0.5), 0).astype(np.int64)
+    r1 = np.minimum(np.floor(y1 - 0.5), height - 1).astype(np.int64)
+    box_w = np.maximum(c1 - c0 + 1, 0)
+    box_n = box_w * np.maximum(r1 - r0 + 1, 0)
+    owner = np.repeat(np.arange(polys.size), box_n)
+    local = np.arange(owner.size) - np.repeat(np.cumsum(box_n) - box_n, box_n)
+    rr = r0[owner] + local // box_w[owner]
+    cc = c0[owner] + local % box_w[owner]
+    inside = shapely.intersects_xy(polys[owner], cc + 0.5, rr + 0.5)  # boundary counts as inside
+    out[rr[inside], cc[inside]] = True
+    return out
+
+
+def _union_area(polys: np.ndarray) -> float:
+    """Area of the union; only polygons that touch another are passed to the (slow) union."""
+    tree = shapely.STRtree(polys)
+    a, b = tree.query(polys, predicate="intersects")
+    pairs = a < b
+    areas = shapely.area(polys)
+    if not pairs.any():
+        return float(areas.sum())
+    graph = coo_matrix((np.ones(int(pairs.sum())), (a[pairs], b[pairs])), shape=(polys.size,) * 2)
+    n_comp, comp = connected_components(graph, directed=False)
+    sizes = np.bincount(comp, minlength=n_comp)
+    total = float(areas[sizes[comp] == 1].sum())
+    for c in np.flatnonzero(sizes > 1):
+        total += float(shapely.union_all(polys[comp == c]).area)
+    return total
+
+
+def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
+    """Area of the union of a map's hull polygons as a fraction of the image (lower = simpler).
+
+    Parameters
+    ----------
+    polygons : sequence of shapely Polygon (from :func:`hull_polygons`)
+    shape : (H, W)
+        The image size; the fraction's denominator is H * W.
+
+    Returns
+    -------
+    HullComplexity(fraction, n_regions, area_pixels). Lower fraction means the map points at less of
+        the image. An empty region set gives HullComplexity(0.0, 0, 0.0).
+    """
+    height, width = _check_shape(shape)
+    polys = [p for p in polygons if p is not None and not p.is_empty]
+    if not polys:
+        return HullComplexity(0.0, 0, 0.0)
+    area = _union_area(np.asarray(polys, dtype=object))
+    return HullComplexity(area / (height * width), len(polys), area)
+
+
+def relative_complexity(gad, original):
+    """RC = complexity(GAD map) / complexity(original map); RC < 1 means GAD points at less.
+
+    Parameters
+    ----------
+    gad, original : float or array-like of the same shape
+        Complexity fractions (>= 0), e.g. ``HullComplexity.fraction``.
+
+    Returns
+    -------
+    float (for scalar input) or float64 ndarray. Lower is better (simpler GAD map). Where
+        ``original == 0`` (an empty original map) RC is undefined: NaN, with one RuntimeWarning per
+        call giving the count, never 0 or 1. NaN inputs give NaN silently.
+    """
+    g = np.asarray(gad, dtype=np.float64)
+    o = np.asarray(original, dtype=np.float64)
+    if np.any(g < 0) or np.any(o < 0):
+        raise ValueError(
+            f"complexities must be >= 0; got gad={gad!r}, original={original!r}. "
+            f"Pass HullComplexity.fraction values."
+        )
+    g, o = np.broadcast_arrays(g, o)
+    zero = o == 0
+    if zero.any():
+        warnings.warn(
+            f"relative complexity undefined for {int(zero.sum())} of {zero.size} maps whose original "
+            f"map has complexity 0 (no significant region); RC is NaN there",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rc = np.where(zero, np.nan, g / np.where(zero, 1.0, o))
+    return float(rc) if rc.ndim == 0 else rc

@@ -1,0 +1,378 @@
+"""Occlusion of region sets and region sensitivity RS.
+
+``RS(I, M, a) = (s(I) - s(I with M occluded)) / a``: the drop of the score per occluded pixel, with
+``a`` the area of the region set M in pixels. Occlusion happens in pixel space, before the model's
+own normalisation layer, so the black fill is the pixel value 0 whatever the dataset statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from gadlib.choices import FILLS, SCORE_MODES
+from gadlib.common.progress import tqdm
+
+# Tolerance for float round-off at the ends of [0, 1]; normalised images are far outside it.
+_RANGE_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class OcclusionResult:
+    """Sensitivity of one region set, per image. All arrays are float64 of shape (N,).
+
+    Attributes
+    ----------
+    score : s(I), the score of the un-occluded image.
+    occluded_score : s(I with M occluded).
+    drop : score - occluded_score. Higher means the region mattered more for the score.
+    area : a, the number of occluded pixels of M.
+    rs : drop / area, the drop per occluded pixel (higher = more sensitive); NaN where area == 0.
+    """
+
+    score: np.ndarray
+    occluded_score: np.ndarray
+    drop: np.ndarray
+    area: np.ndarray
+    rs: np.ndarray
+
+
+def check_pixel_images(images) -> torch.Tensor:
+    """Return ``images`` if it is an (N, C, H, W) float tensor in [0, 1]; raise naming the problem."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W); got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point in [0, 1]; got dtype {images.dtype}")
+    if images.numel() == 0:
+        return images
+    lo, hi = float(images.min()), float(images.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
+        raise ValueError(
+            f"images hold values in [{lo:.4g}, {hi:.4g}], outside [0, 1]. Models here expect "
+            f"pixel-space input in [0, 1], i.e. un-normalised (each model normalises inside); pass "
+            f"the images before normalisation."
+        )
+    return images
+
+
+def _as_masks(masks, images: torch.Tensor, name: str = "masks") -> torch.Tensor:
+    if not isinstance(masks, torch.Tensor):
+        masks = torch.as_tensor(np.asarray(masks))
+    n, _, h, w = images.shape
+    if tuple(masks.shape) != (n, h, w):
+        raise ValueError(
+            f"{name} must have shape (N, H, W) = {(n, h, w)} to match images {tuple(images.shape)}; "
+            f"got {tuple(masks.shape)}"
+        )
+    if masks.dtype != torch.bool:
+        if masks.is_complex() or ((masks != 0) & (masks != 1)).any():
+            raise ValueError(f"{name} must be bool (or 0/1); got dtype {masks.dtype} with other values")
+        masks = masks != 0
+    return masks.to(images.device)
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur per channel; kernel radius ceil(3 sigma), border pixels replicated."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(x**2) / (2.0 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    # Replicate padding works for any image size (reflect needs the image wider than the kernel).
+    padded = torch.nn.functional.pad(images, (radius, radius, radius, radius), mode="replicate")
+    out = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _fill_values(images: torch.Tensor, fill: str, mean, blur_sigma: float) -> torch.Tensor:
+    """Replacement pixel values, broadcastable to ``images``."""
+    if fill == "black":
+        return torch.zeros((), dtype=images.dtype, device=images.device)
+    if fill == "mean":
+        c = images.shape[1]
+        values = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(-1)
+        if values.numel() == 1:
+            values = values.expand(c)
+        if values.numel() != c or values.min() < 0 or values.max() > 1:
+            raise ValueError(f"mean must hold {c} per-channel pixel-space values in [0, 1]; got {mean!r}")
+        return values.view(1, c, 1, 1)
+    return _gaussian_blur(images, blur_sigma)
+
+
+def _check_fill(fill: str, mean, blur_sigma: float) -> None:
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; use one of {FILLS}")
+    if fill == "mean" and mean is None:
+        raise ValueError(
+            'fill="mean" needs mean=, the per-channel dataset mean in pixel space (e.g. (0.286,) '
+            "for Fashion-MNIST)"
+        )
+    if fill == "blur" and not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
+        raise ValueError(f"blur_sigma must be a positive number of pixels; got {blur_sigma!r}")
+
+
+def occlude(
+    images: torch.Tensor, masks, fill: str = "black", mean=None, blur_sigma: float = 2.0
+) -> torch.Tensor:
+    """Replace the masked pixels of each image by a fill, in pixel space.
+
+    Parameters
+    ----------
+    images : (N, C, H, W) float tensor in [0, 1], pixel space (un-normalised)
+    masks : (N, H, W) bool tensor or array
+        True where the pixel is occluded (all channels).
+    fill : {"black", "mean", "blur"}
+        ``black``: pixel value 0. ``mean``: the per-channel dataset mean ``mean``. ``blur``: the same
+        image blurred by a Gaussian of ``blur_sigma`` pixels (kernel radius ceil(3 sigma), border
+        replicated), so the occluded pixels keep the local colour but lose detail.
+    mean : sequence of C floats in [0, 1], optional
+        Per-channel pixel-space mean; required for ``fill="mean"``.
+    blur_sigma : float > 0
+        Standard deviation of the blur, in pixels, for ``fill="blur"``.
+
+    Returns
+    -------
+    (N, C, H, W) tensor, a new tensor (the input is not modified), same dtype and device.
+    """
+    images = check_pixel_images(images)
+    _check_fill(fill, mean, blur_sigma)
+    masks = _as_masks(masks, images)
+    return torch.where(masks[:, None], _fill_values(images, fill, mean, blur_sigma), images)
+
+
+def _per_image(value, n: int, name: str, device) -> torch.Tensor:
+    t = torch.as_tensor(value, device=device)
+    if t.dim() == 0:
+        t = t.expand(n)
+    if tuple(t.shape) != (n,) or t.is_floating_point() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be an int or an integer tensor of shape ({n},); got {value!r}")
+    return t.long()
+
+
+def _score_from_logits(logits: torch.Tensor, target: torch.Tensor, other, mode: str) -> torch.Tensor:
+    k = logits.shape[1]
+    if target.min() < 0 or target.max() >= k:
+        raise ValueError(
+            f"target classes must lie in [0, {k - 1}] for a model with {k} outputs; got {target.tolist()[:8]}"
+        )
+    s = logits.gather(1, target[:, None])[:, 0]
+    if mode == "logit":
+        return s
+    if other is None:
+        other = 1 - target  # for a pair classifier the other class is the other output
+    if other.min() < 0 or other.max() >= k:
+        raise ValueError(f"other classes must lie in [0, {k - 1}]; got {other.tolist()[:8]}")
+    return s - logits.gather(1, other[:, None])[:, 0]
+
+
+def _check_score_args(mode: str, other, n_outputs: int | None = None) -> None:
+    if mode not in SCORE_MODES:
+        raise ValueError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}")
+    if mode == "margin" and other is None and n_outputs is not None and n_outputs != 2:
+        raise ValueError(
+            f'score mode "margin" with a {n_outputs}-output model needs other=, the class whose '
+            f"logit is subtracted (only a 2-output model has an implied other class)"
+        )
+
+
+class _EvalNoGrad:
+    """Context: model in eval mode without autograd; restores the model's previous mode."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        self.grad = torch.no_grad()
+        self.grad.__enter__()
+
+    def __exit__(self, *exc):
+        self.grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def score(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    target,
+    other=None,
+    mode: str = "logit",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Score of each image: the target-class logit, or its margin over another class.
+
+    Parameters
+    ----------
+    model : module mapping pixel-space (N, C, H, W) images to (N, K) logits; run in eval mode
+        without gradients (its training flag is restored afterwards).
+    images : (N, C, H, W) float tensor in [0, 1], on the model's device
+    target : int or (N,) int tensor/array, the class whose logit is scored
+    other : int or (N,) ints, optional; for ``mode="margin"``. Default for a 2-output model: the
+        other output (1 - target).
+    mode : {"logit", "margin"}
+        ``logit``: s = z_target. ``margin``: s = z_target - z_other.
+    batch_size : int, images per forward pass
+
+    Returns
+    -------
+    (N,) float64 array of scores (higher = more confident in the target).
+    """
+    images = check_pixel_images(images)
+    _check_score_args(mode, other)
+    n = images.shape[0]
+    target_t = _per_image(target, n, "target", images.device)
+    other_t = None if other is None else _per_image(other, n, "other", images.device)
+    out = []
+    with _EvalNoGrad(model):
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            logits = model(images[sl])
+            _check_score_args(mode, other, logits.shape[1])
+            out.append(
+                _score_from_logits(logits, target_t[sl], None if other_t is None else other_t[sl], mode)
+            )
+    return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
+
+
+def occlusion_sensitivity(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    masks_by_set,
+    target,
+    *,
+    fill: str = "black",
+    score_mode: str = "logit",
+    other=None,
+    mean=None,
+    blur_sigma: float = 2.0,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict:
+    """Region sensitivity RS of several region sets on the same images, in batched forward passes.
+
+    The clean images and every (set, image) occlusion form one stream of (S + 1) * N inputs, built
+    chunk by chunk (``batch_size`` per forward pass), so no more than one chunk of occluded images
+    is in memory.
+
+    Parameters
+    ----------
+    model : classifier taking pixel-space images, on the images' device (eval mode, no grad inside)
+    images : (N, C, H, W) float tensor in [0, 1]
+    masks_by_set : dict name -> (N, H, W) bool, or an (S, N, H, W) bool array/tensor
+        The region sets M to occlude (e.g. rasterised hull unions).
+    target : int or (N,) ints, the scored class
+    fill, mean, blur_sigma : as in :func:`occlude`
+    score_mode, other : as ``mode`` and ``other`` in :func:`score`
+    batch_size : int >= 1, inputs per forward pass
+    progress : show a progress bar over the forward passes
+
+    Returns
+    -------
+    dict name -> OcclusionResult (arrays of shape (N,)); names are the dict's keys, or 0..S-1 for an
+        array. RS = drop / area: higher means the set is more sensitive to occlusion (the score
+        falls more per occluded pixel). Where a set is empty for an image (area 0), RS is NaN, with
+        one RuntimeWarning per call giving the counts per set.
+    """
+    images = check_pixel_images(images)
+    _check_fill(fill, mean, blur_sigma)
+    _check_score_args(score_mode, other)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if isinstance(masks_by_set, Mapping):
+        names = list(masks_by_set)
+        sets = [_as_masks(masks_by_set[k], images, f"masks_by_set[{k!r}]") for k in names]
+    else:
+        stacked = (
+            masks_by_set
+            if isinstance(masks_by_set, torch.Tensor)
+            else torch.as_tensor(np.asarray(masks_by_set))
+        )
+        if stacked.dim() != 4:
+            raise ValueError(
+                f"masks_by_set must be a dict of (N, H, W) masks or an (S, N, H, W) array; "
+                f"got shape {tuple(stacked.shape)}"
+            )
+        names = list(range(stacked.shape[0]))
+        sets = [_as_masks(stacked[i], images, f"masks_by_set[{i}]") for i in names]
+    n = images.shape[0]
+    target_t = _per_image(target, n, "target", images.device)
+    other_t = None if other is None else _per_image(other, n, "other", images.device)
+    # Set 0 of the stream is the clean image (nothing occluded).
+    all_masks = torch.stack([torch.zeros_like(images[:, 0], dtype=torch.bool)] + sets)
+    total = all_masks.shape[0] * n
+    scores = torch.empty(total, dtype=torch.float64)
+    with _EvalNoGrad(model):
+        for start in tqdm(range(0, total, batch_size), desc="occlusion", disable=not progress):
+            idx = torch.arange(start, min(start + batch_size, total), device=images.device)
+            set_idx, img_idx = idx // n, idx % n
+            batch = images[img_idx]
+            fill_values = _fill_values(batch, fill, mean, blur_sigma)
+            batch = torch.where(all_masks[set_idx, img_idx][:, None], fill_values, batch)
+            logits = model(batch)
+            _check_score_args(score_mode, other, logits.shape[1])
+            s = _score_from_logits(
+                logits, target_t[img_idx], None if other_t is None else other_t[img_idx], score_mode
+            )
+            scores[start : start + len(idx)] = s.double().cpu()
+    scores_np = scores.numpy().reshape(all_masks.shape[0], n)
+    clean = scores_np[0]
+    results, empty_counts = {}, {}
+    for i, name in enumerate(names):
+        area = sets[i].sum(dim=(1, 2)).double().cpu().numpy()
+        drop = clean - scores_np[i + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rs = np.where(area > 0, drop / np.where(area > 0, area, 1.0), np.nan)
+        if (area == 0).any():
+            empty_counts[name] = int((area == 0).sum())
+        results[name] = OcclusionResult(clean.copy(), scores_np[i + 1].copy(), drop, area, rs)
+    if empty_counts:
+        warnings.warn(
+            f"RS undefined (empty region set, area 0) for images per set {empty_counts} of {n}; "
+            f"RS is NaN there",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return results
+
+
+def random_region_mask(reference, rng) -> np.ndarray:
+    """Random control region of exactly the reference's area and shape: a random cyclic shift.
+
+    The reference mask is translated by a uniform random offset (dy in [0, H), dx in [0, W)) with
+    wrap-around (``np.roll`` on both axes). This keeps the pixel count exactly and the shape up to
+    the wrap. Limitations: a region crossing the border is split into pieces on opposite sides, and
+    the control may overlap the reference itself or other important regions (it is not
+    conditioned on avoiding them); the zero shift (probability 1/(H W)) returns the reference.
+
+    Parameters
+    ----------
+    reference : (H, W) bool array (or tensor)
+    rng : numpy.random.Generator or int seed
+
+    Returns
+    -------
+    (H, W) bool numpy array with ``mask.sum() == reference.sum()``.
+    """
+    if rng is None:
+        raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
+    rng = np.random.default_rng(rng)
+    if hasattr(reference, "detach"):
+        reference = reference.detach().cpu().numpy()
+    ref = np.asarray(reference)
+    if ref.ndim != 2:
+        raise ValueError(f"reference must be a 2-D (H, W) mask; got shape {ref.shape}")
+    if ref.dtype != bool:
+        if ref.dtype.kind not in "iuf" or not np.all(np.isin(ref, (0, 1))):
+            raise ValueError(f"reference must be bool (or 0/1); got dtype {ref.dtype}")
+        ref = ref.astype(bool)
+    h, w = ref.shape
+    dy, dx = int(rng.integers(h)), int(rng.integers(w))
+    return np.roll(ref, (dy, dx), axis=(0, 1))

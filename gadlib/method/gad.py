@@ -1,0 +1,396 @@
+"""Attribution methods by name, the fusion of Algorithm 2, and the ``GAD`` attribution class.
+
+``GAD(method, model, support_models).attribute(inputs, target=...)`` has Captum's call shape and
+returns a tensor shaped like the inputs, so Captum's ``NoiseTunnel``, its visualisation and Quantus
+take it as they take any Captum method. The fusion (Algorithm 2, steps 2-5): per-pixel importance of
+every map, each map binarised by its own threshold, a consistency mask of the pixels kept in every
+map (or in at least ``min_agreement`` of them), and the GAD map = the original's attribution where
+the mask holds, zero elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from captum.attr import (
+    Attribution,
+    GradientAttribution,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+)
+from captum.log import log_usage
+from torch import nn
+
+from gadlib.choices import BATCHED_METHODS, METHODS
+from gadlib.common.memory import is_out_of_memory, warn_out_of_memory
+from gadlib.method import batched
+from gadlib.method.fusion import FusionResult, check_fusion_options, fuse_maps
+from gadlib.models.architectures import architecture_signature, model_device
+from gadlib.models.training import predict_logits
+
+TargetLike = int | Sequence[int] | torch.Tensor | None
+
+
+def make_method(name: str, model: nn.Module) -> Attribution:
+    """The Captum attribution object of a method named in ``METHODS``.
+
+    ``SmoothGrad`` is ``NoiseTunnel(Saliency(model))``; call it with ``nt_type="smoothgrad"``
+    (:func:`method_defaults` supplies that).
+    """
+    constructors: dict[str, Callable[[nn.Module], Attribution]] = {
+        "IntegratedGradients": IntegratedGradients,
+        "Saliency": Saliency,
+        "InputXGradient": InputXGradient,
+        "GuidedBackprop": GuidedBackprop,
+        "SmoothGrad": lambda m: NoiseTunnel(Saliency(m)),
+    }
+    if name not in constructors:
+        raise ValueError(f"unknown attribution method {name!r}; use one of {METHODS}")
+    return constructors[name](model)
+
+
+def method_defaults(
+    name: str,
+    *,
+    n_steps: int = 50,
+    internal_batch_size: int = 64,
+    nt_samples: int = 25,
+    stdevs: float = 0.15,
+) -> dict[str, Any]:
+    """Keyword arguments this project passes to a named method's Captum ``attribute`` call.
+
+    Parameters
+    ----------
+    n_steps, internal_batch_size : Integrated Gradients' path steps and its bound on images x steps
+        per forward pass. The baseline is Captum's default: zero, a black image in pixel space.
+    nt_samples, stdevs : SmoothGrad's number of noisy samples and noise std (pixel units, images in [0, 1]).
+
+    Returns
+    -------
+    dict of keyword arguments (empty for Saliency, InputXGradient, GuidedBackprop).
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown attribution method {name!r}; use one of {METHODS}")
+    if name == "IntegratedGradients":
+        return {"n_steps": n_steps, "internal_batch_size": internal_batch_size}
+    if name == "SmoothGrad":
+        return {"nt_type": "smoothgrad", "nt_samples": nt_samples, "stdevs": stdevs}
+    return {}
+
+
+def resolve_target(
+    model: nn.Module, inputs: torch.Tensor, target: TargetLike, batch_size: int = 64
+) -> torch.Tensor:
+    """The class to explain for each image: ``None`` = the class ``model`` predicts.
+
+    Parameters
+    ----------
+    model : (B, C, H, W) -> (B, K) logits.
+    inputs : (N, C, H, W).
+    target : None, one class index for every image, or N indices (sequence or tensor).
+
+    Returns
+    -------
+    (N,) int64 tensor on the CPU, every value in [0, K).
+    """
+    with _eval_mode(model), torch.no_grad():
+        device = model_device(model)
+        if target is None:
+            return predict_logits(model, inputs, batch_size, device).argmax(dim=1)
+        num_classes = model(inputs[:1].detach().to(device)).shape[1]
+    targets = torch.as_tensor(target).cpu()
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"target must hold integer class indices; got dtype {targets.dtype}")
+    if targets.dim() == 0:
+        targets = targets.expand(len(inputs))
+    if targets.shape != (len(inputs),):
+        raise ValueError(f"target must be one class index or one per image ({len(inputs)}); "
+                         f"got shape {tuple(targets.shape)}")
+    out_of_range = targets[(targets < 0) | (targets >= num_classes)]
+    if len(out_of_range):
+        raise ValueError(f"target {out_of_range.unique().tolist()} is out of range: the model has "
+                         f"{num_classes} outputs, so targets lie in [0, {num_classes})")
+    return targets.long()
+
+
+def attribute(
+    name: str,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: TargetLike,
+    *,
+    batch_size: int = 64,
+    internal_batch_size: int = 64,
+    n_steps: int = 50,
+    nt_samples: int = 25,
+    stdevs: float = 0.15,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Attribution maps of one model with a named method, in batches of images, in eval mode.
+
+    Parameters
+    ----------
+    name : one of ``METHODS``.
+    model : (B, C, H, W) -> (B, K) logits. Its train/eval mode is restored afterwards.
+    inputs : (N, C, H, W) pixel-space images.
+    target : see :func:`resolve_target` (None = the predicted class).
+    batch_size : images per attribution call.
+    internal_batch_size, n_steps, nt_samples, stdevs : see :func:`method_defaults`.
+    kwargs : further arguments of the Captum method; a tensor with one row per image
+        (e.g. ``baselines`` of shape (N, C, H, W)) is split into batches with the inputs.
+
+    Returns
+    -------
+    (N, C, H, W) tensor on the inputs' device.
+    """
+    _check_images(inputs)
+    method_kwargs = {**method_defaults(name, n_steps=n_steps, internal_batch_size=internal_batch_size,
+                                       nt_samples=nt_samples, stdevs=stdevs), **kwargs}
+    targets = resolve_target(model, inputs, target, batch_size)
+    with _eval_mode(model):
+        return _in_batches(make_method(name, model).attribute, inputs, targets, batch_size, method_kwargs,
+                           model_device(model))
+
+
+class GAD(GradientAttribution):
+    """Gradient Artificial Distancing around any attribution method, with Captum's call shape.
+
+    Parameters
+    ----------
+    method : a name from ``METHODS`` or a Captum attribution class (e.g. ``captum.attr.Saliency``),
+        instantiated once per model.
+    model : the original classifier, (B, C, H, W) -> (B, K) logits.
+    support_models : its K support models; every one must have the original's parameter names and
+        shapes (ValueError otherwise). K = 0 gives the plain method, thresholded.
+    importance, threshold_mode, q, tau, min_agreement : the fusion, see :func:`fuse_maps`.
+    batch_size : images per attribution call; halved, with a warning, when a call runs out of memory.
+    internal_batch_size : bound on Integrated Gradients' images x steps per forward pass (halved too).
+    fast : use ``gadlib.method.batched.attribute_models`` (all models at once) for the methods in
+        ``BATCHED_METHODS``; otherwise Captum, model by model.
+
+    Attributes
+    ----------
+    last_result : the FusionResult of the latest call (per-model maps, masks, consistency), or None.
+
+    A model whose targeted logits do not depend on the input (autograd finds no path) gets an
+    all-zero map, with a warning, instead of autograd's error.
+
+    ``NoiseTunnel(GAD(...))`` gives SmoothGrad of the GAD map. There, ``target=None`` means the class
+    predicted for each noisy copy; pass the target to explain one class throughout.
+    """
+
+    def __init__(
+        self,
+        method: str | type[Attribution],
+        model: nn.Module,
+        support_models: Sequence[nn.Module],
+        *,
+        importance: str = "abs",
+        threshold_mode: str = "quantile",
+        q: float = 0.9,
+        tau: float = 0.5,
+        min_agreement: int | None = None,
+        batch_size: int = 64,
+        internal_batch_size: int = 64,
+        fast: bool = True,
+    ) -> None:
+        GradientAttribution.__init__(self, model)
+        self.models = [model, *support_models]
+        _check_same_architecture(model, support_models)
+        check_fusion_options(importance, threshold_mode, q, tau, min_agreement, len(self.models))
+        if batch_size < 1 or internal_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1; got batch_size={batch_size}, "
+                             f"internal_batch_size={internal_batch_size}")
+        if isinstance(method, str):
+            self._methods = [make_method(method, m) for m in self.models]
+            self._defaults = method_defaults(method, internal_batch_size=internal_batch_size)
+        elif isinstance(method, type) and issubclass(method, Attribution):
+            self._methods = [method(m) for m in self.models]
+            self._defaults = {}
+        else:
+            raise TypeError(f"method must be one of {METHODS} or a Captum attribution class; "
+                            f"got {method!r}")
+        # Only a method named here is known to match gadlib.method.batched's implementation.
+        self._fast_method = method if fast and isinstance(method, str) and method in BATCHED_METHODS else None
+        self.fusion = {"importance": importance, "threshold_mode": threshold_mode, "q": q, "tau": tau,
+                       "min_agreement": min_agreement}
+        self.batch_size = batch_size
+        self.last_result: FusionResult | None = None
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._methods[0].multiplies_by_inputs
+
+    @log_usage()
+    def attribute(self, inputs: torch.Tensor, target: TargetLike = None,
+                  **method_kwargs: Any) -> torch.Tensor:
+        """The GAD map of each image.
+
+        Parameters
+        ----------
+        inputs : (N, C, H, W) pixel-space images.
+        target : None (the class the original predicts), one class index, or N of them.
+        method_kwargs : passed to the method (e.g. ``n_steps``, ``baselines``), over this project's
+            defaults (:func:`method_defaults`).
+
+        Returns
+        -------
+        (N, C, H, W) tensor on the inputs' device.
+        """
+        return self.attribute_detailed(inputs, target, **method_kwargs).gad
+
+    def attribute_detailed(self, inputs: torch.Tensor, target: TargetLike = None,
+                           **method_kwargs: Any) -> FusionResult:
+        """Like :meth:`attribute`, but returns the whole FusionResult (per-model maps and masks)."""
+        _check_images(inputs)
+        targets = resolve_target(self.models[0], inputs, target, self.batch_size)
+        kwargs = {**self._defaults, **method_kwargs}
+        # NoiseTunnel calls attribute under no_grad; the methods need gradients.
+        with torch.enable_grad():
+            maps = self._all_maps(inputs, targets, kwargs)
+        self.last_result = fuse_maps(maps, **self.fusion)
+        return self.last_result
+
+    def _all_maps(self, inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """(M, N, C, H, W) maps of the original and every support model, all in eval mode."""
+        with contextlib.ExitStack() as stack:
+            for model in self.models:
+                stack.enter_context(_eval_mode(model))
+            try:
+                return self._maps_of(range(len(self.models)), inputs, targets, kwargs)
+            except RuntimeError as err:
+                if is_out_of_memory(err):
+                    raise
+                constant = [i for i, model in enumerate(self.models)
+                            if not _depends_on_input(model, inputs, targets)]
+                if not constant:
+                    raise
+            # Autograd refuses a gradient of an output that does not depend on the input; it is zero.
+            names = ", ".join("the original" if i == 0 else f"support {i}" for i in constant)
+            warnings.warn(f"the logits of {names} do not depend on the input; their attribution maps "
+                          f"are zero", RuntimeWarning, stacklevel=4)
+            maps = torch.zeros((len(self.models),) + tuple(inputs.shape), dtype=inputs.dtype,
+                               device=inputs.device)
+            varying = [i for i in range(len(self.models)) if i not in constant]
+            if varying:
+                maps[varying] = self._maps_of(varying, inputs, targets, kwargs).to(maps.dtype)
+            return maps
+
+    def _maps_of(self, indices: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor,
+                 kwargs: dict[str, Any]) -> torch.Tensor:
+        """(len(indices), N, C, H, W) maps of the models at ``indices`` (0 = the original)."""
+        chosen = [self.models[i] for i in indices]
+        if self._fast_method is not None:
+            all_models = functools.partial(batched.attribute_models, self._fast_method, chosen)
+            return _in_batches(all_models, inputs, targets, self.batch_size, kwargs,
+                               model_device(self.models[0]), dim=1)
+        return torch.stack([
+            _in_batches(self._methods[i].attribute, inputs, targets, self.batch_size, kwargs,
+                        model_device(self.models[i]))
+            for i in indices])
+
+
+def _in_batches(
+    compute: Callable[..., torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    kwargs: dict[str, Any],
+    device: torch.device,
+    dim: int = 0,
+) -> torch.Tensor:
+    """Run ``compute(chunk, target=chunk_targets, **chunk_kwargs)`` on batches of images on ``device``.
+
+    A batch that runs out of memory is retried with half as many images (and half the
+    ``internal_batch_size``, if given), with a warning; at one image and one row the error is raised.
+
+    Returns the batches' results concatenated along ``dim`` (the image axis), on the inputs' device.
+    """
+    results = []
+    internal = kwargs.get("internal_batch_size")
+    start = 0
+    while start < len(inputs):
+        stop = min(start + batch_size, len(inputs))
+        chunk = inputs[start:stop].detach().to(device).requires_grad_(True)
+        chunk_kwargs = {key: _batch_rows(value, start, stop, inputs).to(device)
+                        if isinstance(value, torch.Tensor) else value for key, value in kwargs.items()}
+        if internal is not None:  # Captum needs at least one step per image
+            chunk_kwargs["internal_batch_size"] = max(internal, len(chunk))
+        try:
+            result = compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
+        except RuntimeError as err:
+            if not is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
+                raise
+            result = None
+        if result is None:  # outside the except block, so the failed pass's tensors are freed
+            del chunk, chunk_kwargs
+            before = {"batch_size": batch_size, "internal_batch_size": internal}
+            batch_size = max(1, batch_size // 2)
+            internal = None if internal is None else max(1, internal // 2)
+            warn_out_of_memory("attribution", before, {"batch_size": batch_size, "internal_batch_size": internal},
+                               stacklevel=4)
+            continue
+        results.append(result.detach().to(inputs.device))
+        start = stop
+    return torch.cat(results, dim=dim)
+
+
+def _depends_on_input(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Whether the targeted logits of ``model`` are computed from its input (autograd's graph)."""
+    x = inputs[:1].detach().to(model_device(model)).requires_grad_(True)
+    with torch.enable_grad():
+        outputs = model(x)
+        if not outputs.requires_grad:
+            return False
+        score = outputs[0, targets.unique().to(outputs.device)].sum()
+        if not score.requires_grad:
+            return False
+        (gradient,) = torch.autograd.grad(score, x, allow_unused=True)
+    return gradient is not None
+
+
+def _batch_rows(value: torch.Tensor, start: int, stop: int, inputs: torch.Tensor) -> torch.Tensor:
+    """The batch's rows of a per-image tensor argument; other tensors (broadcast baselines) whole."""
+    if value.dim() == inputs.dim() and len(value) == len(inputs):
+        return value[start:stop]
+    return value
+
+
+def _check_same_architecture(model: nn.Module, support_models: Sequence[nn.Module]) -> None:
+    """Support models must have the original's parameter names and shapes."""
+    reference = architecture_signature(model)
+    for index, support in enumerate(support_models, start=1):
+        signature = architecture_signature(support)
+        if signature == reference:
+            continue
+        differences = [(ours, theirs) for ours, theirs in zip(reference, signature, strict=False)
+                       if ours != theirs]
+        first = differences[0] if differences else f"{len(reference)} parameters against {len(signature)}"
+        raise ValueError(f"support model {index} does not have the original's architecture (first "
+                         f"difference: {first}); support models must be trained from this model")
+
+
+def _check_images(inputs: torch.Tensor) -> None:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be one tensor of shape (N, C, H, W); got {type(inputs).__name__}")
+    if inputs.dim() != 4 or len(inputs) == 0:
+        raise ValueError(f"inputs must have shape (N, C, H, W) with N >= 1; got {tuple(inputs.shape)}")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (batch norm uses running statistics, no dropout), then the caller's mode again."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

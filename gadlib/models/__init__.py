@@ -1,0 +1,1 @@
+"""Classifiers and their training: architectures, the training loop, checkpoints."""

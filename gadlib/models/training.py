@@ -1,0 +1,392 @@
+"""One training loop, for the classifier (cross-entropy) and for support models (MSE on logits).
+
+Determinism: the shuffling order and the model's own randomness (dropout) of epoch ``e`` come from a
+seed derived from ``(seed, e)``, so two CPU runs with the same seed give bit-identical weights, and a
+run resumed from its epoch checkpoint continues exactly as the uninterrupted run would have. GPU
+runs are close but not bit-identical (cuDNN picks its algorithms).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gadlib.choices import LOSSES
+from gadlib.common.memory import is_out_of_memory, warn_out_of_memory
+from gadlib.common.progress import tqdm
+from gadlib.models.architectures import model_device
+from gadlib.models.checkpoints import load_torch_state, save_torch_state
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch record of a training run.
+
+    Attributes
+    ----------
+    train_loss : mean training loss of each finished epoch.
+    val_loss : validation loss of each epoch (empty without validation data).
+    val_accuracy : validation accuracy of each epoch (cross-entropy with validation data only).
+    best_epoch : 1-based number of the epoch whose weights the model holds at the end (the lowest
+        validation loss under early stopping, otherwise the last epoch).
+    stopped_early : whether early stopping ended the run before ``epochs``.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """The device to compute on: ``"auto"`` picks CUDA when available, else the CPU.
+
+    Parameters
+    ----------
+    preference : ``"auto"`` or any torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    """
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {preference!r}; use 'auto', 'cpu' or 'cuda[:index]'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {preference!r} asked for, but CUDA is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def train_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device | str | None = None,
+    val_images: torch.Tensor | None = None,
+    val_targets: torch.Tensor | None = None,
+    early_stopping_patience: int | None = None,
+    autocast_bf16: bool = False,
+    progress: bool = True,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> TrainHistory:
+    """Train ``model`` in place with Adam; it is left on ``device``.
+
+    Parameters
+    ----------
+    model : maps (B, C, H, W) images to (B, K) outputs.
+    images : (N, C, H, W) float tensor (may stay on the CPU; batches are moved to ``device``).
+    targets : (N,) int64 class indices for ``"cross_entropy"``; (N, K) float target logits for ``"mse"``.
+    loss : ``"cross_entropy"`` or ``"mse"``.
+    epochs : number of passes over the data (>= 1).
+    batch_size, lr, seed : mini-batch size, Adam learning rate, seed of shuffling and dropout.
+    device : where to train; ``None`` = :func:`select_device`.
+    val_images, val_targets : optional validation set, evaluated after every epoch.
+    early_stopping_patience : stop after this many epochs without a lower validation loss and restore
+        the best weights; needs validation data. ``None`` trains all epochs and keeps the last weights.
+    autocast_bf16 : bfloat16 autocast on CUDA (the loss is computed in float32); ignored on the CPU.
+    progress : show a progress bar over epochs.
+    checkpoint_path : if given, after every epoch the model, optimiser and history are saved there.
+    resume : continue from ``checkpoint_path`` if it exists (from its last finished epoch).
+
+    Returns
+    -------
+    TrainHistory
+    """
+    check_training_inputs(model, images, targets, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                          val_images=val_images, val_targets=val_targets,
+                          early_stopping_patience=early_stopping_patience)
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs a checkpoint_path to resume from")
+    device = select_device() if device is None else torch.device(device)
+    if autocast_bf16 and device.type != "cuda":
+        warnings.warn("autocast_bf16 works on CUDA only; training in float32 on "
+                      f"{device.type}", RuntimeWarning, stacklevel=2)
+    use_bf16 = autocast_bf16 and device.type == "cuda"
+    if loss == "mse":
+        targets = targets.float()
+        val_targets = None if val_targets is None else val_targets.float()
+    has_val = val_images is not None
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = _loss_function(loss)
+    config = {"loss": loss, "batch_size": batch_size, "lr": lr, "seed": seed, "n_train": len(images),
+              "early_stopping_patience": early_stopping_patience}
+
+    history = TrainHistory()
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val = math.inf
+    if resume and Path(checkpoint_path).is_file():
+        saved = load_torch_state(checkpoint_path, created_by="train_model with a checkpoint_path")
+        if saved.get("config") != config:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} was written with training config {saved.get('config')}, "
+                f"not {config}; delete it or call with resume=False to start again"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history = TrainHistory(**saved["history"])
+        best_state, best_val = saved["best_state"], saved["best_val_loss"]
+
+    first_epoch = len(history.train_loss)
+    last_epoch = first_epoch if history.stopped_early else epochs
+    epoch_bar = tqdm(range(first_epoch, last_epoch), desc=f"train ({loss})", disable=not progress,
+                     leave=False)
+    for epoch in epoch_bar:
+        train_loss = train_epoch(model, images, targets, optimizer, loss=loss, batch_size=batch_size,
+                                 seed=seed, epoch=epoch, device=device, autocast_bf16=use_bf16)
+        history.train_loss.append(train_loss)
+        if not has_val:
+            history.best_epoch = epoch + 1
+        else:
+            val_loss, val_accuracy = _evaluate(model, val_images, val_targets, loss_fn, batch_size,
+                                               device, loss == "cross_entropy")
+            history.val_loss.append(val_loss)
+            if loss == "cross_entropy":
+                history.val_accuracy.append(val_accuracy)
+            if val_loss < best_val:
+                best_val, history.best_epoch = val_loss, epoch + 1
+                if early_stopping_patience is not None:  # a copy is only needed to restore it
+                    best_state = _cpu_copy(model.state_dict())
+        epoch_bar.set_postfix(train_loss=f"{train_loss:.4g}",
+                              val_loss=f"{history.val_loss[-1]:.4g}" if has_val else "-")
+        if early_stopping_patience is not None:
+            patience_spent = epoch + 1 - history.best_epoch >= early_stopping_patience
+            history.stopped_early = patience_spent and epoch + 1 < epochs
+        if checkpoint_path is not None:
+            save_torch_state(checkpoint_path, {
+                "config": config, "model": _cpu_copy(model.state_dict()),
+                "optimizer": optimizer.state_dict(), "history": asdict(history),
+                "best_state": best_state, "best_val_loss": best_val,
+            })
+        if history.stopped_early:
+            break
+
+    if early_stopping_patience is not None and best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # the model keeps its last weights
+        history.best_epoch = len(history.train_loss)
+    return history
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Model outputs for every image, in eval mode and without gradients.
+
+    Parameters
+    ----------
+    model : maps (B, ...) inputs, e.g. (B, C, H, W) images, to (B, K) logits. Its train/eval mode is
+        restored afterwards.
+    images : (N, ...) tensor, e.g. (N, C, H, W).
+    batch_size : images per forward pass; halved, with a warning, when a pass runs out of memory.
+    device : where to run; ``None`` = where the model's parameters are. The model is moved there.
+
+    Returns
+    -------
+    (N, K) float32 CPU tensor.
+    """
+    if images.dim() < 2:
+        raise ValueError(f"images must have shape (N, C, H, W) (or (N, ...)); got {tuple(images.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    device = model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    outputs, start = [], 0
+    try:
+        while start < len(images):
+            chunk = images[start:start + batch_size]
+            try:
+                logits = model(chunk.to(device))
+            except RuntimeError as err:
+                if not is_out_of_memory(err) or batch_size == 1:
+                    raise
+                logits = None
+            if logits is None:  # outside the except block, so the failed pass's tensors are freed
+                warn_out_of_memory("prediction", {"batch_size": batch_size}, {"batch_size": batch_size // 2},
+                                   stacklevel=4)  # past torch.no_grad's wrapper, at the caller
+                batch_size //= 2
+                continue
+            outputs.append(logits.float().cpu())
+            start += len(chunk)
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs)
+
+
+def check_training_inputs(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    val_images: torch.Tensor | None = None,
+    val_targets: torch.Tensor | None = None,
+    early_stopping_patience: int | None = None,
+) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the first bad argument of :func:`train_model`.
+
+    Runs before any work, so a wrong shape or setting fails at once instead of after an epoch.
+    """
+    patience = early_stopping_patience
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"early_stopping_patience must be an integer >= 1 or None; got {patience!r}")
+    if patience is not None and val_images is None:
+        raise ValueError("early stopping needs validation data: pass val_images and val_targets")
+    if (val_images is None) != (val_targets is None):
+        raise ValueError("pass both val_images and val_targets, or neither")
+    _check_images_and_targets(images, targets, loss, "images", "targets")
+    if val_images is not None:
+        _check_images_and_targets(val_images, val_targets, loss, "val_images", "val_targets")
+        if val_images.shape[1:] != images.shape[1:]:
+            raise ValueError(f"val_images have shape {tuple(val_images.shape[1:])} per image; "
+                             f"training images {tuple(images.shape[1:])}")
+
+
+def _check_images_and_targets(images: torch.Tensor, targets: torch.Tensor, loss: str, images_name: str,
+                targets_name: str) -> None:
+    if images.dim() != 4:
+        raise ValueError(f"{images_name} must have shape (N, C, H, W); got {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError(f"{images_name} is empty")
+    if len(targets) != len(images):
+        raise ValueError(f"{len(images)} {images_name} but {len(targets)} {targets_name}")
+    if loss == "cross_entropy" and (targets.dim() != 1 or targets.dtype != torch.int64):
+        raise ValueError(f"cross_entropy needs {targets_name} of shape (N,) and dtype int64; "
+                         f"got shape {tuple(targets.shape)}, dtype {targets.dtype}")
+    if loss == "cross_entropy" and int(targets.min()) < 0:
+        raise ValueError(f"{targets_name} holds a negative class index {int(targets.min())}")
+    if loss == "mse" and (targets.dim() != 2 or not targets.is_floating_point()):
+        raise ValueError(f"mse needs {targets_name} of shape (N, K) and a float dtype; "
+                         f"got shape {tuple(targets.shape)}, dtype {targets.dtype}")
+    if loss == "mse" and not bool(torch.isfinite(targets).all()):
+        raise ValueError(f"{targets_name} contain NaN or infinite values")
+
+
+def train_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    loss: str,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    device: torch.device,
+    autocast_bf16: bool = False,
+    dropout_seed_offset: int = 0,
+) -> float:
+    """One pass of mini-batch steps over ``(images, targets)`` in a seeded order; the mean loss.
+
+    The shuffling order and the model's own randomness (dropout) come from a seed derived from
+    ``(seed, epoch)``, and the caller's random state is restored afterwards: the same call gives the
+    same weights, which is what makes :func:`train_model` resumable and repeatable.
+
+    Parameters
+    ----------
+    model : the module to step (``DistributedDataParallel`` works: each process passes its shard).
+    images, targets, loss : as in :func:`train_model`, on any device (batches are moved to ``device``);
+        ``"mse"`` targets must already be float.
+    optimizer : steps ``model``'s parameters.
+    batch_size : images per step.
+    seed, epoch : the run's seed and the 0-based epoch number.
+    device : where the model is.
+    autocast_bf16 : bfloat16 autocast of the forward pass (the caller decides whether the device has it).
+    dropout_seed_offset : added to the dropout seed only (data-parallel ranks pass their rank, so
+        their dropout masks differ while their shuffling of the shard does not).
+
+    Returns
+    -------
+    float: the mean training loss over the epoch's images.
+    """
+    epoch_seed = _epoch_seed(seed, epoch)
+    with _seeded_rng(epoch_seed + dropout_seed_offset, device):
+        return _train_one_epoch(model, images, targets, optimizer, _loss_function(loss), batch_size,
+                                epoch_seed, device, autocast_bf16)
+
+
+def _loss_function(loss: str):
+    return F.cross_entropy if loss == "cross_entropy" else F.mse_loss
+
+
+def _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size, epoch_seed, device,
+                     use_bf16) -> float:
+    model.train()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
+    total = torch.zeros((), device=device)  # summed on the device: no sync per batch
+    for start in range(0, len(images), batch_size):
+        index = order[start:start + batch_size]
+        batch, batch_targets = images[index].to(device), targets[index].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs = model(batch)
+        batch_loss = loss_fn(outputs.float(), batch_targets)
+        batch_loss.backward()
+        optimizer.step()
+        total += batch_loss.detach() * len(index)
+    return float(total) / len(images)
+
+
+@torch.no_grad()
+def _evaluate(model, images, targets, loss_fn, batch_size, device, with_accuracy) -> tuple[float, float]:
+    logits = predict_logits(model, images, batch_size=batch_size, device=device)
+    targets = targets.cpu()
+    value = float(loss_fn(logits, targets))
+    accuracy = float((logits.argmax(dim=1) == targets).float().mean()) if with_accuracy else math.nan
+    return value, accuracy
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint32)[0])
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators (dropout) for one epoch, then restore the caller's state."""
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach().cpu().clone() for name, value in state_dict.items()}

@@ -1,0 +1,41 @@
+"""The open-questions runner: override strings for `dvc exp run -S`, the planned runs, the sweep table."""
+
+import pandas as pd
+
+from gadlib.pipeline import open_questions as oq
+
+
+def test_override_value_follows_the_override_grammar():
+    assert oq.override_value([0.5, 1.0]) == "[0.5, 1.0]"
+    assert oq.override_value({"a": None, "b": True}) == "{a: null, b: true}"
+    assert oq.override_value("Shirt") == "Shirt"
+    assert oq.override_value("T-shirt/top") == "'T-shirt/top'"
+    assert oq.override_value("Ankle boot") == "'Ankle boot'"
+    assert oq.override_value("null") == "'null'"
+
+
+def test_planned_runs_cover_the_sweep_multiclass_and_smoothgrad():
+    plan = {"alpha_sweep": {"experiment": "a", "scales": [0.5, 2.0], "set": {"attribution.n_images": 5}},
+            "multiclass": {"experiments": {"m": {"strategy": "split", "groups": "auto"}}, "set": {}},
+            "smoothgrad": {"set": {"attribution.methods": ["Saliency", "SmoothGrad"]}}}
+    runs = oq.planned_runs(plan, ["a", "b"])
+    assert list(runs) == ["alpha-0.5", "alpha-2", "multiclass", "smoothgrad"]
+    assert runs["alpha-2"] == ["~experiments.b", "attribution.n_images=5", "support.alpha_scale=2.0"]
+    assert runs["multiclass"][:2] == ["~experiments", "+experiments={m: {strategy: split, groups: auto}}"]
+    assert runs["smoothgrad"] == ["attribution.methods=[Saliency, SmoothGrad]"]
+
+
+def test_sweep_table_pairs_rs_per_image():
+    hull = pd.DataFrame([
+        {"method": "Saliency", "image": i, "region_set": s, "rs": rs, "rc": rc}
+        for i, (g, r) in enumerate([(2.0, 1.0), (0.5, 1.5)])
+        for s, rs, rc in (("original", 1.0, float("nan")), ("gad", g, 0.5 + i), ("rest", r, float("nan")),
+                          ("random", 0.1, float("nan")))
+    ])
+    fidelity = pd.DataFrame({"model": [0, 1, 2], "agreement": [1.0, 0.9, 0.7]})
+    table = oq.sweep_table(hull, fidelity, scale=4.0)
+    assert list(table["rs_gad"]) == [2.0, 0.5]
+    assert list(table["rs_rest"]) == [1.0, 1.5]
+    assert list(table["rc"]) == [0.5, 1.5]
+    assert table["agreement"].iloc[0] == 0.8  # mean over the support models, the original left out
+    assert (table["scale"] == 4.0).all()

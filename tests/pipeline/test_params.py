@@ -1,0 +1,207 @@
+"""params.yaml validation: each mistake gives one error naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from gadlib.pipeline import params as config
+from gadlib.pipeline.params import ConfigError, load_params, resolve_path, validate_params
+from gadlib.pipeline.paths import PARAMS_FILE, ROOT
+
+PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
+FIRST = "experiments.tshirt_vs_shirt"
+
+
+def test_the_repository_params_validate():
+    params = load_params(PARAMS_FILE)
+    assert params.seed == 0
+    assert params.experiment_names == list(yaml.safe_load(PARAMS_FILE.read_text())["experiments"])
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
+def test_the_profiles_validate(profile):
+    load_params(profile)
+
+
+def test_optional_experiment_keys_get_their_defaults(params):
+    exp = validate_params(params).experiments["tshirt_vs_shirt"]
+    assert exp.groups == "auto" and exp.target_classes is None
+
+
+def test_validated_params_are_typed_and_read_only(params):
+    validated = validate_params(params)
+    assert isinstance(validated.support.lr, float) and validated.support.alphas == [0.5, 1.0, 1.5, 2.0, 2.5]
+    with pytest.raises(ValueError, match="frozen"):
+        validated.seed = 3
+
+
+def set_key(params: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+
+
+# (key, bad value, text the message must hold besides the key and the value)
+BAD_VALUES = [
+    ("seed", -1, "an integer >= 0"),
+    ("seed", "0", "an integer >= 0"),
+    ("data.val_fraction", 0.5, "a number in (0, 0.5)"),
+    ("data.max_train_per_class", True, "an integer >= 2 or null"),
+    ("classifier.epochs", 2.5, "an integer >= 1"),
+    ("classifier.lr", "1e-3", "a number > 0"),  # YAML reads 1e-3 without a dot as text
+    ("classifier.lr", float("nan"), "a number > 0"),
+    ("classifier.pretrained", "yes", "true or false"),
+    ("support.alphas", [1.0, 0.5, 2.0], "strictly increasing"),
+    ("support.alphas", [0.5, 0.5], "strictly increasing"),
+    ("support.alphas", [-0.5, 1.0], "positive numbers"),
+    ("support.alphas", [], "non-empty"),  # K = 0
+    ("support.alphas", 1.0, "list"),
+    ("support.init", "random", "one of ['chained', 'original']"),
+    ("attribution.methods", ["Saliency", "LRP"], "IntegratedGradients"),
+    ("attribution.methods", ["Saliency", "Saliency"], "distinct"),
+    ("attribution.methods", [], "non-empty"),
+    ("attribution.q", 1.0, "strictly between 0 and 1"),
+    ("attribution.q", 0, "strictly between 0 and 1"),
+    ("attribution.tau", 1.5, "(0, 1]"),
+    ("regions.q", -0.1, "strictly between 0 and 1"),
+    ("regions.dilation", -1, "an integer >= 0"),
+    ("sensitivity.fill", "white", "one of ['black', 'mean', 'blur']"),
+    (f"{FIRST}.architecture", "resnet50", "one of ['resnet18', 'vgg16', 'small_cnn']"),
+    (f"{FIRST}.dataset", "mnist", "one of ['fashion_mnist', 'dogs_vs_cats', 'cub200']"),
+    (f"{FIRST}.image_size", 8, "an integer in [16, 512]"),
+    (f"{FIRST}.strategy", "one_vs_one", "one of ['pair', 'one_vs_all', 'split']"),
+    (f"{FIRST}.classes", ["Shirt"], "at least two"),
+    (f"{FIRST}.classes", "some", "'all' or a list"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_a_bad_value_names_key_value_and_what_is_allowed(params, key, value, allowed):
+    set_key(params, key, value)
+    with pytest.raises(ConfigError) as err:
+        validate_params(params)
+    message = str(err.value)
+    assert f"'{key}' = {value!r}" in message
+    assert allowed in message
+
+
+@pytest.mark.parametrize("key", ["colour", "data.fashion_mnist_path", "support.K", f"{FIRST}.epochs"])
+def test_an_unknown_key_is_named(params, key):
+    set_key(params, key, 1)
+    with pytest.raises(ConfigError, match=rf"unknown key '{re.escape(key)}'; allowed keys here: \["):
+        validate_params(params)
+
+
+def test_a_missing_key_is_named(params):
+    del params["attribution"]["q"]
+    with pytest.raises(ConfigError, match="missing key 'attribution.q'"):
+        validate_params(params)
+
+
+def test_a_section_that_is_not_a_mapping(params):
+    params["regions"] = [1, 2]
+    with pytest.raises(ConfigError, match=r"regions must be a mapping; got \[1, 2\]"):
+        validate_params(params)
+
+
+@pytest.mark.parametrize("dataset, classes, bad", [
+    ("fashion_mnist", ["T-shirt/top", "Shirtt"], "'Shirtt'"),
+    ("fashion_mnist", ["Shirt", 10], "10"),
+    ("dogs_vs_cats", ["cat", "wolf"], "'wolf'"),
+    ("cub200", [113, 201], "201"),
+    ("cub200", [{"name": "sparrow", "ids": [113]}, 158], "{'name': 'sparrow', 'ids': [113]}"),
+    ("cub200", [{"name": "sparrow", "ids": [133, 113]}, 158], "{'name': 'sparrow', 'ids': [133, 113]}"),
+])
+def test_a_class_not_in_the_dataset(params, dataset, classes, bad):
+    params["experiments"]["tshirt_vs_shirt"].update(dataset=dataset, classes=classes)
+    with pytest.raises(ConfigError, match=rf"'{FIRST}.classes' has {re.escape(bad)}, which is not a "
+                                          rf"{dataset} class; allowed: "):
+        validate_params(params)
+
+
+def test_a_class_named_twice(params):
+    params["experiments"]["tshirt_vs_shirt"]["classes"] = ["Shirt", "Shirt"]
+    with pytest.raises(ConfigError, match="names a class twice"):
+        validate_params(params)
+
+
+def test_pair_strategy_needs_two_classes(params):
+    params["experiments"]["tshirt_vs_shirt"]["classes"] = ["Shirt", "Coat", "Bag"]
+    with pytest.raises(ConfigError, match=f"'{FIRST}.strategy' = 'pair' needs exactly two classes"):
+        validate_params(params)
+    # 'all' of Dogs vs. Cats is a pair; 'all' of Fashion-MNIST is not.
+    params["experiments"]["tshirt_vs_shirt"].update(dataset="dogs_vs_cats", classes="all")
+    validate_params(params)
+    params["experiments"]["tshirt_vs_shirt"].update(dataset="fashion_mnist", classes="all")
+    with pytest.raises(ConfigError, match="needs exactly two classes"):
+        validate_params(params)
+
+
+def test_one_vs_all_needs_target_classes(params):
+    params["experiments"]["tshirt_vs_shirt"].update(classes=["Shirt", "Coat", "Bag"], strategy="one_vs_all")
+    with pytest.raises(ConfigError, match=f"'{FIRST}.target_classes' is required"):
+        validate_params(params)
+    params["experiments"]["tshirt_vs_shirt"]["target_classes"] = ["Shirt"]
+    validate_params(params)
+
+
+def test_min_agreement_cannot_exceed_the_number_of_maps(params):
+    params["support"]["alphas"] = [1.0, 2.0]
+    params["attribution"]["min_agreement"] = 4
+    with pytest.raises(ConfigError, match=r"'attribution.min_agreement' = 4 exceeds .* K \+ 1 = 3"):
+        validate_params(params)
+    params["attribution"]["min_agreement"] = 3
+    validate_params(params)
+
+
+@pytest.mark.parametrize("name", ["../escape", "with space", 7])
+def test_experiment_names_must_be_folder_safe(params, name):
+    params["experiments"][name] = params["experiments"].pop("tshirt_vs_shirt")
+    with pytest.raises(ConfigError, match=f"experiment name {re.escape(repr(name))} is not allowed"):
+        validate_params(params)
+
+
+def test_no_experiments(params):
+    params["experiments"] = {}
+    with pytest.raises(ConfigError, match=r"'experiments' = \{\} is not allowed; expected a non-empty"):
+        validate_params(params)
+
+
+def test_load_params_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "bad.yaml").write_text("seed: [0\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="the top level must be a mapping; got None"):
+        load_params(tmp_path / "empty.yaml")
+
+
+def test_load_params_names_the_file_in_errors(tmp_path):
+    text = PARAMS_FILE.read_text().replace("classifier:\n  epochs: 10", "classifier:\n  epochs: six", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    where = re.escape(str(tmp_path / "params.yaml"))
+    with pytest.raises(ConfigError, match=rf"{where}: 'classifier.epochs' = 'six'"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_resolve_path():
+    assert resolve_path("data/fashion-mnist") == ROOT / "data" / "fashion-mnist"
+    assert resolve_path("/elsewhere/x") == config.Path("/elsewhere/x")
+
+
+def test_validating_params_imports_neither_torch_nor_papermill():
+    # a wrong value must fail at once: torch and papermill take one to two seconds to import
+    import subprocess
+    import sys
+
+    code = ("import sys, gadlib.pipeline.stage, gadlib.pipeline.params; "
+            "print(sorted(m for m in ('torch', 'papermill') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]"

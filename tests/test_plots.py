@@ -1,0 +1,527 @@
+"""Tests for gadlib.plots: small seeded inputs, panel counts, shared scales, validation, saving."""
+
+from __future__ import annotations
+
+import copy
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from shapely.geometry import MultiPolygon, Polygon, box  # noqa: E402
+
+from gadlib import plots as plotting  # noqa: E402
+
+N, H, W = 3, 8, 10
+LABELS = ["original", "support 1 (α=0.5)", "support 2 (α=1)"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def images(rng):
+    return rng.uniform(0, 1, size=(N, 1, H, W)).astype(np.float32)
+
+
+@pytest.fixture
+def maps(rng):
+    """Two methods with very different magnitudes; support 2 ten times larger than the rest."""
+    importance, gad = {}, {}
+    for method, scale in (("Saliency", 1.0), ("IntegratedGradients", 1e-3)):
+        m = rng.uniform(0, scale, size=(len(LABELS), N, H, W))
+        m[2] *= 10
+        importance[method] = m
+        keep = m[0] >= np.quantile(m[0], 0.9, axis=(1, 2), keepdims=True)
+        gad[method] = np.where(keep, m[0], 0.0)
+    return importance, gad
+
+
+def _tidy_table(rng, experiments=("fmnist", "cats"), methods=("Saliency", "IG"), n_images=6):
+    rows = []
+    for experiment in experiments:
+        for method in methods:
+            for image in range(n_images):
+                orig_c = rng.uniform(0.1, 0.5)
+                for region_set in ("original", "gad", "rest", "random"):
+                    complexity = orig_c if region_set == "original" else rng.uniform(0.01, 0.3)
+                    drop = rng.normal(1.0, 0.5)
+                    area = rng.integers(5, 50)
+                    rows.append(
+                        {
+                            "experiment": experiment,
+                            "image": image,
+                            "method": method,
+                            "region_set": region_set,
+                            "n_regions": 2,
+                            "complexity": complexity,
+                            "area_pixels": area,
+                            "score": 3.0,
+                            "occluded_score": 3.0 - drop,
+                            "drop": drop,
+                            "rs": drop / area,
+                            "rc": complexity / orig_c if region_set == "gad" else np.nan,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def _clims(ax):
+    return ax.images[0].get_clim()
+
+
+# --------------------------------------------------------------------------------------------
+# attribution grid
+# --------------------------------------------------------------------------------------------
+def test_attribution_grid_layout_and_shared_scale_per_row(images, maps):
+    importance, gad = maps
+    fig = plotting.plot_attribution_grid(images, importance, gad, LABELS)
+    assert isinstance(fig, Figure)
+    n_rows, n_cols = N * 2, len(LABELS) + 2
+    image_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(image_axes) == n_rows * n_cols
+    assert len(fig.axes) == n_rows * n_cols + n_rows  # one colour bar per row
+    rows = [image_axes[r * n_cols : (r + 1) * n_cols] for r in range(n_rows)]
+    row_clims = []
+    for row in rows:
+        clims = {_clims(ax) for ax in row[1:]}  # every model and GAD: one scale
+        assert len(clims) == 1
+        ((vmin, vmax),) = clims
+        assert vmin == 0.0 and vmax > 0
+        row_clims.append(vmax)
+    # the methods differ by 1000x, so a single global scale would be wrong
+    assert row_clims[0] / row_clims[1] > 100
+    # the scale covers the big support model: vmax above the original's own maximum
+    assert row_clims[0] > importance["Saliency"][0, 0].max()
+
+
+def test_attribution_grid_share_across_images_and_subset(images, maps):
+    importance, gad = maps
+    fig = plotting.plot_attribution_grid(
+        images, importance, gad, LABELS, image_indices=[2, 0], share_across_images=True
+    )
+    n_cols = len(LABELS) + 2
+    image_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(image_axes) == 2 * 2 * n_cols
+    saliency_rows = [image_axes[0:n_cols], image_axes[2 * n_cols : 3 * n_cols]]
+    assert {_clims(ax) for row in saliency_rows for ax in row[1:]} == {_clims(saliency_rows[0][1])}
+    assert "image 2" in image_axes[0].get_ylabel()
+
+
+def test_attribution_grid_does_not_modify_inputs(images, maps):
+    importance, gad = maps
+    before = (images.copy(), copy.deepcopy(importance), copy.deepcopy(gad))
+    plotting.plot_attribution_grid(images, importance, gad, LABELS)
+    np.testing.assert_array_equal(images, before[0])
+    for method in importance:
+        np.testing.assert_array_equal(importance[method], before[1][method])
+        np.testing.assert_array_equal(gad[method], before[2][method])
+
+
+def test_attribution_grid_all_zero_maps_get_a_valid_scale(images):
+    zeros = {"Saliency": np.zeros((2, N, H, W))}
+    fig = plotting.plot_attribution_grid(
+        images, zeros, {"Saliency": np.zeros((N, H, W))}, ["original", "support 1"]
+    )
+    assert _clims(fig.axes[1]) == (0.0, 1.0)
+
+
+def test_attribution_grid_rgb_images(rng, maps):
+    importance, gad = maps
+    rgb = rng.uniform(0, 1, size=(N, 3, H, W))
+    fig = plotting.plot_attribution_grid(rgb, importance, gad, LABELS, image_indices=[0])
+    assert fig.axes[0].images[0].get_array().shape == (H, W, 3)
+
+
+def _bad_grid_inputs(case, images, importance, gad):
+    """(images, importance, gad, labels) with one thing wrong."""
+    imp, g, labels = {"Saliency": importance["Saliency"]}, {"Saliency": gad["Saliency"]}, LABELS
+    if case == "map shape":
+        imp = {"Saliency": imp["Saliency"][:, :, :4]}
+    elif case == "gad shape":
+        g = {"Saliency": g["Saliency"][0]}
+    elif case == "image shape":
+        images = images[:, 0]
+    elif case == "label count":
+        labels = LABELS[:2]
+    elif case == "negative":
+        imp = {"Saliency": -imp["Saliency"]}
+    elif case == "methods":
+        g = {"IG": g["Saliency"]}
+    elif case == "normalised images":
+        images = images * 5 - 2
+    return images, imp, g, labels
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("map shape", r"\(3, 3, 4, 10\)"),
+        ("gad shape", r"\(8, 10\)"),
+        ("image shape", r"\(3, 8, 10\)"),
+        ("label count", r"\(2, 3, 8, 10\).*got \(3, 3, 8, 10\)"),
+        ("negative", "negative"),
+        ("methods", "same methods"),
+        ("normalised images", r"\[0, 1\]"),
+    ],
+)
+def test_attribution_grid_rejects_bad_inputs(images, maps, case, message):
+    with pytest.raises(ValueError, match=message):
+        plotting.plot_attribution_grid(*_bad_grid_inputs(case, images, *maps))
+
+
+def test_attribution_grid_rejects_out_of_range_index(images, maps):
+    with pytest.raises(ValueError, match=r"\[5\]"):
+        plotting.plot_attribution_grid(images, *maps, LABELS, image_indices=[5])
+
+
+# --------------------------------------------------------------------------------------------
+# hulls
+# --------------------------------------------------------------------------------------------
+def test_plot_hulls_draws_each_polygon_with_legend(images):
+    original = [box(1, 1, 4, 5), box(6, 2, 9, 7)]
+    gad = [MultiPolygon([box(2, 2, 3, 3), box(7, 3, 8, 4)]), Polygon()]  # empty one is skipped
+    fig = plotting.plot_hulls(images[0], original, gad, title="img 0")
+    ax = fig.axes[0]
+    # one filled and one outline patch per ring: 2 original + 2 GAD parts
+    assert len(ax.patches) == 2 * 4
+    assert ax.images[0].get_extent() == [0, W, H, 0]  # pixel (r, c) covers [c, c+1] x [r, r+1]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["original (2 regions)", "GAD (2 regions)"]
+    assert ax.get_title() == "img 0"
+
+
+def test_plot_hulls_uses_given_axes(images):
+    fig, axes = plt.subplots(1, 2)
+    out = plotting.plot_hulls(images[0], [], [box(0, 0, 2, 2)], ax=axes[1])
+    assert out is fig
+    assert len(axes[1].patches) == 2 and len(axes[0].patches) == 0
+
+
+def test_plot_hulls_rejects_bad_inputs(images):
+    with pytest.raises(ValueError, match=r"got \(1, 10\)"):
+        plotting.plot_hulls(images[0, :, 0], [], [])
+    with pytest.raises(TypeError, match="original_polygons\\[0\\].*LineString"):
+        from shapely.geometry import LineString
+
+        plotting.plot_hulls(images[0], [LineString([(0, 0), (1, 1)])], [])
+
+
+# --------------------------------------------------------------------------------------------
+# occlusion examples
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def occlusion(rng):
+    masks = {name: np.zeros((N, H, W), dtype=bool) for name in ("gad", "rest", "random")}
+    masks["gad"][:, 1:3, 1:3] = True
+    masks["rest"][:, 4:6, 2:7] = True
+    masks["random"][0, 0, 0] = True  # image 0 has 1 pixel; images 1, 2 an empty random set
+    drops = {
+        "gad": np.array([2.0, 1.0, 0.5]),
+        "rest": np.array([1.0, 1.0, 1.0]),
+        "random": np.array([0.1, 0.0, 0.0]),
+    }
+    return masks, drops
+
+
+def test_occlusion_examples_layout_content_and_titles(images, occlusion):
+    masks, drops = occlusion
+    before = (images.copy(), copy.deepcopy(masks), copy.deepcopy(drops))
+    fig = plotting.plot_occlusion_examples(images, masks, drops, image_indices=[0, 1])
+    assert len(fig.axes) == 2 * (1 + 3)
+    gad_ax = fig.axes[1]
+    shown = np.asarray(gad_ax.images[0].get_array())
+    assert np.all(shown[1:3, 1:3] == 0.0)  # occluded with black
+    np.testing.assert_allclose(shown[~masks["gad"][0]], images[0, 0][~masks["gad"][0]])
+    assert "drop 2" in gad_ax.get_title() and "RS 0.5" in gad_ax.get_title()  # 2.0 / 4 px
+    assert "RS n/a" in fig.axes[4 + 3].get_title()  # empty random set of image 1
+    np.testing.assert_array_equal(images, before[0])
+    for name in masks:
+        np.testing.assert_array_equal(masks[name], before[1][name])
+        np.testing.assert_array_equal(drops[name], before[2][name])
+
+
+def test_occlusion_examples_custom_fill(images, occlusion):
+    masks, drops = occlusion
+    fill = np.full(images.shape, 0.25)
+    fig = plotting.plot_occlusion_examples(images, masks, drops, fill_images=fill, image_indices=[0])
+    shown = np.asarray(fig.axes[1].images[0].get_array())
+    assert np.allclose(shown[1:3, 1:3], 0.25)
+
+
+def test_occlusion_examples_rejects_bad_inputs(images, occlusion):
+    masks, drops = occlusion
+    with pytest.raises(ValueError, match=r"\(3, 8, 9\)"):
+        plotting.plot_occlusion_examples(images, {**masks, "gad": masks["gad"][..., :9]}, drops)
+    with pytest.raises(ValueError, match=r"\(2,\)"):
+        plotting.plot_occlusion_examples(images, masks, {**drops, "gad": drops["gad"][:2]})
+    with pytest.raises(ValueError, match="same region sets"):
+        plotting.plot_occlusion_examples(images, masks, {"gad": drops["gad"]})
+
+
+# --------------------------------------------------------------------------------------------
+# RC and RS summaries
+# --------------------------------------------------------------------------------------------
+def test_rc_distributions_annotates_share_below_one_and_survives_nan(rng):
+    table = _tidy_table(rng, experiments=("fmnist",), methods=("Saliency",), n_images=4)
+    gad = table["region_set"] == "gad"
+    table.loc[gad, "rc"] = [0.5, 0.8, 2.0, np.nan]  # 2 of the 3 finite values below 1
+    before = table.copy()
+    fig = plotting.plot_rc_distributions(table)
+    ax = fig.axes[0]
+    pd.testing.assert_frame_equal(table, before)
+    top = ax.child_axes[0]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["67%\nn=3"]
+    assert "1 NaN RC" in ax.get_xlabel()
+    assert any(
+        np.allclose(line.get_ydata(), 1.0) for line in ax.get_lines() if len(line.get_ydata()) == 2
+    )  # the RC = 1 reference line
+
+
+def test_rc_distributions_hue_per_experiment_and_given_axes(rng):
+    table = _tidy_table(rng)
+    fig, ax = plt.subplots()
+    assert plotting.plot_rc_distributions(table, ax=ax) is fig
+    labels = [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
+    assert len(labels) == 4  # 2 methods x 2 experiments
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fmnist", "cats"]
+
+
+def test_rc_distributions_all_nan_and_log_scale(rng):
+    table = _tidy_table(rng, experiments=("a",), methods=("m",), n_images=3)
+    all_nan = table.assign(rc=np.nan)
+    plotting.plot_rc_distributions(all_nan)  # nothing to draw, no crash
+    wide = table.copy()
+    wide.loc[wide["region_set"] == "gad", "rc"] = [0.01, 0.1, 3.0]
+    assert plotting.plot_rc_distributions(wide).axes[0].get_yscale() == "log"
+    wide.loc[wide["region_set"] == "gad", "rc"] = [0.0, 0.1, 3.0]
+    assert plotting.plot_rc_distributions(wide).axes[0].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="log_scale"):
+        plotting.plot_rc_distributions(wide, log_scale=True)
+
+
+def test_rc_distributions_rejects_missing_columns(rng):
+    with pytest.raises(ValueError, match=r"missing columns \['rc'\]"):
+        plotting.plot_rc_distributions(_tidy_table(rng).drop(columns="rc"))
+
+
+def test_rs_comparison_paired_share(rng):
+    table = _tidy_table(rng, experiments=("a",), methods=("m",), n_images=4)
+    table.loc[table["region_set"] == "gad", "rs"] = [0.3, 0.3, 0.1, 0.2]
+    table.loc[table["region_set"] == "rest", "rs"] = [0.1, 0.2, 0.2, np.nan]
+    before = table.copy()
+    fig = plotting.plot_rs_comparison(table)
+    pd.testing.assert_frame_equal(table, before)
+    assert len(fig.axes) == 2  # the top annotation axes are child axes, not listed here
+    box_ax, diff_ax = fig.axes[0], fig.axes[1]
+    assert [t.get_text() for t in box_ax.get_legend().get_texts()] == ["gad", "rest", "random"]
+    assert [t.get_text() for t in diff_ax.child_axes[0].get_xticklabels()] == ["67%\nn=3"]
+    assert "1 images without both RS" in diff_ax.get_xlabel()
+    assert "1 NaN RS" in box_ax.get_xlabel()
+
+
+def test_rs_comparison_single_panel_and_axes_checks(rng):
+    table = _tidy_table(rng)
+    fig, ax = plt.subplots()
+    assert plotting.plot_rs_comparison(table, axes=ax, paired=False) is fig
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "fmnist\nSaliency",
+        "fmnist\nIG",
+        "cats\nSaliency",
+        "cats\nIG",
+    ]
+    with pytest.raises(ValueError, match="2 matplotlib Axes"):
+        plotting.plot_rs_comparison(table, axes=ax)
+
+
+def test_rs_comparison_rejects_duplicate_rows(rng):
+    table = _tidy_table(rng, experiments=("a",), methods=("m",), n_images=2)
+    with pytest.raises(ValueError, match="more than one row"):
+        plotting.plot_rs_comparison(pd.concat([table, table.iloc[[1]]]))
+
+
+# --------------------------------------------------------------------------------------------
+# support fidelity, alpha sweep, GAD vs SmoothGrad
+# --------------------------------------------------------------------------------------------
+def _fidelity_table():
+    rows = []
+    for experiment, drift in (("fmnist", 0.0), ("cats", 0.05)):
+        for model, alpha in enumerate((0.0, 0.5, 1.0, 1.5)):
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "model": model,
+                    "alpha": alpha,
+                    "accuracy": 0.95 - drift * model,
+                    "agreement": 1.0 - drift * model,
+                    "margin": 2.0 + 0.9 * alpha,
+                    "target_margin": 2.0 + alpha,
+                    "final_loss": np.nan if model == 0 else 0.1 * model,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_support_fidelity_panels_and_lines():
+    fidelity = _fidelity_table()
+    before = fidelity.copy()
+    fig = plotting.plot_support_fidelity(fidelity)
+    pd.testing.assert_frame_equal(fidelity, before)
+    assert len(fig.axes) == 4
+    margin_ax = fig.axes[2]
+    dashed = [line for line in margin_ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2  # one target line per experiment
+    np.testing.assert_allclose(dashed[0].get_ydata(), [2.0, 2.5, 3.0, 3.5])
+    loss_line = fig.axes[3].get_lines()[0]
+    np.testing.assert_allclose(loss_line.get_xdata(), [0.5, 1.0, 1.5])  # original has no loss
+
+
+def test_support_fidelity_rejects_missing_columns_and_wrong_axes():
+    with pytest.raises(ValueError, match="target_margin"):
+        plotting.plot_support_fidelity(_fidelity_table().drop(columns="target_margin"))
+    _, axes = plt.subplots(1, 3)
+    with pytest.raises(ValueError, match="4 matplotlib Axes"):
+        plotting.plot_support_fidelity(_fidelity_table(), axes=axes)
+
+
+def _sweep_table(rng):
+    rows = []
+    for scale in (0.5, 1.0, 2.0):
+        for method in ("Saliency", "IG"):
+            for image in range(5):
+                rows.append(
+                    {
+                        "scale": scale,
+                        "method": method,
+                        "image": image,
+                        "rc": image / 4 * scale,  # per (scale, method): median = 0.5 * scale
+                        "rs_gad": rng.normal(0.2, 0.05),
+                        "rs_rest": rng.normal(0.1, 0.05),
+                        "agreement": 1.0 - 0.01 * scale,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_alpha_sweep_medians_and_bands(rng):
+    sweep = _sweep_table(rng)
+    sweep.loc[0, "rc"] = np.nan
+    before = sweep.copy()
+    fig = plotting.plot_alpha_sweep(sweep)
+    pd.testing.assert_frame_equal(sweep, before)
+    assert len(fig.axes) == 3
+    rc_line = next(line for line in fig.axes[0].get_lines() if line.get_label() == "IG")
+    np.testing.assert_allclose(rc_line.get_xdata(), [0.5, 1.0, 2.0])
+    np.testing.assert_allclose(rc_line.get_ydata(), [0.25, 0.5, 1.0])
+    assert len(fig.axes[0].collections) == 2  # one IQR band per method
+    rs_lines = [line for line in fig.axes[1].get_lines() if len(line.get_xdata()) == 3]
+    assert sorted(line.get_linestyle() for line in rs_lines) == ["-", "-", "--", "--"]
+    np.testing.assert_allclose(fig.axes[2].get_lines()[0].get_ydata(), [0.995, 0.99, 0.98])
+
+
+def test_alpha_sweep_rejects_mixed_experiments(rng):
+    sweep = _sweep_table(rng)
+    sweep["experiment"] = np.where(sweep["image"] < 2, "a", "b")
+    with pytest.raises(ValueError, match="mixes experiments"):
+        plotting.plot_alpha_sweep(sweep)
+
+
+def test_gad_vs_smoothgrad_relative_complexity_and_cost(rng):
+    rows = []
+    for image in range(4):
+        for method, region_set, complexity in (
+            ("Saliency", "original", 0.4),
+            ("Saliency", "gad", 0.1),
+            ("SmoothGrad", "original", 0.2),
+            ("SmoothGrad", "gad", 0.05),
+        ):
+            rows.append(
+                {
+                    "experiment": "fmnist",
+                    "image": image,
+                    "method": method,
+                    "region_set": region_set,
+                    "complexity": complexity,
+                    "rs": rng.normal(0.1, 0.02),
+                }
+            )
+    table = pd.DataFrame(rows)
+    cost = {"Saliency": 0.01, "GAD(Saliency)": 0.2, "SmoothGrad": 0.5}
+    fig = plotting.plot_gad_vs_smoothgrad(table, cost=cost)
+    main = [ax for ax in fig.axes if ax.get_title()]
+    assert len(main) == 3
+    ratio_ax, rs_ax, cost_ax = main
+    assert [t.get_text() for t in ratio_ax.get_xticklabels()] == [
+        "GAD(Saliency)",
+        "SmoothGrad",
+        "GAD(SmoothGrad)",
+    ]
+    # complexity relative to Saliency: 0.25, 0.5, 0.125 for every image
+    medians = sorted(
+        line.get_ydata()[0]
+        for line in ratio_ax.get_lines()
+        if line.get_color() == "black" and line.get_linewidth() == 1.5
+    )
+    np.testing.assert_allclose(medians, [0.125, 0.25, 0.5])
+    assert len(rs_ax.get_xticklabels()) == 4
+    np.testing.assert_allclose([p.get_height() for p in cost_ax.patches], [0.01, 0.2, 0.5])
+
+    without_cost = plotting.plot_gad_vs_smoothgrad(table)
+    assert len([ax for ax in without_cost.axes if ax.get_title()]) == 2
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        plotting.plot_gad_vs_smoothgrad(table, baseline="nope")
+    with pytest.raises(ValueError, match="no rows"):
+        plotting.plot_gad_vs_smoothgrad(table, variants={"x": ("Saliency", "random")})
+
+
+def test_gad_vs_smoothgrad_zero_baseline_is_left_out(rng):
+    table = pd.DataFrame(
+        [
+            {
+                "experiment": "e",
+                "image": i,
+                "method": "Saliency",
+                "region_set": rs,
+                "complexity": c,
+                "rs": 0.1,
+            }
+            for i, (c0, c1) in enumerate(((0.0, 0.1), (0.4, 0.2)))
+            for rs, c in (("original", c0), ("gad", c1))
+        ]
+    )
+    fig = plotting.plot_gad_vs_smoothgrad(table)
+    labels = [t.get_text() for t in fig.axes[0].child_axes[0].get_xticklabels()]
+    assert labels == ["100%\nn=1"]  # image 0 (zero baseline) dropped, image 1 ratio 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# save
+# --------------------------------------------------------------------------------------------
+def test_save_figure_writes_png_atomically_and_closes(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    target = tmp_path / "sub" / "fig.png"
+    plotting.save_figure(fig, target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in target.parent.iterdir()] == ["fig.png"]  # no temporary file left
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_save_figure_rejects_other_suffix(tmp_path):
+    fig, _ = plt.subplots()
+    with pytest.raises(ValueError, match=r"\.png"):
+        plotting.save_figure(fig, tmp_path / "fig.pdf")
+    assert list(tmp_path.iterdir()) == []
