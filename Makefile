@@ -48,6 +48,7 @@ open-questions: data
 	$(BIN)/python -m gadlib.pipeline.open_questions run
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check gadlib tests bench
 	$(BIN)/ruff check gadlib tests bench
 
 clean-venv:

@@ -1,11 +1,11 @@
 """Benchmark: what GAD costs against plain Captum, side by side in one run, on the same images.
 
 For each attribution method it times plain Captum on the original model against the full GAD with
-K support models (all K+1 attributions through ``gadlib.method.batched``, then the fusion), and
-reports images/s, the ratio GAD/Captum (the CPU goal: at most K+1), peak memory and how closely the
-fast path's map of the original agrees with Captum's. On CUDA it also times the fast path on one
-model (float32, bfloat16 + channels_last, + batch-norm folding) against float32 Captum, with the
-agreement, and checks the GPU goal (GAD-IG with K = 5 at least as many images/s as Captum's IG on
+K support models (all K+1 attributions through the batched path, accelerated as ``bench/accelerated.py``
+allows, then the fusion), and reports images/s, the ratio GAD/Captum (the CPU goal: at most K+1),
+peak memory and how closely GAD's map of the original agrees with Captum's. On CUDA it also times the
+accelerations on one model (float32, bfloat16 + channels_last, + batch-norm folding) against float32
+Captum, with the agreement, and checks the GPU goal (GAD-IG with K = 5 at least as many images/s as Captum's IG on
 one model). Then support-model training throughput (MSE on logits, Adam) and the hull metrics with
 and without occlusion (``bench/bench_regions.py``). Models have random weights; the K supports are
 the original with its weights perturbed. Results go to ``reports/bench.json`` (atomically).
@@ -15,7 +15,7 @@ the original with its weights perturbed. Results go to ``reports/bench.json`` (a
     python bench/bench.py --quick               # a smoke run in well under a minute
 
 "Captum fp32" means true float32: on CUDA TF32 is switched off for the whole run (the reference
-figures in the performance spec do the same); GAD's fast path uses bfloat16 autocast on CUDA.
+figures in the performance spec do the same); GAD here uses bfloat16 autocast on CUDA (``--precision``).
 """
 
 from __future__ import annotations
@@ -35,33 +35,29 @@ from typing import Any, Callable
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT, ROOT / "bench"):  # gadlib without installing it; bench/stacked.py beside this script
+for folder in (ROOT, ROOT / "bench"):  # gadlib without installing it; the bench modules beside this script
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+from accelerated import attribute_models, auto_internal_batch_size, fold_batchnorm_copy  # noqa: E402
 from captum.attr import InputXGradient, IntegratedGradients, Saliency  # noqa: E402
 from stacked import stacked_integrated_gradients  # noqa: E402
 
+from gadlib.choices import BATCHED_METHODS  # noqa: E402
 from gadlib.common.atomic import write_json  # noqa: E402
-from gadlib.method.batched import (  # noqa: E402
-    BATCHED_METHODS,
-    attribute_models,
-    auto_internal_batch_size,
-    fold_batchnorm_copy,
-)
 from gadlib.method.fusion import binarize, pixel_importance  # noqa: E402
 from gadlib.models.architectures import ARCHITECTURES, build_model  # noqa: E402
 
-CAPTUM_CLASSES = {"IntegratedGradients": IntegratedGradients, "Saliency": Saliency,
-                  "InputXGradient": InputXGradient}
+CAPTUM_CLASSES = {"IntegratedGradients": IntegratedGradients, "Saliency": Saliency, "InputXGradient": InputXGradient}
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision
 SUPPORT_PERTURBATION = 0.05  # relative size of the random change of each weight tensor of a support
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:index]")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32, help="images per attribution call (both sides)")
@@ -70,36 +66,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="resnet18")
     parser.add_argument("--methods", default=",".join(BATCHED_METHODS), help="comma-separated")
     parser.add_argument("--n-steps", type=int, default=50)
-    parser.add_argument("--internal-batch-size", type=int, default=None,
-                        help="rows per pass for both Captum's IG and the fast path (default: "
-                             "gadlib.method.batched.auto_internal_batch_size, for each side's precision)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs per side, interleaved; the best counts (default 3 CPU, 2 CUDA)")
-    parser.add_argument("--precision", choices=("auto", *AUTOCAST_DTYPES), default="auto",
-                        help="GAD fast path: auto = bf16 autocast on CUDA, fp32 on the CPU")
-    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                        help="GAD fast path: auto = on for CUDA; on the CPU on for IG only (measured "
-                             "faster there, slower for the one-pass methods)")
-    parser.add_argument("--fold-batchnorm", choices=("on", "off"), default="on",
-                        help="GAD fast path: fold batch norm into the convolutions (once per model)")
-    parser.add_argument("--affine-stem", choices=("on", "off"), default="on",
-                        help="GAD fast path, IG: run the affine stem once per image, not per step")
-    parser.add_argument("--sections", default="attribution,one_model,training,regions",
-                        help="comma-separated; one_model (the fast path's variants on one model) runs on "
-                             "CUDA only unless it is the only section; stacked (GAD-IG with the K+1 models "
-                             "in one vectorised pass, bench/stacked.py, against one after the other) on request")
-    parser.add_argument("--compile", action="store_true",
-                        help="one_model: also time torch.compile on the folded model (compiles for a minute)")
-    parser.add_argument("--train-images", type=int, default=None,
-                        help="images per timed training epoch (default 512 CPU, 4096 CUDA)")
+    parser.add_argument(
+        "--internal-batch-size",
+        type=int,
+        default=None,
+        help="rows per pass for both Captum's IG and GAD (default: "
+        "gadlib.method.batched.auto_internal_batch_size, for each side's precision)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per side, interleaved; the best counts (default 3 CPU, 2 CUDA)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", *AUTOCAST_DTYPES),
+        default="auto",
+        help="GAD fast path: auto = bf16 autocast on CUDA, fp32 on the CPU",
+    )
+    parser.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="GAD fast path: auto = on for CUDA; on the CPU on for IG only (measured "
+        "faster there, slower for the one-pass methods)",
+    )
+    parser.add_argument(
+        "--fold-batchnorm",
+        choices=("on", "off"),
+        default="on",
+        help="GAD fast path: fold batch norm into the convolutions (once per model)",
+    )
+    parser.add_argument(
+        "--affine-stem",
+        choices=("on", "off"),
+        default="on",
+        help="GAD fast path, IG: run the affine stem once per image, not per step",
+    )
+    parser.add_argument(
+        "--sections",
+        default="attribution,one_model,training,regions",
+        help="comma-separated; one_model (the fast path's variants on one model) runs on "
+        "CUDA only unless it is the only section; stacked (GAD-IG with the K+1 models "
+        "in one vectorised pass, bench/stacked.py, against one after the other) on request",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="one_model: also time torch.compile on the folded model (compiles for a minute)",
+    )
+    parser.add_argument(
+        "--train-images", type=int, default=None, help="images per timed training epoch (default 512 CPU, 4096 CUDA)"
+    )
     parser.add_argument("--train-batch", type=int, default=None, help="default 64 CPU, 128 CUDA")
-    parser.add_argument("--region-maps", type=int, default=None,
-                        help="maps for the hull metrics (default 16)")
+    parser.add_argument("--region-maps", type=int, default=None, help="maps for the hull metrics (default 16)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 8 images, 8 IG steps, 1 repeat, small training and region runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 8 images, 8 IG steps, 1 repeat, small training and region runs"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.n_images, args.batch = min(args.n_images, 8), min(args.batch, 8)
@@ -143,46 +170,73 @@ def main(argv: list[str] | None = None) -> dict:
     original = build_model(args.architecture, 2, 3, args.image_size, MEAN, STD).eval().to(device)
     supports = [perturbed_copy(original, SUPPORT_PERTURBATION, seed=args.seed + 1 + k) for k in range(args.K)]
     with torch.no_grad():
-        targets = torch.cat([original(images[i:i + args.batch]) for i in range(0, len(images), args.batch)]
-                            ).argmax(dim=1)
+        targets = torch.cat([original(images[i : i + args.batch]) for i in range(0, len(images), args.batch)]).argmax(
+            dim=1
+        )
     internal_batch = args.internal_batch_size or auto_internal_batch_size(
-        original, (3, args.image_size, args.image_size), device)
+        original, (3, args.image_size, args.image_size), device
+    )
 
     report: dict[str, Any] = {
         "environment": environment(device),
-        "config": {"architecture": args.architecture, "image_size": args.image_size, "batch": args.batch,
-                   "n_images": args.n_images, "K": args.K, "n_steps": args.n_steps,
-                   "captum_internal_batch_size": internal_batch, "repeats": repeats, "seed": args.seed,
-                   "captum": "float32" + (" (TF32 off)" if cuda else ""), "quick": args.quick,
-                   "sections": sections},
+        "config": {
+            "architecture": args.architecture,
+            "image_size": args.image_size,
+            "batch": args.batch,
+            "n_images": args.n_images,
+            "K": args.K,
+            "n_steps": args.n_steps,
+            "captum_internal_batch_size": internal_batch,
+            "repeats": repeats,
+            "seed": args.seed,
+            "captum": "float32" + (" (TF32 off)" if cuda else ""),
+            "quick": args.quick,
+            "sections": sections,
+        },
     }
     load = report["environment"].get("load_average_at_start", [0.0])[0]
     if not cuda and load > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {load:.1f} at start: other jobs share the CPU, timings will be noisy")
-    print(f"== {report['environment']['device_name']}, torch {torch.__version__}, {args.architecture} "
-          f"{args.image_size}px, {args.n_images} images in batches of {args.batch}, K = {args.K}, "
-          f"IG steps {args.n_steps}, Captum internal batch {internal_batch}", flush=True)
+    print(
+        f"== {report['environment']['device_name']}, torch {torch.__version__}, {args.architecture} "
+        f"{args.image_size}px, {args.n_images} images in batches of {args.batch}, K = {args.K}, "
+        f"IG steps {args.n_steps}, Captum internal batch {internal_batch}",
+        flush=True,
+    )
 
     if "attribution" in sections:
         report["attribution"] = []
         for method in args.methods.split(","):
-            row = bench_method(method, original, supports, images, targets, args, internal_batch,
-                               fast_options_for(method, args, cuda), repeats, device)
+            row = bench_method(
+                method,
+                original,
+                supports,
+                images,
+                targets,
+                args,
+                internal_batch,
+                fast_options_for(method, args, cuda),
+                repeats,
+                device,
+            )
             report["attribution"].append(row)
-            print(f"   {method}: Captum {row['captum_images_per_s']:.1f} img/s, GAD "
-                  f"{row['gad_images_per_s']:.1f} img/s, ratio {row['gad_over_captum']:.2f} "
-                  f"(K+1 = {args.K + 1})", flush=True)
+            print(
+                f"   {method}: Captum {row['captum_images_per_s']:.1f} img/s, GAD "
+                f"{row['gad_images_per_s']:.1f} img/s, ratio {row['gad_over_captum']:.2f} "
+                f"(K+1 = {args.K + 1})",
+                flush=True,
+            )
         report["cpu_goal"] = {
             "goal": "GAD/Captum <= K+1 for every method",
             "met": all(row["gad_over_captum"] <= args.K + 1 for row in report["attribution"]),
         }
         report["gpu_goal"] = gpu_goal(report, args, cuda)
     if "one_model" in sections and (cuda or sections == ["one_model"]):
-        report["fast_path_one_model"] = bench_one_model(original, images, targets, args, internal_batch,
-                                                        repeats, device)
+        report["fast_path_one_model"] = bench_one_model(
+            original, images, targets, args, internal_batch, repeats, device
+        )
     if "stacked" in sections:
-        report["stacked_models"] = bench_stacked(original, supports, images, targets, args, repeats, device,
-                                                 cuda)
+        report["stacked_models"] = bench_stacked(original, supports, images, targets, args, repeats, device, cuda)
     if "training" in sections:
         report["training"] = bench_training(original, args, device, cuda)
         print(f"   training: {report['training']['images_per_s']:.0f} img/s", flush=True)
@@ -232,8 +286,9 @@ def prepare_models(models: list[torch.nn.Module], options: dict) -> list[torch.n
     return prepared
 
 
-def bench_method(method, original, supports, images, targets, args, internal_batch, fast_options, repeats,
-                 device) -> dict:
+def bench_method(
+    method, original, supports, images, targets, args, internal_batch, fast_options, repeats, device
+) -> dict:
     """Captum on the original against GAD (K+1 models, fast path + fusion), interleaved runs."""
     from gadlib.method.gad import fuse_maps
 
@@ -248,18 +303,31 @@ def bench_method(method, original, supports, images, targets, args, internal_bat
     call_options = {**fast_options, "fold_batchnorm": False}
     # the fast path's own memory estimate (bfloat16 halves it); Captum gets the float32 one
     fast_batch = args.internal_batch_size or auto_internal_batch_size(
-        original, tuple(images.shape[1:]), device, autocast_dtype=fast_options["autocast_dtype"])
+        original, tuple(images.shape[1:]), device, autocast_dtype=fast_options["autocast_dtype"]
+    )
 
     def captum_run() -> torch.Tensor:
-        return torch.cat([captum_method.attribute(chunk.clone().requires_grad_(True), target=chunk_targets,
-                                                  **captum_kwargs).detach()
-                          for chunk, chunk_targets in batches(images, targets, args.batch)])
+        return torch.cat(
+            [
+                captum_method.attribute(
+                    chunk.clone().requires_grad_(True), target=chunk_targets, **captum_kwargs
+                ).detach()
+                for chunk, chunk_targets in batches(images, targets, args.batch)
+            ]
+        )
 
     def gad_run() -> torch.Tensor:
         original_maps = []
         for chunk, chunk_targets in batches(images, targets, args.batch):
-            chunk_maps = attribute_models(method, fast_models, chunk, chunk_targets, n_steps=args.n_steps,
-                                          internal_batch_size=fast_batch, **call_options)
+            chunk_maps = attribute_models(
+                method,
+                fast_models,
+                chunk,
+                chunk_targets,
+                n_steps=args.n_steps,
+                internal_batch_size=fast_batch,
+                **call_options,
+            )
             fuse_maps(chunk_maps)  # the GAD map: part of the cost
             original_maps.append(chunk_maps[0])
         return torch.cat(original_maps)
@@ -276,11 +344,16 @@ def bench_method(method, original, supports, images, targets, args, internal_bat
         "method": method,
         "gad_fast_path": {k: str(v) if isinstance(v, torch.dtype) else v for k, v in fast_options.items()},
         "captum_internal_batch_size": internal_batch if is_ig else None,
-        "gad_internal_batch_size": fast_batch if is_ig else None, "fold_seconds_once": fold_seconds,
-        "captum_seconds": captum["seconds"], "gad_seconds": gad["seconds"],
-        "captum_images_per_s": n / captum["seconds"], "gad_images_per_s": n / gad["seconds"],
-        "gad_over_captum": gad["seconds"] / captum["seconds"], "k_plus_1": len(models),
-        "captum_peak_mb": captum["peak_mb"], "gad_peak_mb": gad["peak_mb"],
+        "gad_internal_batch_size": fast_batch if is_ig else None,
+        "fold_seconds_once": fold_seconds,
+        "captum_seconds": captum["seconds"],
+        "gad_seconds": gad["seconds"],
+        "captum_images_per_s": n / captum["seconds"],
+        "gad_images_per_s": n / gad["seconds"],
+        "gad_over_captum": gad["seconds"] / captum["seconds"],
+        "k_plus_1": len(models),
+        "captum_peak_mb": captum["peak_mb"],
+        "gad_peak_mb": gad["peak_mb"],
         "agreement_original": agreement(gad["result"], captum["result"]),
     }
 
@@ -291,8 +364,12 @@ def bench_one_model(original, images, targets, args, internal_batch, repeats, de
     ig = IntegratedGradients(original)
 
     def captum_run() -> torch.Tensor:
-        return torch.cat([ig.attribute(c, target=t, n_steps=args.n_steps, internal_batch_size=internal_batch)
-                          for c, t in batches(images, targets, args.batch)])
+        return torch.cat(
+            [
+                ig.attribute(c, target=t, n_steps=args.n_steps, internal_batch_size=internal_batch)
+                for c, t in batches(images, targets, args.batch)
+            ]
+        )
 
     bf16 = {"autocast_dtype": torch.bfloat16, "channels_last": True}
     variants = [
@@ -300,57 +377,87 @@ def bench_one_model(original, images, targets, args, internal_batch, repeats, de
         ("fast fp32 + fold + affine stem", {"fold_batchnorm": True, "affine_stem": True}),
         ("fast bf16 + channels_last", bf16),
         ("fast bf16 + channels_last + fold", {**bf16, "fold_batchnorm": True}),
-        ("fast bf16 + channels_last + fold + affine stem (GAD)", {**bf16, "fold_batchnorm": True,
-                                                                  "affine_stem": True}),
+        ("fast bf16 + channels_last + fold + affine stem (GAD)", {**bf16, "fold_batchnorm": True, "affine_stem": True}),
         # float16 has 3 more mantissa bits than bfloat16 and the same tensor-core rate on recent GPUs
-        ("fast fp16 + channels_last + fold + affine stem", {**bf16, "autocast_dtype": torch.float16,
-                                                            "fold_batchnorm": True, "affine_stem": True}),
+        (
+            "fast fp16 + channels_last + fold + affine stem",
+            {**bf16, "autocast_dtype": torch.float16, "fold_batchnorm": True, "affine_stem": True},
+        ),
     ]
     if cuda:
-        variants.append(("same + cudnn.benchmark", {**bf16, "fold_batchnorm": True, "affine_stem": True,
-                                                    "cudnn_benchmark": True}))
+        variants.append(
+            ("same + cudnn.benchmark", {**bf16, "fold_batchnorm": True, "affine_stem": True, "cudnn_benchmark": True})
+        )
     if args.compile:
-        variants.append(("fast bf16 + channels_last + fold + torch.compile", {**bf16, "fold_batchnorm": True,
-                                                                              "compile": True}))
+        variants.append(
+            ("fast bf16 + channels_last + fold + torch.compile", {**bf16, "fold_batchnorm": True, "compile": True})
+        )
     captum_run()
     captum = timed_runs(captum_run, repeats, device)
-    rows = [{"variant": "Captum fp32", "images_per_s": len(images) / captum["seconds"],
-             "peak_mb": captum["peak_mb"], "speedup": 1.0}]
+    rows = [
+        {
+            "variant": "Captum fp32",
+            "images_per_s": len(images) / captum["seconds"],
+            "peak_mb": captum["peak_mb"],
+            "speedup": 1.0,
+        }
+    ]
     if cuda:
         with _tf32():
             captum_run()
             tf32 = timed_runs(captum_run, repeats, device)
-        rows.append({"variant": "Captum, TF32 (torch's default for convolutions)",
-                     "images_per_s": len(images) / tf32["seconds"], "peak_mb": tf32["peak_mb"],
-                     "speedup": captum["seconds"] / tf32["seconds"],
-                     "agreement": agreement(tf32["result"], captum["result"])})
+        rows.append(
+            {
+                "variant": "Captum, TF32 (torch's default for convolutions)",
+                "images_per_s": len(images) / tf32["seconds"],
+                "peak_mb": tf32["peak_mb"],
+                "speedup": captum["seconds"] / tf32["seconds"],
+                "agreement": agreement(tf32["result"], captum["result"]),
+            }
+        )
     for name, options in variants:
         options = dict(options)
         benchmark, compiled = options.pop("cudnn_benchmark", False), options.pop("compile", False)
-        model = prepare_models([original], {"fold_batchnorm": options.pop("fold_batchnorm", False),
-                                            "channels_last": options.get("channels_last")})[0]
+        model = prepare_models(
+            [original],
+            {"fold_batchnorm": options.pop("fold_batchnorm", False), "channels_last": options.get("channels_last")},
+        )[0]
         batch = args.internal_batch_size or auto_internal_batch_size(
-            original, tuple(images.shape[1:]), device, autocast_dtype=options.get("autocast_dtype"))
+            original, tuple(images.shape[1:]), device, autocast_dtype=options.get("autocast_dtype")
+        )
         row = {"variant": name, "internal_batch_size": batch}
         if compiled:
             model = torch.compile(model)
 
         def run(model=model, options=options, batch=batch) -> torch.Tensor:
-            return torch.cat([attribute_models("IntegratedGradients", [model], c, t, n_steps=args.n_steps,
-                                               internal_batch_size=batch, **options)[0]
-                              for c, t in batches(images, targets, args.batch)])
+            return torch.cat(
+                [
+                    attribute_models(
+                        "IntegratedGradients", [model], c, t, n_steps=args.n_steps, internal_batch_size=batch, **options
+                    )[0]
+                    for c, t in batches(images, targets, args.batch)
+                ]
+            )
 
         with _cudnn_benchmark(benchmark):
             fast = timed_variant(f"one model, {name}", run, repeats, device, row)
         if fast is None:
             rows.append(row)
             continue
-        row.update({"images_per_s": len(images) / fast["seconds"], "peak_mb": fast["peak_mb"],
-                    "speedup": captum["seconds"] / fast["seconds"],
-                    "agreement": agreement(fast["result"], captum["result"])})
+        row.update(
+            {
+                "images_per_s": len(images) / fast["seconds"],
+                "peak_mb": fast["peak_mb"],
+                "speedup": captum["seconds"] / fast["seconds"],
+                "agreement": agreement(fast["result"], captum["result"]),
+            }
+        )
         rows.append(row)
-        print(f"   one model, {name}: {row['images_per_s']:.1f} img/s ({row['speedup']:.2f}x Captum fp32), "
-              f"relative error {row['agreement']['relative_error']:.2e}", flush=True)
+        print(
+            f"   one model, {name}: {row['images_per_s']:.1f} img/s ({row['speedup']:.2f}x Captum fp32), "
+            f"relative error {row['agreement']['relative_error']:.2e}",
+            flush=True,
+        )
     return rows
 
 
@@ -359,29 +466,56 @@ def bench_stacked(original, supports, images, targets, args, repeats, device, cu
     options = fast_options_for("IntegratedGradients", args, cuda)
     models = prepare_models([original, *supports], options)
     rows = args.internal_batch_size or auto_internal_batch_size(
-        original, tuple(images.shape[1:]), device, autocast_dtype=options["autocast_dtype"])
+        original, tuple(images.shape[1:]), device, autocast_dtype=options["autocast_dtype"]
+    )
     sequential_options = {**options, "fold_batchnorm": False}
 
     def sequential(affine_stem: bool) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
-            return torch.cat([attribute_models("IntegratedGradients", models, c, t, n_steps=args.n_steps,
-                                               internal_batch_size=rows,
-                                               **{**sequential_options, "affine_stem": affine_stem})
-                              for c, t in batches(images, targets, args.batch)], dim=1)
+            return torch.cat(
+                [
+                    attribute_models(
+                        "IntegratedGradients",
+                        models,
+                        c,
+                        t,
+                        n_steps=args.n_steps,
+                        internal_batch_size=rows,
+                        **{**sequential_options, "affine_stem": affine_stem},
+                    )
+                    for c, t in batches(images, targets, args.batch)
+                ],
+                dim=1,
+            )
+
         return run
 
     def stacked(channels_last: bool) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             # `rows` model-rows per pass (K+1 models x images x steps): the memory of one model's pass
-            return torch.cat([stacked_integrated_gradients(
-                models, c, t, n_steps=args.n_steps, rows_per_pass=rows,
-                autocast_dtype=options["autocast_dtype"], channels_last=channels_last)
-                for c, t in batches(images, targets, args.batch)], dim=1)
+            return torch.cat(
+                [
+                    stacked_integrated_gradients(
+                        models,
+                        c,
+                        t,
+                        n_steps=args.n_steps,
+                        rows_per_pass=rows,
+                        autocast_dtype=options["autocast_dtype"],
+                        channels_last=channels_last,
+                    )
+                    for c, t in batches(images, targets, args.batch)
+                ],
+                dim=1,
+            )
+
         return run
 
-    variants = [("one after the other (fast path)", sequential(False)),
-                ("one after the other + affine stem (GAD's setting)", sequential(options["affine_stem"])),
-                ("stacked, vmap over K+1 models", stacked(False))]
+    variants = [
+        ("one after the other (fast path)", sequential(False)),
+        ("one after the other + affine stem (GAD's setting)", sequential(options["affine_stem"])),
+        ("stacked, vmap over K+1 models", stacked(False)),
+    ]
     if options["channels_last"]:
         variants.append(("stacked, vmap over K+1 models, channels_last", stacked(True)))
     rows_out, reference = [], None
@@ -392,18 +526,25 @@ def bench_stacked(original, supports, images, targets, args, repeats, device, cu
             rows_out.append(row)
             continue
         reference = timed["result"] if reference is None else reference
-        row.update({"images_per_s": len(images) / timed["seconds"], "peak_mb": timed["peak_mb"],
-                    "agreement_with_sequential": agreement(timed["result"].flatten(0, 1),
-                                                           reference.flatten(0, 1))})
+        row.update(
+            {
+                "images_per_s": len(images) / timed["seconds"],
+                "peak_mb": timed["peak_mb"],
+                "agreement_with_sequential": agreement(timed["result"].flatten(0, 1), reference.flatten(0, 1)),
+            }
+        )
         rows_out.append(row)
         print(f"   stacked models, {name}: {row['images_per_s']:.1f} img/s", flush=True)
     return rows_out
 
 
 def gpu_goal(report: dict, args, cuda: bool) -> dict:
-    goal = {"goal": "GAD-IG, K = 5, ResNet18 224 px, 50 steps: images/s >= Captum fp32 IG on one model",
-            "applicable": bool(cuda and args.K == 5 and args.image_size == 224 and args.n_steps == 50
-                               and args.architecture == "resnet18")}
+    goal = {
+        "goal": "GAD-IG, K = 5, ResNet18 224 px, 50 steps: images/s >= Captum fp32 IG on one model",
+        "applicable": bool(
+            cuda and args.K == 5 and args.image_size == 224 and args.n_steps == 50 and args.architecture == "resnet18"
+        ),
+    }
     for row in report["attribution"]:
         if row["method"] == "IntegratedGradients" and cuda:
             goal["gad_over_captum_speed"] = row["gad_images_per_s"] / row["captum_images_per_s"]
@@ -421,15 +562,24 @@ def bench_training(original, args, device, cuda: bool) -> dict:
     images = torch.rand(n, 3, args.image_size, args.image_size, generator=generator).to(device)
     targets = torch.randn(n, 2, generator=generator).to(device)
     model = copy.deepcopy(original)
-    common = {"loss": "mse", "batch_size": batch, "lr": 1e-4, "device": device, "autocast_bf16": cuda,
-              "progress": False}
-    train_model(model, images, targets, epochs=1, seed=args.seed, **common)  # warm-up epoch
-    with peak_memory(device) as peak:
+    common = {"loss": "mse", "batch_size": batch, "lr": 1e-4, "device": device, "progress": False}
+    # bfloat16 autocast on CUDA around the whole call: the forward passes inside run in it
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    with autocast:
+        train_model(model, images, targets, epochs=1, seed=args.seed, **common)  # warm-up epoch
+    with peak_memory(device) as peak, autocast:
         start = _now(device)
         history = train_model(model, images, targets, epochs=1, seed=args.seed + 1, **common)
         seconds = _now(device) - start
-    return {"images": n, "batch_size": batch, "autocast_bf16": cuda, "seconds": seconds,
-            "images_per_s": n / seconds, "final_mse": history.train_loss[-1], "peak_mb": peak["mb"]}
+    return {
+        "images": n,
+        "batch_size": batch,
+        "autocast_bf16": cuda,
+        "seconds": seconds,
+        "images_per_s": n / seconds,
+        "final_mse": history.train_loss[-1],
+        "peak_mb": peak["mb"],
+    }
 
 
 def bench_regions(args) -> dict:
@@ -449,18 +599,18 @@ def bench_regions(args) -> dict:
     for occlusion in (False, True):
         key = "with_occlusion" if occlusion else "without_occlusion"
         results[key] = run(args.image_size, n_maps, occlusion)
-        print(f"   hull metrics {key.replace('_', ' ')}: {results[key]['maps_per_second']:.2f} maps/s",
-              flush=True)
+        print(f"   hull metrics {key.replace('_', ' ')}: {results[key]['maps_per_second']:.2f} maps/s", flush=True)
     return results
 
 
 def batches(images: torch.Tensor, targets: torch.Tensor, size: int):
     for start in range(0, len(images), size):
-        yield images[start:start + size], targets[start:start + size]
+        yield images[start : start + size], targets[start : start + size]
 
 
-def timed_variant(label: str, run: Callable[[], torch.Tensor], repeats: int, device: torch.device,
-                  row: dict) -> dict | None:
+def timed_variant(
+    label: str, run: Callable[[], torch.Tensor], repeats: int, device: torch.device, row: dict
+) -> dict | None:
     """An experimental variant: a warm-up call (and compilation), then :func:`timed_runs`.
 
     Records ``first_call_seconds`` in ``row``; a failure is recorded there as ``error`` and printed,
@@ -564,13 +714,20 @@ def agreement(ours: torch.Tensor, reference: torch.Tensor) -> dict:
     mask_ours = binarize(pixel_importance(ours))
     mask_reference = binarize(pixel_importance(reference))
     union = (mask_ours | mask_reference).sum().item()
-    return {"relative_error": float((ours - reference).norm() / reference.norm()),
-            "top10_mask_iou": (mask_ours & mask_reference).sum().item() / union if union else float("nan")}
+    return {
+        "relative_error": float((ours - reference).norm() / reference.norm()),
+        "top10_mask_iou": (mask_ours & mask_reference).sum().item() / union if union else float("nan"),
+    }
 
 
 def environment(device: torch.device) -> dict:
-    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_threads": torch.get_num_threads(), "platform": platform.platform()}
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
     try:
         import captum
 
@@ -619,27 +776,34 @@ def _strict_fp32() -> None:
 def print_table(report: dict) -> None:
     """The results as plain-text tables, for the terminal and the log."""
     config, env = report["config"], report["environment"]
-    print(f"\n{env['device_name']}, torch {env['torch']}, {config['architecture']} {config['image_size']}px, "
-          f"{config['n_images']} images, batch {config['batch']}, K = {config['K']}, "
-          f"IG steps {config['n_steps']}")
+    print(
+        f"\n{env['device_name']}, torch {env['torch']}, {config['architecture']} {config['image_size']}px, "
+        f"{config['n_images']} images, batch {config['batch']}, K = {config['K']}, "
+        f"IG steps {config['n_steps']}"
+    )
     if "attribution" in report:
-        header = (f"{'method':<20} {'Captum img/s':>12} {'GAD img/s':>10} {'GAD/Captum':>10} {'K+1':>4} "
-                  f"{'Captum MB':>9} {'GAD MB':>8} {'rel.err':>9} {'top10 IoU':>9}")
+        header = (
+            f"{'method':<20} {'Captum img/s':>12} {'GAD img/s':>10} {'GAD/Captum':>10} {'K+1':>4} "
+            f"{'Captum MB':>9} {'GAD MB':>8} {'rel.err':>9} {'top10 IoU':>9}"
+        )
         print(header)
         print("-" * len(header))
         for row in report["attribution"]:
             agree = row["agreement_original"]
-            print(f"{row['method']:<20} {row['captum_images_per_s']:>12.1f} {row['gad_images_per_s']:>10.1f} "
-                  f"{row['gad_over_captum']:>10.2f} {row['k_plus_1']:>4d} {_mb(row['captum_peak_mb']):>9} "
-                  f"{_mb(row['gad_peak_mb']):>8} {agree['relative_error']:>9.1e} "
-                  f"{agree['top10_mask_iou']:>9.3f}")
+            print(
+                f"{row['method']:<20} {row['captum_images_per_s']:>12.1f} {row['gad_images_per_s']:>10.1f} "
+                f"{row['gad_over_captum']:>10.2f} {row['k_plus_1']:>4d} {_mb(row['captum_peak_mb']):>9} "
+                f"{_mb(row['gad_peak_mb']):>8} {agree['relative_error']:>9.1e} "
+                f"{agree['top10_mask_iou']:>9.3f}"
+            )
         print("(rel.err and top10 IoU: GAD's map of the original model against Captum's)")
-        print(f"CPU goal (GAD/Captum <= K+1 for every method): "
-              f"{'met' if report['cpu_goal']['met'] else 'NOT met'}")
+        print(f"CPU goal (GAD/Captum <= K+1 for every method): {'met' if report['cpu_goal']['met'] else 'NOT met'}")
         goal = report["gpu_goal"]
         if "met" in goal:
-            print(f"GPU goal ({goal['goal']}): {'met' if goal['met'] else 'NOT met'} (GAD/Captum speed "
-                  f"{goal['gad_over_captum_speed']:.2f}; configuration as in the goal: {goal['applicable']})")
+            print(
+                f"GPU goal ({goal['goal']}): {'met' if goal['met'] else 'NOT met'} (GAD/Captum speed "
+                f"{goal['gad_over_captum_speed']:.2f}; configuration as in the goal: {goal['applicable']})"
+            )
     if report.get("fast_path_one_model"):
         print(f"\nIG of one model{'':<46} {'img/s':>8} {'x Captum':>8} {'rel.err':>9} {'top10 IoU':>9}")
         for row in report["fast_path_one_model"]:
@@ -647,23 +811,31 @@ def print_table(report: dict) -> None:
                 print(f"  {row['variant']:<58} failed: {row['error'][:60]}")
                 continue
             agree = row.get("agreement", {"relative_error": 0.0, "top10_mask_iou": 1.0})
-            print(f"  {row['variant']:<58} {row['images_per_s']:>8.1f} {row['speedup']:>8.2f} "
-                  f"{agree['relative_error']:>9.1e} {agree['top10_mask_iou']:>9.3f}")
+            print(
+                f"  {row['variant']:<58} {row['images_per_s']:>8.1f} {row['speedup']:>8.2f} "
+                f"{agree['relative_error']:>9.1e} {agree['top10_mask_iou']:>9.3f}"
+            )
     if report.get("stacked_models"):
-        print(f"\nGAD-IG, K+1 = {report['stacked_models'][0]['models']} models{'':<37} {'img/s':>8} "
-              f"{'rel.err':>9} {'top10 IoU':>9}")
+        print(
+            f"\nGAD-IG, K+1 = {report['stacked_models'][0]['models']} models{'':<37} {'img/s':>8} "
+            f"{'rel.err':>9} {'top10 IoU':>9}"
+        )
         for row in report["stacked_models"]:
             if "error" in row:
                 print(f"  {row['variant']:<58} failed: {row['error'][:60]}")
                 continue
             agree = row["agreement_with_sequential"]
-            print(f"  {row['variant']:<58} {row['images_per_s']:>8.1f} {agree['relative_error']:>9.1e} "
-                  f"{agree['top10_mask_iou']:>9.3f}")
+            print(
+                f"  {row['variant']:<58} {row['images_per_s']:>8.1f} {agree['relative_error']:>9.1e} "
+                f"{agree['top10_mask_iou']:>9.3f}"
+            )
         print("(rel.err and top10 IoU: all K+1 maps against the first row's)")
     if "training" in report:
         training = report["training"]
-        print(f"\nsupport training (MSE, Adam, batch {training['batch_size']}, bf16 "
-              f"{training['autocast_bf16']}): {training['images_per_s']:.0f} img/s")
+        print(
+            f"\nsupport training (MSE, Adam, batch {training['batch_size']}, bf16 "
+            f"{training['autocast_bf16']}): {training['images_per_s']:.0f} img/s"
+        )
     for key, value in report.get("regions", {}).items():
         if isinstance(value, dict):
             print(f"hull metrics {key.replace('_', ' ')}: {value['maps_per_second']:.2f} maps/s")

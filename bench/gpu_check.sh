@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in one go: the fast attribution path's agreement tests on CUDA, the benchmark at
+# The GPU check, in one go: the attribution paths' agreement tests on CUDA, the benchmark at
 # 224 px (GAD with K = 5 against plain Captum, the fast path's settings on one model, training,
 # hull metrics), then two time-boxed experiments: the K+1 models stacked into one pass, and
 # torch.compile. Everything is written under $OUT.
@@ -46,10 +46,11 @@ EOF
 } > "$OUT/environment.txt" 2>&1
 summary "environment: $(tail -n 2 "$OUT/environment.txt" | tr '\n' ' ')"
 
-# 1. agreement tests (CPU cases and, with CUDA, the CUDA-parametrised ones)
-timeout 150 $PY -m pytest tests/method/test_batched.py -q -p no:cacheprovider -rs \
+# 1. agreement tests of the exact path and of the benchmark's accelerations (CPU cases and, with
+#    CUDA, the CUDA ones)
+timeout 150 $PY -m pytest tests/method/test_batched.py tests/test_bench_accelerated.py -q -p no:cacheprovider -rs \
     --junitxml="$OUT/pytest_batched.xml" > "$OUT/pytest_batched.txt" 2>&1
-summary "pytest tests/method/test_batched.py: exit $? - $(tail -n 1 "$OUT/pytest_batched.txt")"
+summary "pytest test_batched.py, test_bench_accelerated.py: exit $? - $(tail -n 1 "$OUT/pytest_batched.txt")"
 
 # 2. the benchmark
 if [ "$QUICK" = 1 ]; then

@@ -42,7 +42,7 @@ def stacked_integrated_gradients(
     target : (N,) output index per image.
     n_steps, ig_method : as Captum's (the step sizes and alphas are Captum's).
     rows_per_pass : model-rows per pass, i.e. M x images x steps; a pass holds at least one step.
-    autocast_dtype, channels_last : as in :func:`gadlib.method.batched.attribute_models`.
+    autocast_dtype, channels_last : as in :func:`accelerated.attribute_models` (bench/accelerated.py).
 
     Returns
     -------
@@ -60,8 +60,11 @@ def stacked_integrated_gradients(
     extra = (1,) * len(row_shape)
 
     def score(p, b, x, t):
-        autocast = (torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-                    if autocast_dtype is not None else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
         with autocast:
             outputs = functional_call(skeleton, (p, b), (x,))
         return outputs.gather(1, t.unsqueeze(1)).to(x.dtype).sum()
@@ -72,11 +75,13 @@ def stacked_integrated_gradients(
     total = torch.zeros((n_models,) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
     for first in range(0, n_steps, steps_per_pass):
         k = min(steps_per_pass, n_steps - first)
-        rows = (alphas[first:first + k].view((k, 1) + extra) * inputs.unsqueeze(0)).reshape((k * n_images,) + row_shape)
+        rows = (alphas[first : first + k].view((k, 1) + extra) * inputs.unsqueeze(0)).reshape(
+            (k * n_images,) + row_shape
+        )
         if channels_last:
             rows = rows.contiguous(memory_format=torch.channels_last)
         gradients = per_model_gradients(params, buffers, rows, target.repeat(k))
-        weights = step_sizes[first:first + k].view((1, k, 1) + extra)
+        weights = step_sizes[first : first + k].view((1, k, 1) + extra)
         total += (gradients.view((n_models, k, n_images) + row_shape) * weights).sum(dim=1)
     return total * inputs.unsqueeze(0)
 

@@ -7,8 +7,16 @@ parameter file stays fast (no torch), so a misspelt value fails in a fraction of
 
 DATASETS = ("fashion_mnist", "dogs_vs_cats", "cub200")
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 DOGS_VS_CATS_CLASSES = ("cat", "dog")
 CUB200_CLASS_COUNT = 200

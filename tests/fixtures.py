@@ -75,8 +75,13 @@ def write_dogs_vs_cats_tree(root: Path, per_class: int = 4, size: int = 8) -> Pa
 
 def cub_class_name(class_id: int) -> str:
     """A classes.txt name: the real one for the classes tests use, a stand-in for the rest."""
-    known = {113: "Baird_Sparrow", 114: "Black_throated_Sparrow", 115: "Brewer_Sparrow",
-             158: "Bay_breasted_Warbler", 159: "Black_and_white_Warbler"}
+    known = {
+        113: "Baird_Sparrow",
+        114: "Black_throated_Sparrow",
+        115: "Brewer_Sparrow",
+        158: "Bay_breasted_Warbler",
+        159: "Black_and_white_Warbler",
+    }
     return f"{class_id:03d}.{known.get(class_id, f'Bird_{class_id:03d}')}"
 
 
@@ -107,15 +112,21 @@ def write_cub_tree(root: Path, class_ids=(113, 114, 158, 159), per_class: int = 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     """Bytes and modification time (ns) of every file under ``root``; equal snapshots: untouched."""
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------- repository copies
 def copy_repository(dest: Path) -> Path:
     """Copy the tracked and untracked-but-not-ignored files (what a clone plus the change holds)."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         src = ROOT / name
         if src.is_file():
@@ -136,8 +147,7 @@ def repository_env(repo: Path) -> dict[str, str]:
 def run_command(cmd: list[str], cwd: Path):
     """Run ``cmd`` in the copy ``cwd``; fail the test with the output's tail unless it exits 0."""
     result = subprocess.run(cmd, cwd=cwd, env=repository_env(cwd), capture_output=True, text=True)
-    assert result.returncode == 0, (f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n"
-                                    f"{result.stderr[-4000:]}")
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 
 
@@ -154,8 +164,14 @@ def tiny_profile_repository(dest: Path, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------- prepared data
-SMALL_CNN_EXPERIMENT = {"dataset": "fashion_mnist", "data_dir": "unused", "classes": ["T-shirt/top", "Shirt"],
-                        "architecture": "small_cnn", "image_size": 16, "strategy": "pair"}
+SMALL_CNN_EXPERIMENT = {
+    "dataset": "fashion_mnist",
+    "data_dir": "unused",
+    "classes": ["T-shirt/top", "Shirt"],
+    "architecture": "small_cnn",
+    "image_size": 16,
+    "strategy": "pair",
+}
 
 
 def tiny_prepared_data(n: int = 4):

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gadlib.method.batched import attribute_models, fold_batchnorm_copy
 from gadlib.models.architectures import build_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
+from accelerated import attribute_models, fold_batchnorm_copy  # noqa: E402
 from stacked import stacked_integrated_gradients  # noqa: E402
 
 
@@ -25,14 +25,15 @@ def three_models():
 def test_stacked_models_give_each_model_its_own_integrated_gradients(fold):
     models = three_models()
     inputs, target = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0])
-    expected = attribute_models("IntegratedGradients", models, inputs, target, n_steps=6, internal_batch_size=12,
-                                fold_batchnorm=fold)  # folding rounds differently: compare like with like
+    expected = attribute_models(
+        "IntegratedGradients", models, inputs, target, n_steps=6, internal_batch_size=12, fold_batchnorm=fold
+    )  # folding rounds differently: compare like with like
     stacked_models = [fold_batchnorm_copy(m) for m in models] if fold else models
     # 3 steps per pass: the sum over passes is exercised too
     maps = stacked_integrated_gradients(stacked_models, inputs, target, n_steps=6, rows_per_pass=36)
     assert maps.shape == (3, 4, 3, 32, 32)
     # grouped convolutions round differently; along the path a ReLU or max-pool near a tie then sends
-    # a gradient elsewhere (gadlib.method.batched's bound for such changes: 2e-3; unfolded: 5e-5)
+    # a gradient elsewhere (bench/accelerated.py's bound for such changes: 2e-3)
     for m in range(3):
         error = float((maps[m] - expected[m]).norm() / expected[m].norm())
         assert error < 2e-3, f"model {m}: relative error {error}"
@@ -50,11 +51,28 @@ def test_stacked_models_refuse_a_mixed_set():
 
 def test_bench_stacked_section_writes_its_rows(tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(BENCH / "bench.py"), "--quick", "--sections", "stacked", "-K", "2",
-                    "--n-images", "2", "--n-steps", "4", "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench.py"),
+            "--quick",
+            "--sections",
+            "stacked",
+            "-K",
+            "2",
+            "--n-images",
+            "2",
+            "--n-steps",
+            "4",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     rows = json.loads(out.read_text())["stacked_models"]
     assert [row["models"] for row in rows] == [3] * len(rows)
     assert all("error" not in row for row in rows)
     stacked = [row for row in rows if row["variant"].startswith("stacked")]
-    # grouped convolutions round differently: single pixels move, as with folding (gadlib's bound 2e-3)
+    # grouped convolutions round differently: single pixels move, as with folding (the bound 2e-3)
     assert stacked and all(row["agreement_with_sequential"]["relative_error"] < 2e-3 for row in stacked)

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from shapely.geometry import MultiPolygon, Polygon, box  # noqa: E402
 
@@ -133,9 +134,7 @@ def test_attribution_grid_does_not_modify_inputs(images, maps):
 
 def test_attribution_grid_all_zero_maps_get_a_valid_scale(images):
     zeros = {"Saliency": np.zeros((2, N, H, W))}
-    fig = plotting.plot_attribution_grid(
-        images, zeros, {"Saliency": np.zeros((N, H, W))}, ["original", "support 1"]
-    )
+    fig = plotting.plot_attribution_grid(images, zeros, {"Saliency": np.zeros((N, H, W))}, ["original", "support 1"])
     assert _clims(fig.axes[1]) == (0.0, 1.0)
 
 
@@ -193,22 +192,37 @@ def test_attribution_grid_rejects_out_of_range_index(images, maps):
 # --------------------------------------------------------------------------------------------
 def test_plot_hulls_draws_each_polygon_with_legend(images):
     original = [box(1, 1, 4, 5), box(6, 2, 9, 7)]
-    gad = [MultiPolygon([box(2, 2, 3, 3), box(7, 3, 8, 4)]), Polygon()]  # empty one is skipped
+    gad = [MultiPolygon([box(2, 2, 3, 3), box(7, 3, 8, 4)]), Polygon()]  # the empty one is skipped
     fig = plotting.plot_hulls(images[0], original, gad, title="img 0")
     ax = fig.axes[0]
-    # one filled and one outline patch per ring: 2 original + 2 GAD parts
-    assert len(ax.patches) == 2 * 4
+    assert len(ax.patches) == 4  # one patch per region: 2 original + 2 GAD parts
+    assert [p.get_linestyle() for p in ax.patches] == ["--", "--", "-", "-"]
     assert ax.images[0].get_extent() == [0, W, H, 0]  # pixel (r, c) covers [c, c+1] x [r, r+1]
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["original (2 regions)", "GAD (2 regions)"]
     assert ax.get_title() == "img 0"
 
 
+def test_plot_hulls_leaves_holes_open():
+    ring = Polygon([(0, 0), (10, 0), (10, 8), (0, 8)], holes=[[(3, 2), (3, 6), (7, 6), (7, 2)]])
+    fig = plotting.plot_hulls(np.zeros((1, H, W)), [ring], [])  # a black image: any tint is the fill
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+
+    def pixel(x, y):
+        column, row = ax.transData.transform((x, y))
+        return rgba[int(fig.bbox.height - row), int(column), :3]
+
+    assert pixel(5, 4).max() == 0  # the hole's centre shows the image
+    assert pixel(1.5, 4).max() > 0  # the ring around it is tinted
+
+
 def test_plot_hulls_uses_given_axes(images):
     fig, axes = plt.subplots(1, 2)
     out = plotting.plot_hulls(images[0], [], [box(0, 0, 2, 2)], ax=axes[1])
     assert out is fig
-    assert len(axes[1].patches) == 2 and len(axes[0].patches) == 0
+    assert len(axes[1].patches) == 1 and len(axes[0].patches) == 0
 
 
 def test_plot_hulls_rejects_bad_inputs(images):
@@ -275,35 +289,46 @@ def test_occlusion_examples_rejects_bad_inputs(images, occlusion):
 # --------------------------------------------------------------------------------------------
 # RC and RS summaries
 # --------------------------------------------------------------------------------------------
+def _strip_centres(ax):
+    """Mean x of the points of each non-empty strip (one per box), left to right."""
+    return sorted(c.get_offsets()[:, 0].mean() for c in ax.collections if len(c.get_offsets()))
+
+
+def _strip_values(ax):
+    """The y values of each non-empty strip, as sets."""
+    return [set(np.round(c.get_offsets()[:, 1], 9)) for c in ax.collections if len(c.get_offsets())]
+
+
 def test_rc_distributions_annotates_share_below_one_and_survives_nan(rng):
     table = _tidy_table(rng, experiments=("fmnist",), methods=("Saliency",), n_images=4)
-    gad = table["region_set"] == "gad"
-    table.loc[gad, "rc"] = [0.5, 0.8, 2.0, np.nan]  # 2 of the 3 finite values below 1
+    table.loc[table["region_set"] == "gad", "rc"] = [0.5, 0.8, 2.0, np.nan]  # 2 of the 3 finite values below 1
     before = table.copy()
     fig = plotting.plot_rc_distributions(table)
     ax = fig.axes[0]
     pd.testing.assert_frame_equal(table, before)
-    top = ax.child_axes[0]
-    assert [t.get_text() for t in top.get_xticklabels()] == ["67%\nn=3"]
+    assert [t.get_text() for t in ax.child_axes[0].get_xticklabels()] == ["67%\nn=3"]
     assert "1 NaN RC" in ax.get_xlabel()
-    assert any(
-        np.allclose(line.get_ydata(), 1.0) for line in ax.get_lines() if len(line.get_ydata()) == 2
-    )  # the RC = 1 reference line
+    assert _strip_values(ax) == [{0.5, 0.8, 2.0}]
+    assert any(np.allclose(line.get_ydata(), 1.0) for line in ax.get_lines() if len(line.get_ydata()) == 2)
+    assert ax.get_legend() is None  # one experiment: nothing to tell apart
 
 
-def test_rc_distributions_hue_per_experiment_and_given_axes(rng):
+def test_rc_distributions_hue_per_experiment_annotations_over_their_boxes(rng):
     table = _tidy_table(rng)
     fig, ax = plt.subplots()
     assert plotting.plot_rc_distributions(table, ax=ax) is fig
-    labels = [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
-    assert len(labels) == 4  # 2 methods x 2 experiments
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Saliency", "IG"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fmnist", "cats"]
+    top = ax.child_axes[0]
+    assert [t.get_text()[-4:] for t in top.get_xticklabels()] == ["\nn=6"] * 4  # 2 methods x 2 experiments
+    np.testing.assert_allclose(sorted(top.get_xticks()), _strip_centres(ax), atol=0.06)
+    colours = [to_hex(c.get_facecolor()[0]) for c in ax.collections if len(c.get_offsets())]
+    assert colours == [plotting.OKABE_ITO[0].lower(), plotting.OKABE_ITO[1].lower()] * 2
 
 
 def test_rc_distributions_all_nan_and_log_scale(rng):
     table = _tidy_table(rng, experiments=("a",), methods=("m",), n_images=3)
-    all_nan = table.assign(rc=np.nan)
-    plotting.plot_rc_distributions(all_nan)  # nothing to draw, no crash
+    plotting.plot_rc_distributions(table.assign(rc=np.nan))  # nothing to draw, no crash
     wide = table.copy()
     wide.loc[wide["region_set"] == "gad", "rc"] = [0.01, 0.1, 3.0]
     assert plotting.plot_rc_distributions(wide).axes[0].get_yscale() == "log"
@@ -313,9 +338,11 @@ def test_rc_distributions_all_nan_and_log_scale(rng):
         plotting.plot_rc_distributions(wide, log_scale=True)
 
 
-def test_rc_distributions_rejects_missing_columns(rng):
+def test_rc_distributions_rejects_missing_columns_and_wrong_axes(rng):
     with pytest.raises(ValueError, match=r"missing columns \['rc'\]"):
         plotting.plot_rc_distributions(_tidy_table(rng).drop(columns="rc"))
+    with pytest.raises(ValueError, match="1 matplotlib Axes"):
+        plotting.plot_rc_distributions(_tidy_table(rng), ax="not an axes")
 
 
 def test_rs_comparison_paired_share(rng):
@@ -326,9 +353,14 @@ def test_rs_comparison_paired_share(rng):
     fig = plotting.plot_rs_comparison(table)
     pd.testing.assert_frame_equal(table, before)
     assert len(fig.axes) == 2  # the top annotation axes are child axes, not listed here
-    box_ax, diff_ax = fig.axes[0], fig.axes[1]
-    assert [t.get_text() for t in box_ax.get_legend().get_texts()] == ["gad", "rest", "random"]
+    box_ax, diff_ax = fig.axes
+    legend = box_ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["gad", "rest", "random"]
+    assert [to_hex(h.get_facecolor(), keep_alpha=False) for h in legend.legend_handles] == [
+        plotting.REGION_SET_COLORS[name].lower() for name in ("gad", "rest", "random")
+    ]
     assert [t.get_text() for t in diff_ax.child_axes[0].get_xticklabels()] == ["67%\nn=3"]
+    assert _strip_values(diff_ax) == [{0.2, 0.1, -0.1}]  # gad - rest per image, the unpaired one left out
     assert "1 images without both RS" in diff_ax.get_xlabel()
     assert "1 NaN RS" in box_ax.get_xlabel()
 
@@ -337,20 +369,30 @@ def test_rs_comparison_single_panel_and_axes_checks(rng):
     table = _tidy_table(rng)
     fig, ax = plt.subplots()
     assert plotting.plot_rs_comparison(table, axes=ax, paired=False) is fig
-    assert [t.get_text() for t in ax.get_xticklabels()] == [
-        "fmnist\nSaliency",
-        "fmnist\nIG",
-        "cats\nSaliency",
-        "cats\nIG",
-    ]
+    labels = ["fmnist\nSaliency", "fmnist\nIG", "cats\nSaliency", "cats\nIG"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    assert len(_strip_centres(ax)) == 4 * 3  # a strip per group and region set
     with pytest.raises(ValueError, match="2 matplotlib Axes"):
         plotting.plot_rs_comparison(table, axes=ax)
+    with pytest.raises(ValueError, match="pass paired=False"):
+        plotting.plot_rs_comparison(table[table["region_set"] != "rest"])
 
 
 def test_rs_comparison_rejects_duplicate_rows(rng):
     table = _tidy_table(rng, experiments=("a",), methods=("m",), n_images=2)
     with pytest.raises(ValueError, match="more than one row"):
         plotting.plot_rs_comparison(pd.concat([table, table.iloc[[1]]]))
+
+
+def test_box_plots_are_reproducible_and_leave_numpy_global_rng_alone(rng):
+    table = _tidy_table(rng)
+    np.random.seed(123)
+    state = np.random.get_state()
+    first = plotting.plot_rc_distributions(table).axes[0]
+    second = plotting.plot_rc_distributions(table).axes[0]
+    np.testing.assert_array_equal(np.random.get_state()[1], state[1])  # the caller's random stream goes on as it was
+    for a, b in zip(first.collections, second.collections, strict=True):
+        np.testing.assert_array_equal(a.get_offsets(), b.get_offsets())  # the same jitter each time
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,18 +417,36 @@ def _fidelity_table():
     return pd.DataFrame(rows)
 
 
+def _drawn_lines(ax):
+    """Lines with data (seaborn also adds empty lines for its legend entries)."""
+    return [line for line in ax.get_lines() if len(line.get_xdata())]
+
+
 def test_support_fidelity_panels_and_lines():
     fidelity = _fidelity_table()
     before = fidelity.copy()
     fig = plotting.plot_support_fidelity(fidelity)
     pd.testing.assert_frame_equal(fidelity, before)
     assert len(fig.axes) == 4
-    margin_ax = fig.axes[2]
-    dashed = [line for line in margin_ax.get_lines() if line.get_linestyle() == "--"]
+    accuracy = _drawn_lines(fig.axes[0])
+    assert [to_hex(line.get_color()) for line in accuracy] == [c.lower() for c in plotting.OKABE_ITO[:2]]
+    np.testing.assert_allclose(accuracy[1].get_ydata(), [0.95, 0.9, 0.85, 0.8])
+    dashed = [line for line in _drawn_lines(fig.axes[2]) if line.get_linestyle() == "--"]
     assert len(dashed) == 2  # one target line per experiment
     np.testing.assert_allclose(dashed[0].get_ydata(), [2.0, 2.5, 3.0, 3.5])
-    loss_line = fig.axes[3].get_lines()[0]
-    np.testing.assert_allclose(loss_line.get_xdata(), [0.5, 1.0, 1.5])  # original has no loss
+    np.testing.assert_allclose(_drawn_lines(fig.axes[3])[0].get_xdata(), [0.5, 1.0, 1.5])  # original: no loss
+    (legend,) = fig.legends  # right of the panels, covering none
+    assert {"fmnist", "cats", "achieved", "target"} <= {t.get_text() for t in legend.get_texts()}
+
+
+def test_support_fidelity_several_support_sets_draw_mean_and_range():
+    one_vs_all = pd.concat([_fidelity_table().assign(support_set=s) for s in ("a", "b")], ignore_index=True)
+    one_vs_all.loc[(one_vs_all["support_set"] == "b") & (one_vs_all["model"] == 1), "accuracy"] -= 0.1
+    fig = plotting.plot_support_fidelity(one_vs_all[one_vs_all["experiment"] == "fmnist"])
+    (line,) = _drawn_lines(fig.axes[0])
+    np.testing.assert_allclose(line.get_ydata(), [0.95, 0.9, 0.95, 0.95])  # mean of 0.95 and 0.85 at α = 0.5
+    band = fig.axes[0].collections[0].get_paths()[0].vertices
+    assert np.isclose(band[:, 1].min(), 0.85) and np.isclose(band[:, 1].max(), 0.95)
 
 
 def test_support_fidelity_rejects_missing_columns_and_wrong_axes():
@@ -407,7 +467,7 @@ def _sweep_table(rng):
                         "scale": scale,
                         "method": method,
                         "image": image,
-                        "rc": image / 4 * scale,  # per (scale, method): median = 0.5 * scale
+                        "rc": image / 4 * scale,  # per (scale, method): median 0.5 * scale, IQR [0.25, 0.75] * scale
                         "rs_gad": rng.normal(0.2, 0.05),
                         "rs_rest": rng.normal(0.1, 0.05),
                         "agreement": 1.0 - 0.01 * scale,
@@ -418,18 +478,31 @@ def _sweep_table(rng):
 
 def test_alpha_sweep_medians_and_bands(rng):
     sweep = _sweep_table(rng)
-    sweep.loc[0, "rc"] = np.nan
+    sweep.loc[0, "rc"] = np.nan  # Saliency, scale 0.5, image 0
     before = sweep.copy()
     fig = plotting.plot_alpha_sweep(sweep)
     pd.testing.assert_frame_equal(sweep, before)
     assert len(fig.axes) == 3
-    rc_line = next(line for line in fig.axes[0].get_lines() if line.get_label() == "IG")
-    np.testing.assert_allclose(rc_line.get_xdata(), [0.5, 1.0, 2.0])
-    np.testing.assert_allclose(rc_line.get_ydata(), [0.25, 0.5, 1.0])
+    saliency, ig = [line for line in _drawn_lines(fig.axes[0]) if line.get_linestyle() == "-"]  # not RC = 1
+    assert to_hex(ig.get_color()) == plotting.OKABE_ITO[1].lower()
+    np.testing.assert_allclose(ig.get_xdata(), [0.5, 1.0, 2.0])
+    np.testing.assert_allclose(ig.get_ydata(), [0.25, 0.5, 1.0])
+    assert saliency.get_ydata()[0] == pytest.approx(np.median([0.125, 0.25, 0.375, 0.5]))  # the NaN left out
     assert len(fig.axes[0].collections) == 2  # one IQR band per method
-    rs_lines = [line for line in fig.axes[1].get_lines() if len(line.get_xdata()) == 3]
-    assert sorted(line.get_linestyle() for line in rs_lines) == ["-", "-", "--", "--"]
-    np.testing.assert_allclose(fig.axes[2].get_lines()[0].get_ydata(), [0.995, 0.99, 0.98])
+    ig_band = fig.axes[0].collections[1].get_paths()[0].vertices
+    at_one = ig_band[ig_band[:, 0] == 1.0, 1]
+    assert np.isclose(at_one.min(), 0.25) and np.isclose(at_one.max(), 0.75)
+    assert sorted(line.get_linestyle() for line in _drawn_lines(fig.axes[1])) == ["-", "-", "--", "--"]
+    np.testing.assert_allclose(_drawn_lines(fig.axes[2])[0].get_ydata(), [0.995, 0.99, 0.98])
+    (legend,) = fig.legends
+    assert {"Saliency", "IG", "GAD regions", "rest of original"} <= {t.get_text() for t in legend.get_texts()}
+
+
+def test_alpha_sweep_log2_axis_for_doubling_scales(rng):
+    sweep = pd.concat([_sweep_table(rng).assign(scale=lambda t, k=k: t["scale"] * k) for k in (1, 8)])
+    ax = plotting.plot_alpha_sweep(sweep).axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2", "4", "8", "16"]
 
 
 def test_alpha_sweep_rejects_mixed_experiments(rng):
@@ -439,7 +512,7 @@ def test_alpha_sweep_rejects_mixed_experiments(rng):
         plotting.plot_alpha_sweep(sweep)
 
 
-def test_gad_vs_smoothgrad_relative_complexity_and_cost(rng):
+def _variants_table(rng):
     rows = []
     for image in range(4):
         for method, region_set, complexity in (
@@ -458,46 +531,35 @@ def test_gad_vs_smoothgrad_relative_complexity_and_cost(rng):
                     "rs": rng.normal(0.1, 0.02),
                 }
             )
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def test_gad_vs_smoothgrad_relative_complexity_and_cost(rng):
+    table = _variants_table(rng)
     cost = {"Saliency": 0.01, "GAD(Saliency)": 0.2, "SmoothGrad": 0.5}
     fig = plotting.plot_gad_vs_smoothgrad(table, cost=cost)
-    main = [ax for ax in fig.axes if ax.get_title()]
-    assert len(main) == 3
-    ratio_ax, rs_ax, cost_ax = main
-    assert [t.get_text() for t in ratio_ax.get_xticklabels()] == [
-        "GAD(Saliency)",
-        "SmoothGrad",
-        "GAD(SmoothGrad)",
-    ]
-    # complexity relative to Saliency: 0.25, 0.5, 0.125 for every image
-    medians = sorted(
-        line.get_ydata()[0]
-        for line in ratio_ax.get_lines()
-        if line.get_color() == "black" and line.get_linewidth() == 1.5
-    )
-    np.testing.assert_allclose(medians, [0.125, 0.25, 0.5])
+    ratio_ax, rs_ax, cost_ax = fig.axes
+    assert [t.get_text() for t in ratio_ax.get_xticklabels()] == ["GAD(Saliency)", "SmoothGrad", "GAD(SmoothGrad)"]
+    # complexity relative to Saliency: 0.25, 0.5 and 0.125 for every image
+    assert _strip_values(ratio_ax) == [{0.25}, {0.5}, {0.125}]
+    assert [t.get_text() for t in ratio_ax.child_axes[0].get_xticklabels()] == ["100%\nn=4"] * 3
     assert len(rs_ax.get_xticklabels()) == 4
     np.testing.assert_allclose([p.get_height() for p in cost_ax.patches], [0.01, 0.2, 0.5])
+    assert [t.get_text() for t in cost_ax.texts] == ["0.01", "0.2", "0.5"]
 
-    without_cost = plotting.plot_gad_vs_smoothgrad(table)
-    assert len([ax for ax in without_cost.axes if ax.get_title()]) == 2
+    assert len(plotting.plot_gad_vs_smoothgrad(table).axes) == 2
     with pytest.raises(ValueError, match="baseline 'nope'"):
         plotting.plot_gad_vs_smoothgrad(table, baseline="nope")
     with pytest.raises(ValueError, match="no rows"):
         plotting.plot_gad_vs_smoothgrad(table, variants={"x": ("Saliency", "random")})
+    with pytest.raises(ValueError, match="non-negative seconds"):
+        plotting.plot_gad_vs_smoothgrad(table, cost={"Saliency": -1.0})
 
 
-def test_gad_vs_smoothgrad_zero_baseline_is_left_out(rng):
+def test_gad_vs_smoothgrad_zero_baseline_is_left_out():
     table = pd.DataFrame(
         [
-            {
-                "experiment": "e",
-                "image": i,
-                "method": "Saliency",
-                "region_set": rs,
-                "complexity": c,
-                "rs": 0.1,
-            }
+            {"experiment": "e", "image": i, "method": "Saliency", "region_set": rs, "complexity": c, "rs": 0.1}
             for i, (c0, c1) in enumerate(((0.0, 0.1), (0.4, 0.2)))
             for rs, c in (("original", c0), ("gad", c1))
         ]

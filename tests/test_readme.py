@@ -24,9 +24,29 @@ def test_using_gad_on_your_own_model_runs_as_written():
     train_labels = torch.arange(32) % 2
     train_images[train_labels == 1, :, :, :8] += 0.5  # a learnable difference
     model = build_model("small_cnn", 2, 1, 16, [0.5], [0.25]).eval()
-    namespace = {"model": model, "train_images": train_images, "train_labels": train_labels,
-                 "images": train_images[:3], "k": 0, "l": 1}
+    namespace = {
+        "model": model,
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "images": train_images[:3],
+        "k": 0,
+        "l": 1,
+    }
     exec(readme_snippet("Using GAD on your own model"), namespace)  # noqa: S102 - our own README
     assert namespace["attributions"].shape == (3, 1, 16, 16)
     assert len(namespace["supports"]) == 5
     assert namespace["details"] is not None
+
+
+def test_docs_point_only_at_files_inside_the_repository():
+    root = README.parent
+    for doc in [README, *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        assert "../" not in text, f"{doc.name} points outside the repository"
+        # backticked or linked paths under the repository's own folders must exist
+        for path in set(re.findall(r"[`(]((?:gadlib|docs|notebooks|tests|bench|profiles)/[\w./-]+?)[`)]", text)):
+            if "<" in path or "*" in path:
+                continue
+            assert (root / path).exists() or (doc.parent / path).exists(), (
+                f"{doc.name} names {path}, which does not exist"
+            )

@@ -38,8 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # A full disk raises on the temporary's name, or on none: name the file the user asked for.
         if err.errno is None or err.filename not in (None, str(tmp)):
             raise
-        raise type(err)(err.errno, f"{err.strerror}; {target} was not written (a previous version, "
-                                   f"if any, is unchanged)") from err
+        raise type(err)(
+            err.errno, f"{err.strerror}; {target} was not written (a previous version, if any, is unchanged)"
+        ) from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -115,15 +116,23 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return arrays
     except ValueError as err:
         if "allow_pickle" not in str(err):
-            raise ValueError(f"{path} is not a readable .npz array file ({err}); delete it and re-run "
-                             f"the stage that writes it") from err
-        what = (f"array {name!r} of {path}: it holds Python objects" if name is not None
-                else f"{path}: it is not an .npz archive but pickled data (or garbage)")
-        raise ValueError(f"refused to load {what}, and unpickling could run code; only numeric "
-                         f"arrays written by gadlib.common.atomic.save_arrays are read") from err
+            raise ValueError(
+                f"{path} is not a readable .npz array file ({err}); delete it and re-run the stage that writes it"
+            ) from err
+        what = (
+            f"array {name!r} of {path}: it holds Python objects"
+            if name is not None
+            else f"{path}: it is not an .npz archive but pickled data (or garbage)"
+        )
+        raise ValueError(
+            f"refused to load {what}, and unpickling could run code; only numeric "
+            f"arrays written by gadlib.common.atomic.save_arrays are read"
+        ) from err
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable .npz array file (truncated or another format: "
-                         f"{err}); delete it and re-run the stage that writes it") from err
+        raise ValueError(
+            f"{path} is not a readable .npz array file (truncated or another format: "
+            f"{err}); delete it and re-run the stage that writes it"
+        ) from err
 
 
 def _nan_to_none(obj: Any) -> Any:

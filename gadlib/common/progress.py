@@ -31,8 +31,9 @@ def progress_class(style: str | None = None) -> type[text_tqdm]:
         from tqdm.notebook import tqdm as widget_tqdm
     except ImportError:
         if style == "widgets":
-            raise ImportError("widget progress bars need ipywidgets: pip install ipywidgets, "
-                              f"or set {PROGRESS_ENV}=text") from None
+            raise ImportError(
+                f"widget progress bars need ipywidgets: pip install ipywidgets, or set {PROGRESS_ENV}=text"
+            ) from None
         return text_tqdm
     return widget_tqdm
 

@@ -24,8 +24,10 @@ from gadlib.choices import DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
 from gadlib.common.atomic import atomic_path
 
 FASHION_MNIST_FILES = (
-    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
 )
 # md5 of the *decompressed* idx files: the same whatever gzip wrapped them (Debian or upstream).
 FASHION_MNIST_CONTENT_MD5 = {
@@ -119,11 +121,15 @@ def verify_fashion_mnist(root: str | Path) -> None:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
         except _GZIP_ERRORS as exc:
-            raise DataError(f"raw file {path} is not a readable gzip file ({exc}); restore it "
-                            f"with `dvc checkout data.dvc` or delete it and run `make data`") from exc
+            raise DataError(
+                f"raw file {path} is not a readable gzip file ({exc}); restore it "
+                f"with `dvc checkout data.dvc` or delete it and run `make data`"
+            ) from exc
         if digest.hexdigest() != expected:
-            raise DataError(f"raw file {path} differs from the published Fashion-MNIST; restore it "
-                            f"with `dvc checkout data.dvc` or delete it and run `make data`")
+            raise DataError(
+                f"raw file {path} differs from the published Fashion-MNIST; restore it "
+                f"with `dvc checkout data.dvc` or delete it and run `make data`"
+            )
 
 
 def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
@@ -135,11 +141,15 @@ def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
     images = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz", expected_dims=3)
     labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", expected_dims=1)
     if len(images) != len(labels):
-        raise DataError(f"{root}: {len(images)} images but {len(labels)} labels in the {split} split; "
-                        f"restore the raw files with `dvc checkout data.dvc`")
+        raise DataError(
+            f"{root}: {len(images)} images but {len(labels)} labels in the {split} split; "
+            f"restore the raw files with `dvc checkout data.dvc`"
+        )
     if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
-        raise DataError(f"{root}: label {int(labels.max())} in the {split} split is not a Fashion-MNIST "
-                        f"class (0-9); restore the raw files with `dvc checkout data.dvc`")
+        raise DataError(
+            f"{root}: label {int(labels.max())} in the {split} split is not a Fashion-MNIST "
+            f"class (0-9); restore the raw files with `dvc checkout data.dvc`"
+        )
     return ImageSet(
         images=torch.from_numpy(images).unsqueeze(1).float().div_(255.0),
         labels=torch.from_numpy(labels.astype(np.int64)),
@@ -154,18 +164,23 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
         with gzip.open(path, "rb") as fh:
             raw = fh.read()
     except _GZIP_ERRORS as exc:
-        raise DataError(f"raw file {path} is not a readable gzip file ({exc}); restore it with "
-                        f"`dvc checkout data.dvc`") from exc
+        raise DataError(
+            f"raw file {path} is not a readable gzip file ({exc}); restore it with `dvc checkout data.dvc`"
+        ) from exc
     header = 4 + 4 * expected_dims
     # idx magic: two zero bytes, 0x08 (unsigned bytes), then the number of dimensions.
     if len(raw) < header or raw[:4] != bytes([0, 0, 0x08, expected_dims]):
-        raise DataError(f"{path} is not an idx file of {expected_dims} dimension(s) of unsigned bytes "
-                        f"(it starts {raw[:4].hex() or 'empty'}); restore it with `dvc checkout data.dvc`")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_dims))
+        raise DataError(
+            f"{path} is not an idx file of {expected_dims} dimension(s) of unsigned bytes "
+            f"(it starts {raw[:4].hex() or 'empty'}); restore it with `dvc checkout data.dvc`"
+        )
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_dims))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(shape)):
-        raise DataError(f"{path} holds {data.size} data bytes but its header says shape {shape}; "
-                        f"restore it with `dvc checkout data.dvc`")
+        raise DataError(
+            f"{path} holds {data.size} data bytes but its header says shape {shape}; "
+            f"restore it with `dvc checkout data.dvc`"
+        )
     return data.reshape(shape).copy()
 
 
@@ -224,8 +239,10 @@ def load_dogs_vs_cats(root: str | Path, image_size: int, max_per_class: int | No
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"Dogs vs. Cats folder {root} does not exist; put Kaggle's train/ images "
-                        f"(cat.0.jpg, dog.0.jpg, ...) there, or set the experiment's data_dir in params.yaml")
+        raise DataError(
+            f"Dogs vs. Cats folder {root} does not exist; put Kaggle's train/ images "
+            f"(cat.0.jpg, dog.0.jpg, ...) there, or set the experiment's data_dir in params.yaml"
+        )
     pattern = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png)$", re.IGNORECASE)
     files: dict[str, list[tuple[int, Path]]] = {name: [] for name in DOGS_VS_CATS_CLASSES}
     for path in root.iterdir():
@@ -236,10 +253,15 @@ def load_dogs_vs_cats(root: str | Path, image_size: int, max_per_class: int | No
     for label, name in enumerate(DOGS_VS_CATS_CLASSES):
         found = sorted(files[name])
         if not found:
-            hint = (f"; its subfolder {root / 'train'} looks like Kaggle's, point data_dir there"
-                    if (root / "train").is_dir() else "")
-            raise DataError(f"{root} holds no {name}.<n>.jpg image; the Kaggle layout is one folder "
-                            f"of cat.<n>.jpg and dog.<n>.jpg files{hint}")
+            hint = (
+                f"; its subfolder {root / 'train'} looks like Kaggle's, point data_dir there"
+                if (root / "train").is_dir()
+                else ""
+            )
+            raise DataError(
+                f"{root} holds no {name}.<n>.jpg image; the Kaggle layout is one folder "
+                f"of cat.<n>.jpg and dog.<n>.jpg files{hint}"
+            )
         paths += [p for _, p in found[:max_per_class]]
         labels += [label] * len(found[:max_per_class])
     images = _read_images(paths, image_size)
@@ -279,9 +301,11 @@ def load_cub200(
     root = Path(root)
     missing = [name for name in CUB_FILES if not (root / name).is_file()]
     if not root.is_dir() or missing or not (root / "images").is_dir():
-        raise DataError(f"{root} is not a CUB-200-2011 folder: it needs {', '.join(CUB_FILES)} and "
-                        f"images/ (missing: {', '.join(missing) or 'images/'}); unpack CUB_200_2011.tgz "
-                        f"there or set the experiment's data_dir in params.yaml")
+        raise DataError(
+            f"{root} is not a CUB-200-2011 folder: it needs {', '.join(CUB_FILES)} and "
+            f"images/ (missing: {', '.join(missing) or 'images/'}); unpack CUB_200_2011.tgz "
+            f"there or set the experiment's data_dir in params.yaml"
+        )
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     class_names = {int(k): v for k, v in _read_table(root / "classes.txt", int_keys=True).items()}
@@ -291,16 +315,19 @@ def load_cub200(
     for table, name in ((image_class, "image_class_labels.txt"), (in_train, "train_test_split.txt")):
         if set(table) != set(image_paths):
             odd = sorted(set(table) ^ set(image_paths))[:5]
-            raise DataError(f"{root / name} and images.txt list different image ids (e.g. {odd}); "
-                            f"unpack CUB_200_2011.tgz again")
+            raise DataError(
+                f"{root / name} and images.txt list different image ids (e.g. {odd}); unpack CUB_200_2011.tgz again"
+            )
     groups = _resolve_cub_selectors(classes, class_names)
     want_train = 1 if split == "train" else 0
     paths, labels = [], []
     for label, (name, ids) in enumerate(groups):
         chosen = sorted(k for k, c in image_class.items() if c in ids and in_train[k] == want_train)
         if not chosen:
-            raise DataError(f"class {name!r} has no image in CUB's {split} split under {root}; "
-                            f"check image_class_labels.txt and train_test_split.txt")
+            raise DataError(
+                f"class {name!r} has no image in CUB's {split} split under {root}; "
+                f"check image_class_labels.txt and train_test_split.txt"
+            )
         chosen = chosen[:max_per_class]
         paths += [root / "images" / image_paths[k] for k in chosen]
         labels += [label] * len(chosen)
@@ -308,14 +335,16 @@ def load_cub200(
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64), [name for name, _ in groups])
 
 
-def _resolve_cub_selectors(classes: Sequence[ClassSelector] | str,
-                           class_names: dict[int, str]) -> list[tuple[str, set[int]]]:
+def _resolve_cub_selectors(
+    classes: Sequence[ClassSelector] | str, class_names: dict[int, str]
+) -> list[tuple[str, set[int]]]:
     """(label name, CUB class ids) for each selector, in order."""
     if classes == "all":
         return [(name, {cid}) for cid, name in sorted(class_names.items())]
     if isinstance(classes, (str, dict)) or len(classes) < 2:
-        raise DataError(f"select at least two CUB classes (a list of names, ids or {{name, ids}} groups) "
-                        f"or 'all'; got {classes!r}")
+        raise DataError(
+            f"select at least two CUB classes (a list of names, ids or {{name, ids}} groups) or 'all'; got {classes!r}"
+        )
     by_name = {}
     for cid, name in class_names.items():
         by_name[name] = cid
@@ -325,13 +354,13 @@ def _resolve_cub_selectors(classes: Sequence[ClassSelector] | str,
     for sel in classes:
         if isinstance(sel, dict):
             if not _is_group(sel):
-                raise DataError(f"class group {sel!r} must be {{name: <label>, ids: [first, last]}} "
-                                f"with integer ids, first <= last")
+                raise DataError(
+                    f"class group {sel!r} must be {{name: <label>, ids: [first, last]}} with integer ids, first <= last"
+                )
             members = set(range(sel["ids"][0], sel["ids"][1] + 1))
             unknown = sorted(members - set(class_names))
             if unknown:
-                raise DataError(f"class ids {unknown} of group {sel['name']!r} are not in classes.txt; "
-                                f"{id_range}")
+                raise DataError(f"class ids {unknown} of group {sel['name']!r} are not in classes.txt; {id_range}")
             groups.append((str(sel["name"]), members))
         elif isinstance(sel, int) and not isinstance(sel, bool):
             if sel not in class_names:
@@ -339,16 +368,19 @@ def _resolve_cub_selectors(classes: Sequence[ClassSelector] | str,
             groups.append((class_names[sel], {sel}))
         elif isinstance(sel, str):
             if sel not in by_name:
-                raise DataError(f"unknown CUB class {sel!r}; use a name from classes.txt, "
-                                f"e.g. {class_names[min(class_names)]!r}")
+                raise DataError(
+                    f"unknown CUB class {sel!r}; use a name from classes.txt, e.g. {class_names[min(class_names)]!r}"
+                )
             groups.append((sel, {by_name[sel]}))
         else:
             raise DataError(f"class selector {sel!r} must be a name, an id or {{name, ids: [first, last]}}")
     seen: set[int] = set()
     for name, ids in groups:
         if ids & seen:
-            raise DataError(f"class {name!r} overlaps another selected class (ids {sorted(ids & seen)}); "
-                            f"each CUB class may belong to one label only")
+            raise DataError(
+                f"class {name!r} overlaps another selected class (ids {sorted(ids & seen)}); "
+                f"each CUB class may belong to one label only"
+            )
         seen |= ids
     return groups
 
@@ -356,8 +388,13 @@ def _resolve_cub_selectors(classes: Sequence[ClassSelector] | str,
 def _is_group(sel: dict) -> bool:
     """Whether ``sel`` is ``{"name": ..., "ids": [first, last]}`` with integer ids, first <= last."""
     ids = sel.get("ids")
-    return (set(sel) == {"name", "ids"} and isinstance(ids, (list, tuple)) and len(ids) == 2
-            and all(isinstance(i, int) and not isinstance(i, bool) for i in ids) and ids[0] <= ids[1])
+    return (
+        set(sel) == {"name", "ids"}
+        and isinstance(ids, (list, tuple))
+        and len(ids) == 2
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        and ids[0] <= ids[1]
+    )
 
 
 def _read_table(path: Path, int_keys: bool = False, int_values: bool = False) -> dict:
@@ -373,8 +410,10 @@ def _read_table(path: Path, int_keys: bool = False, int_values: bool = False) ->
             key = int(parts[0]) if int_keys else parts[0]
             value = int(parts[1]) if int_values else parts[1].strip()
         except ValueError:
-            raise DataError(f"{path}, line {line_no}: expected '<id> <{'id' if int_values else 'value'}>', "
-                            f"got {line!r}; unpack CUB_200_2011.tgz again") from None
+            raise DataError(
+                f"{path}, line {line_no}: expected '<id> <{'id' if int_values else 'value'}>', "
+                f"got {line!r}; unpack CUB_200_2011.tgz again"
+            ) from None
         table[key] = value
     return table
 
@@ -388,8 +427,9 @@ def _read_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
     # Checked before decoding anything, so a missing file stops the run before the long part.
     absent = [p for p in paths if not Path(p).is_file()]
     if absent:
-        raise DataError(f"{len(absent)} listed image file(s) do not exist, e.g. {absent[0]}; "
-                        f"restore the dataset folder")
+        raise DataError(
+            f"{len(absent)} listed image file(s) do not exist, e.g. {absent[0]}; restore the dataset folder"
+        )
     out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
@@ -419,8 +459,9 @@ def class_indices(class_names: Sequence[str], classes: Sequence[str | int]) -> l
         elif isinstance(sel, int) and not isinstance(sel, bool) and 0 <= sel < len(class_names):
             ids.append(sel)
         else:
-            raise DataError(f"unknown class id {sel!r}; ids run from 0 to {len(class_names) - 1} "
-                            f"for {list(class_names)}")
+            raise DataError(
+                f"unknown class id {sel!r}; ids run from 0 to {len(class_names) - 1} for {list(class_names)}"
+            )
     if len(set(ids)) != len(ids):
         raise DataError(f"classes {list(classes)} name the same class twice")
     return ids
@@ -445,8 +486,13 @@ def select_classes(data: ImageSet, classes: Sequence[str | int] | str) -> ImageS
     return ImageSet(data.images[keep], new_labels[keep], [data.class_names[i] for i in ids])
 
 
-def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int,
-                     class_names: Sequence[str] | None = None, purpose: str = "") -> list[torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor,
+    fractions: Sequence[float],
+    seed: int,
+    class_names: Sequence[str] | None = None,
+    purpose: str = "",
+) -> list[torch.Tensor]:
     """Split indices into parts with the given fractions, class by class, deterministically.
 
     Of a class's n images (in an order shuffled by ``seed``), each part takes ``round(fraction * n)``,
@@ -479,9 +525,11 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
         n = len(members)
         if n < len(fractions):
             name = repr(class_names[cls]) if class_names is not None else str(cls)
-            raise DataError(f"class {name} has {n} image(s); {purpose or 'a split'} into {len(fractions)} "
-                            f"parts needs at least {len(fractions)} of each class: add images of it or "
-                            f"select another class")
+            raise DataError(
+                f"class {name} has {n} image(s); {purpose or 'a split'} into {len(fractions)} "
+                f"parts needs at least {len(fractions)} of each class: add images of it or "
+                f"select another class"
+            )
         start = 0
         for i, (part, fraction) in enumerate(zip(parts, fractions, strict=True)):
             later = len(fractions) - 1 - i
@@ -489,7 +537,7 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
                 count = n - start
             else:
                 count = min(max(1, round(fraction * n)), n - start - later)
-            part.append(members[start:start + count])
+            part.append(members[start : start + count])
             start += count
     return [torch.sort(torch.cat(p)).values for p in parts]
 

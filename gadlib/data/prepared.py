@@ -86,8 +86,12 @@ def prepare_experiment(
         cap = None if max_train is None or max_test is None else max_train + max_test
         pool = datasets.select_classes(datasets.load_dogs_vs_cats(root, size, cap), classes)
         train_idx, test_idx = datasets.stratified_split(
-            pool.labels, [1 - test_fraction, test_fraction], seed, pool.class_names,
-            purpose=f"holding out a test part (data.test_fraction) of {root}")
+            pool.labels,
+            [1 - test_fraction, test_fraction],
+            seed,
+            pool.class_names,
+            purpose=f"holding out a test part (data.test_fraction) of {root}",
+        )
         full_train, test = _subset(pool, train_idx), _subset(pool, test_idx)
     else:  # cub200, with its own train/test split
         full_train = datasets.load_cub200(root, classes, size, "train")
@@ -95,8 +99,12 @@ def prepare_experiment(
     full_train = _subset(full_train, datasets.subsample_per_class(full_train.labels, max_train, seed))
     test = _subset(test, datasets.subsample_per_class(test.labels, max_test, seed + 1))
     train_idx, val_idx = datasets.stratified_split(
-        full_train.labels, [1 - val_fraction, val_fraction], seed, full_train.class_names,
-        purpose=f"splitting the training images of {root} into train and validation (data.val_fraction)")
+        full_train.labels,
+        [1 - val_fraction, val_fraction],
+        seed,
+        full_train.class_names,
+        purpose=f"splitting the training images of {root} into train and validation (data.val_fraction)",
+    )
     train, val = _subset(full_train, train_idx), _subset(full_train, val_idx)
     train, val, test = (_resize(s, size) for s in (train, val, test))
     mean, std = datasets.channel_mean_std(train.images)
@@ -105,8 +113,11 @@ def prepare_experiment(
 
 def save_prepared(path: str | Path, prepared: PreparedData) -> None:
     """Write the prepared splits to one ``.npz`` (uint8 images; no pickle)."""
-    arrays = {"class_names": np.array(prepared.class_names), "mean": np.array(prepared.mean, np.float32),
-              "std": np.array(prepared.std, np.float32)}
+    arrays = {
+        "class_names": np.array(prepared.class_names),
+        "mean": np.array(prepared.mean, np.float32),
+        "std": np.array(prepared.std, np.float32),
+    }
     for split in SPLITS:
         part: datasets.ImageSet = getattr(prepared, split)
         arrays[f"{split}_images"] = (part.images * 255).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -118,18 +129,23 @@ def load_prepared(path: str | Path) -> PreparedData:
     """Read what :func:`save_prepared` wrote."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prepared data {path} does not exist; run the prepare stage "
-                                f"(`dvc repro prepare`) first")
+        raise FileNotFoundError(
+            f"prepared data {path} does not exist; run the prepare stage (`dvc repro prepare`) first"
+        )
     arrays = load_arrays(path)
     expected = {"class_names", "mean", "std"} | {f"{s}_{k}" for s in SPLITS for k in ("images", "labels")}
     if not expected <= set(arrays):
-        raise ValueError(f"{path} lacks {sorted(expected - set(arrays))}, so save_prepared did not write it; "
-                         f"run the prepare stage again (`dvc repro -f prepare`)")
+        raise ValueError(
+            f"{path} lacks {sorted(expected - set(arrays))}, so save_prepared did not write it; "
+            f"run the prepare stage again (`dvc repro -f prepare`)"
+        )
     names = [str(n) for n in arrays["class_names"]]
     parts = {
         split: datasets.ImageSet(
             torch.from_numpy(arrays[f"{split}_images"]).float().div_(255.0),
-            torch.from_numpy(arrays[f"{split}_labels"]).long(), names)
+            torch.from_numpy(arrays[f"{split}_labels"]).long(),
+            names,
+        )
         for split in SPLITS
     }
     return PreparedData(**parts, mean=arrays["mean"].tolist(), std=arrays["std"].tolist())

@@ -23,8 +23,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import Polygon
 
+from gadlib.common.checks import check_mask
+
 # 8-connectivity: pixels touching by an edge or a corner are neighbours.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 class HullComplexity(NamedTuple):
@@ -46,30 +48,6 @@ class HullComplexity(NamedTuple):
     area_pixels: float
 
 
-def _as_mask(mask, name: str = "mask") -> np.ndarray:
-    """Return ``mask`` as a 2-D bool numpy array; accept bool or 0/1 numbers (numpy or torch)."""
-    if hasattr(mask, "detach"):  # torch tensor, without importing torch here
-        mask = mask.detach().cpu().numpy()
-    arr = np.asarray(mask)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D (H, W) array; got shape {arr.shape}. Pass one map at a time "
-            f"(index a batch as {name}[i])."
-        )
-    if arr.dtype == bool:
-        return arr
-    if arr.dtype.kind in "iuf":
-        values = np.unique(arr)
-        if np.all(np.isin(values, (0, 1))):
-            return arr.astype(bool)
-        raise ValueError(
-            f"{name} of shape {arr.shape} and dtype {arr.dtype} holds values other than 0 and 1 "
-            f"(e.g. {values[~np.isin(values, (0, 1))][:3].tolist()}); binarise it first with "
-            f"gadlib.method.fusion.binarize."
-        )
-    raise TypeError(f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 integers).")
-
-
 def _check_shape(shape) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in shape)
@@ -89,7 +67,7 @@ def _check_group_args(dilation, min_pixels) -> None:
 
 def _grouped_pixels(mask, dilation, min_pixels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Kept pixels sorted by group: (rows, cols, group index 0..G-1), each of shape (k,)."""
-    arr = _as_mask(mask)
+    arr = check_mask(mask)
     _check_group_args(dilation, min_pixels)
     empty = np.zeros(0, dtype=np.int64)
     if not arr.any():
@@ -97,7 +75,7 @@ def _grouped_pixels(mask, dilation, min_pixels) -> tuple[np.ndarray, np.ndarray,
     grown = (
         ndimage.binary_dilation(arr, structure=np.ones((2 * dilation + 1,) * 2, dtype=bool)) if dilation > 0 else arr
     )
-    labels, _ = ndimage.label(grown, structure=_EIGHT_CONNECTED)
+    labels, _ = ndimage.label(grown, structure=EIGHT_CONNECTED)
     rows, cols = np.nonzero(arr)
     owner = labels[rows, cols]
     order = np.argsort(owner, kind="stable")  # stable keeps raster order inside each group
@@ -275,8 +253,7 @@ def relative_complexity(gad, original):
     o = np.asarray(original, dtype=np.float64)
     if np.any(g < 0) or np.any(o < 0):
         raise ValueError(
-            f"complexities must be >= 0; got gad={gad!r}, original={original!r}. "
-            f"Pass HullComplexity.fraction values."
+            f"complexities must be >= 0; got gad={gad!r}, original={original!r}. Pass HullComplexity.fraction values."
         )
     g, o = np.broadcast_arrays(g, o)
     zero = o == 0

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from gadlib.choices import FILLS, SCORE_MODES
+from gadlib.common.checks import as_numpy, check_images, check_mask
+from gadlib.common.modes import evaluation_mode
 from gadlib.common.progress import tqdm
-
-# Tolerance for float round-off at the ends of [0, 1]; normalised images are far outside it.
-_RANGE_TOL = 1e-6
+from gadlib.common.targets import class_indices
 
 
 @dataclass(frozen=True)
@@ -42,40 +42,10 @@ class OcclusionResult:
     rs: np.ndarray
 
 
-def check_pixel_images(images) -> torch.Tensor:
-    """Return ``images`` if it is an (N, C, H, W) float tensor in [0, 1]; raise naming the problem."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W); got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be floating point in [0, 1]; got dtype {images.dtype}")
-    if images.numel() == 0:
-        return images
-    lo, hi = float(images.min()), float(images.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise ValueError(
-            f"images hold values in [{lo:.4g}, {hi:.4g}], outside [0, 1]. Models here expect "
-            f"pixel-space input in [0, 1], i.e. un-normalised (each model normalises inside); pass "
-            f"the images before normalisation."
-        )
-    return images
-
-
 def _as_masks(masks, images: torch.Tensor, name: str = "masks") -> torch.Tensor:
-    if not isinstance(masks, torch.Tensor):
-        masks = torch.as_tensor(np.asarray(masks))
+    """(N, H, W) bool masks of the images, on their device."""
     n, _, h, w = images.shape
-    if tuple(masks.shape) != (n, h, w):
-        raise ValueError(
-            f"{name} must have shape (N, H, W) = {(n, h, w)} to match images {tuple(images.shape)}; "
-            f"got {tuple(masks.shape)}"
-        )
-    if masks.dtype != torch.bool:
-        if masks.is_complex() or ((masks != 0) & (masks != 1)).any():
-            raise ValueError(f"{name} must be bool (or 0/1); got dtype {masks.dtype} with other values")
-        masks = masks != 0
-    return masks.to(images.device)
+    return torch.from_numpy(check_mask(masks, name, shape=(n, h, w))).to(images.device)
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -111,16 +81,13 @@ def _check_fill(fill: str, mean, blur_sigma: float) -> None:
         raise ValueError(f"unknown fill {fill!r}; use one of {FILLS}")
     if fill == "mean" and mean is None:
         raise ValueError(
-            'fill="mean" needs mean=, the per-channel dataset mean in pixel space (e.g. (0.286,) '
-            "for Fashion-MNIST)"
+            'fill="mean" needs mean=, the per-channel dataset mean in pixel space (e.g. (0.286,) for Fashion-MNIST)'
         )
     if fill == "blur" and not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
         raise ValueError(f"blur_sigma must be a positive number of pixels; got {blur_sigma!r}")
 
 
-def occlude(
-    images: torch.Tensor, masks, fill: str = "black", mean=None, blur_sigma: float = 2.0
-) -> torch.Tensor:
+def occlude(images: torch.Tensor, masks, fill: str = "black", mean=None, blur_sigma: float = 2.0) -> torch.Tensor:
     """Replace the masked pixels of each image by a fill, in pixel space.
 
     Parameters
@@ -141,62 +108,10 @@ def occlude(
     -------
     (N, C, H, W) tensor, a new tensor (the input is not modified), same dtype and device.
     """
-    images = check_pixel_images(images)
+    check_images(images, pixel_space=True, require_tensor=True)
     _check_fill(fill, mean, blur_sigma)
     masks = _as_masks(masks, images)
     return torch.where(masks[:, None], _fill_values(images, fill, mean, blur_sigma), images)
-
-
-def _per_image(value, n: int, name: str, device) -> torch.Tensor:
-    t = torch.as_tensor(value, device=device)
-    if t.dim() == 0:
-        t = t.expand(n)
-    if tuple(t.shape) != (n,) or t.is_floating_point() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be an int or an integer tensor of shape ({n},); got {value!r}")
-    return t.long()
-
-
-def _score_from_logits(logits: torch.Tensor, target: torch.Tensor, other, mode: str) -> torch.Tensor:
-    k = logits.shape[1]
-    if target.min() < 0 or target.max() >= k:
-        raise ValueError(
-            f"target classes must lie in [0, {k - 1}] for a model with {k} outputs; got {target.tolist()[:8]}"
-        )
-    s = logits.gather(1, target[:, None])[:, 0]
-    if mode == "logit":
-        return s
-    if other is None:
-        other = 1 - target  # for a pair classifier the other class is the other output
-    if other.min() < 0 or other.max() >= k:
-        raise ValueError(f"other classes must lie in [0, {k - 1}]; got {other.tolist()[:8]}")
-    return s - logits.gather(1, other[:, None])[:, 0]
-
-
-def _check_score_args(mode: str, other, n_outputs: int | None = None) -> None:
-    if mode not in SCORE_MODES:
-        raise ValueError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}")
-    if mode == "margin" and other is None and n_outputs is not None and n_outputs != 2:
-        raise ValueError(
-            f'score mode "margin" with a {n_outputs}-output model needs other=, the class whose '
-            f"logit is subtracted (only a 2-output model has an implied other class)"
-        )
-
-
-class _EvalNoGrad:
-    """Context: model in eval mode without autograd; restores the model's previous mode."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-        self.grad = torch.no_grad()
-        self.grad.__enter__()
-
-    def __exit__(self, *exc):
-        self.grad.__exit__(*exc)
-        self.model.train(self.was_training)
 
 
 def score(
@@ -225,21 +140,12 @@ def score(
     -------
     (N,) float64 array of scores (higher = more confident in the target).
     """
-    images = check_pixel_images(images)
+    check_images(images, pixel_space=True, require_tensor=True)
     _check_score_args(mode, other)
-    n = images.shape[0]
-    target_t = _per_image(target, n, "target", images.device)
-    other_t = None if other is None else _per_image(other, n, "other", images.device)
-    out = []
-    with _EvalNoGrad(model):
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            logits = model(images[sl])
-            _check_score_args(mode, other, logits.shape[1])
-            out.append(
-                _score_from_logits(logits, target_t[sl], None if other_t is None else other_t[sl], mode)
-            )
-    return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
+    nothing_occluded = torch.zeros((1,) + tuple(images[:, 0].shape), dtype=torch.bool, device=images.device)
+    return _occluded_scores(
+        model, images, nothing_occluded, target, other, mode, "black", None, 2.0, batch_size, progress=False
+    )[0]
 
 
 def occlusion_sensitivity(
@@ -281,7 +187,7 @@ def occlusion_sensitivity(
         falls more per occluded pixel). Where a set is empty for an image (area 0), RS is NaN, with
         one RuntimeWarning per call giving the counts per set.
     """
-    images = check_pixel_images(images)
+    check_images(images, pixel_space=True, require_tensor=True)
     _check_fill(fill, mean, blur_sigma)
     _check_score_args(score_mode, other)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -290,26 +196,51 @@ def occlusion_sensitivity(
         names = list(masks_by_set)
         sets = [_as_masks(masks_by_set[k], images, f"masks_by_set[{k!r}]") for k in names]
     else:
-        stacked = (
-            masks_by_set
-            if isinstance(masks_by_set, torch.Tensor)
-            else torch.as_tensor(np.asarray(masks_by_set))
-        )
-        if stacked.dim() != 4:
+        stacked = as_numpy(masks_by_set)
+        if stacked.ndim != 4:
             raise ValueError(
-                f"masks_by_set must be a dict of (N, H, W) masks or an (S, N, H, W) array; "
-                f"got shape {tuple(stacked.shape)}"
+                f"masks_by_set must be a dict of (N, H, W) masks or an (S, N, H, W) array; got shape {stacked.shape}"
             )
         names = list(range(stacked.shape[0]))
         sets = [_as_masks(stacked[i], images, f"masks_by_set[{i}]") for i in names]
     n = images.shape[0]
-    target_t = _per_image(target, n, "target", images.device)
-    other_t = None if other is None else _per_image(other, n, "other", images.device)
     # Set 0 of the stream is the clean image (nothing occluded).
     all_masks = torch.stack([torch.zeros_like(images[:, 0], dtype=torch.bool)] + sets)
+    scores = _occluded_scores(
+        model, images, all_masks, target, other, score_mode, fill, mean, blur_sigma, batch_size, progress
+    )
+    clean = scores[0]
+    results, empty_counts = {}, {}
+    for i, name in enumerate(names):
+        area = sets[i].sum(dim=(1, 2)).double().cpu().numpy()
+        drop = clean - scores[i + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rs = np.where(area > 0, drop / np.where(area > 0, area, 1.0), np.nan)
+        if (area == 0).any():
+            empty_counts[name] = int((area == 0).sum())
+        results[name] = OcclusionResult(clean.copy(), scores[i + 1].copy(), drop, area, rs)
+    if empty_counts:
+        warnings.warn(
+            f"RS undefined (empty region set, area 0) for images per set {empty_counts} of {n}; RS is NaN there",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return results
+
+
+def _occluded_scores(
+    model, images, all_masks, target, other, mode, fill, mean, blur_sigma, batch_size, progress
+) -> np.ndarray:
+    """(S, N) float64 scores of the N images with each of the (S, N, H, W) masks occluded.
+
+    The S x N inputs are one stream, set-major, of ``batch_size`` inputs per forward pass.
+    """
+    n = images.shape[0]
+    target_t = class_indices(target, n, device=images.device)
+    other_t = None if other is None else class_indices(other, n, name="other", device=images.device)
     total = all_masks.shape[0] * n
     scores = torch.empty(total, dtype=torch.float64)
-    with _EvalNoGrad(model):
+    with evaluation_mode(model, no_grad=True):
         for start in tqdm(range(0, total, batch_size), desc="occlusion", disable=not progress):
             idx = torch.arange(start, min(start + batch_size, total), device=images.device)
             set_idx, img_idx = idx // n, idx % n
@@ -317,30 +248,27 @@ def occlusion_sensitivity(
             fill_values = _fill_values(batch, fill, mean, blur_sigma)
             batch = torch.where(all_masks[set_idx, img_idx][:, None], fill_values, batch)
             logits = model(batch)
-            _check_score_args(score_mode, other, logits.shape[1])
-            s = _score_from_logits(
-                logits, target_t[img_idx], None if other_t is None else other_t[img_idx], score_mode
-            )
+            if start == 0:  # the model's number of outputs is known now
+                _check_score_args(mode, other, logits.shape[1])
+                class_indices(target_t, n, num_classes=logits.shape[1])
+                if mode == "margin" and other_t is not None:
+                    class_indices(other_t, n, num_classes=logits.shape[1], name="other")
+            s = logits.gather(1, target_t[img_idx][:, None])[:, 0]
+            if mode == "margin":  # for a pair classifier the implied other class is the other output
+                others = 1 - target_t[img_idx] if other_t is None else other_t[img_idx]
+                s = s - logits.gather(1, others[:, None])[:, 0]
             scores[start : start + len(idx)] = s.double().cpu()
-    scores_np = scores.numpy().reshape(all_masks.shape[0], n)
-    clean = scores_np[0]
-    results, empty_counts = {}, {}
-    for i, name in enumerate(names):
-        area = sets[i].sum(dim=(1, 2)).double().cpu().numpy()
-        drop = clean - scores_np[i + 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rs = np.where(area > 0, drop / np.where(area > 0, area, 1.0), np.nan)
-        if (area == 0).any():
-            empty_counts[name] = int((area == 0).sum())
-        results[name] = OcclusionResult(clean.copy(), scores_np[i + 1].copy(), drop, area, rs)
-    if empty_counts:
-        warnings.warn(
-            f"RS undefined (empty region set, area 0) for images per set {empty_counts} of {n}; "
-            f"RS is NaN there",
-            RuntimeWarning,
-            stacklevel=2,
+    return scores.numpy().reshape(all_masks.shape[0], n)
+
+
+def _check_score_args(mode: str, other, n_outputs: int | None = None) -> None:
+    if mode not in SCORE_MODES:
+        raise ValueError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}")
+    if mode == "margin" and other is None and n_outputs is not None and n_outputs != 2:
+        raise ValueError(
+            f'score mode "margin" with a {n_outputs}-output model needs other=, the class whose '
+            f"logit is subtracted (only a 2-output model has an implied other class)"
         )
-    return results
 
 
 def random_region_mask(reference, rng) -> np.ndarray:
@@ -364,15 +292,7 @@ def random_region_mask(reference, rng) -> np.ndarray:
     if rng is None:
         raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
     rng = np.random.default_rng(rng)
-    if hasattr(reference, "detach"):
-        reference = reference.detach().cpu().numpy()
-    ref = np.asarray(reference)
-    if ref.ndim != 2:
-        raise ValueError(f"reference must be a 2-D (H, W) mask; got shape {ref.shape}")
-    if ref.dtype != bool:
-        if ref.dtype.kind not in "iuf" or not np.all(np.isin(ref, (0, 1))):
-            raise ValueError(f"reference must be bool (or 0/1); got dtype {ref.dtype}")
-        ref = ref.astype(bool)
+    ref = check_mask(reference, "reference")
     h, w = ref.shape
     dy, dx = int(rng.integers(h)), int(rng.integers(w))
     return np.roll(ref, (dy, dx), axis=(0, 1))

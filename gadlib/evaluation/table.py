@@ -13,7 +13,6 @@ JSON-ready numbers of metrics.json.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +20,11 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
+from gadlib.common.checks import check_images, check_importance
 from gadlib.common.progress import tqdm
-from gadlib.evaluation.regions import hull_complexity, hull_polygons, rasterize, relative_complexity
-from gadlib.evaluation.sensitivity import check_pixel_images, occlusion_sensitivity, random_region_mask
+from gadlib.common.targets import class_indices
+from gadlib.evaluation.regions import EIGHT_CONNECTED, hull_complexity, hull_polygons, rasterize, relative_complexity
+from gadlib.evaluation.sensitivity import occlusion_sensitivity, random_region_mask
 from gadlib.method.fusion import binarize
 
 REGION_SETS = ("original", "gad", "rest", "random")
@@ -43,35 +44,6 @@ TABLE_COLUMNS = (
     "rs",
     "rc",
 )
-
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-def _to_tensor(values) -> torch.Tensor:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu()
-    return torch.as_tensor(np.asarray(values))
-
-
-def _as_importance(importance, name: str, n: int, h: int, w: int) -> torch.Tensor:
-    t = _to_tensor(importance)
-    if tuple(t.shape) != (n, h, w):
-        raise ValueError(
-            f"{name} must have shape (N, H, W) = {(n, h, w)} to match images; got {tuple(t.shape)}. "
-            f"Collapse channels first with gadlib.method.fusion.pixel_importance."
-        )
-    if not t.is_floating_point():
-        t = t.float()
-    bad = ~torch.isfinite(t)
-    if bad.any():  # as gadlib.method.fusion.pixel_importance reads them, and never silently
-        warnings.warn(f"{name}: {int(bad.sum())} values are NaN or infinite; they count as importance 0",
-                      RuntimeWarning, stacklevel=3)
-        t = torch.where(bad, torch.zeros_like(t), t)
-    if (t < 0).any():
-        raise ValueError(
-            f"{name} must be non-negative per-pixel importance; got minimum {float(t.min()):.4g}"
-        )
-    return t
 
 
 def significant_pixels(
@@ -149,12 +121,9 @@ def build_region_sets(
     if rng is None:
         raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
     rng = np.random.default_rng(rng)
-    orig_t = _to_tensor(original_importance)
-    if orig_t.dim() != 3:
-        raise ValueError(f"original_importance must have shape (N, H, W); got {tuple(orig_t.shape)}")
-    n, h, w = orig_t.shape
-    orig_imp = _as_importance(orig_t, "original_importance", n, h, w)
-    gad_imp = _as_importance(gad_importance, "gad_importance", n, h, w)
+    orig_imp = torch.from_numpy(check_importance(original_importance, "original_importance"))
+    n, h, w = orig_imp.shape
+    gad_imp = torch.from_numpy(check_importance(gad_importance, "gad_importance", shape=(n, h, w)))
     orig_bin = significant_pixels(orig_imp, threshold_mode, q, tau).numpy()
     gad_bin = significant_pixels(gad_imp, threshold_mode, q, tau).numpy()
 
@@ -179,7 +148,7 @@ def build_region_sets(
         rasters["rest"][i] = rasters["original"][i] & ~rasters["gad"][i]
         rasters["random"][i] = random_region_mask(rasters["gad"][i], rng)
         for name in ("rest", "random"):
-            n_regions[name][i] = ndimage.label(rasters[name][i], structure=_EIGHT_CONNECTED)[1]
+            n_regions[name][i] = ndimage.label(rasters[name][i], structure=EIGHT_CONNECTED)[1]
     for name in ("rest", "random"):
         n_pixels[name] = rasters[name].sum(axis=(1, 2))
         complexity[name] = n_pixels[name] / (h * w)
@@ -248,16 +217,14 @@ def evaluate_maps(
     - ``rc``: on the gad row, complexity(gad) / complexity(original) (lower = GAD simpler; NaN with
       one warning per call when the original map is empty); NaN on the other rows.
     """
-    images = check_pixel_images(images)
+    check_images(images, pixel_space=True, require_tensor=True)
     if rng is None:
         raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
     rng = np.random.default_rng(rng)
     n, _, h, w = images.shape
-    orig_imp = _as_importance(original_importance, "original_importance", n, h, w)
-    gad_imp = _as_importance(gad_importance, "gad_importance", n, h, w)
-    target_np = np.broadcast_to(
-        np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets), (n,)
-    )
+    orig_imp = check_importance(original_importance, "original_importance", shape=(n, h, w))
+    gad_imp = check_importance(gad_importance, "gad_importance", shape=(n, h, w))
+    target_t = class_indices(targets, n, device="cpu")
     ids = np.arange(n) if image_ids is None else np.asarray(image_ids)
     if ids.shape != (n,):
         raise ValueError(f"image_ids must have shape ({n},); got {ids.shape}")
@@ -274,7 +241,6 @@ def evaluate_maps(
         desc=f"hulls {method}",
     )
     rasters, complexity = sets.masks, sets.complexity
-
     rc = relative_complexity(complexity["gad"], complexity["original"])
 
     nan = np.full(n, np.nan)
@@ -285,7 +251,7 @@ def evaluate_maps(
             model,
             images,
             {k: torch.from_numpy(v) for k, v in rasters.items()},
-            torch.as_tensor(target_np.copy()),
+            target_t,
             fill=fill,
             score_mode=score_mode,
             other=other,
@@ -296,29 +262,28 @@ def evaluate_maps(
         )
         sens = {k: vars(r) for k, r in results.items()}
 
-    frames = []
-    for name in REGION_SETS:
-        frames.append(
-            pd.DataFrame(
-                {
-                    "image": ids,
-                    "method": method,
-                    "target": target_np,
-                    "region_set": name,
-                    "n_pixels": sets.n_pixels[name],
-                    "n_regions": sets.n_regions[name],
-                    "complexity": complexity[name],
-                    "hull_area": sets.hull_area[name],
-                    "area_pixels": rasters[name].sum(axis=(1, 2)).astype(np.int64),
-                    "score": sens[name]["score"],
-                    "occluded_score": sens[name]["occluded_score"],
-                    "drop": sens[name]["drop"],
-                    "rs": sens[name]["rs"],
-                    "rc": rc if name == "gad" else nan,
-                    "_order": np.arange(n),
-                }
-            )
+    frames = [
+        pd.DataFrame(
+            {
+                "image": ids,
+                "method": method,
+                "target": target_t.numpy(),
+                "region_set": name,
+                "n_pixels": sets.n_pixels[name],
+                "n_regions": sets.n_regions[name],
+                "complexity": complexity[name],
+                "hull_area": sets.hull_area[name],
+                "area_pixels": rasters[name].sum(axis=(1, 2)).astype(np.int64),
+                "score": sens[name]["score"],
+                "occluded_score": sens[name]["occluded_score"],
+                "drop": sens[name]["drop"],
+                "rs": sens[name]["rs"],
+                "rc": rc if name == "gad" else nan,
+                "_order": np.arange(n),
+            }
         )
+        for name in REGION_SETS
+    ]
     table = pd.concat(frames, ignore_index=True)
     table["region_set"] = pd.Categorical(table["region_set"], categories=REGION_SETS)
     table = table.sort_values(["_order", "region_set"], kind="stable").drop(columns="_order")

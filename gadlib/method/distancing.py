@@ -147,83 +147,27 @@ def distancing_targets(
     (N, C) new tensor of targets.
     """
     _check_logits(logits)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
-            math.isfinite(scale) and scale > 0):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number; got {scale!r}")
     if len(labels) != len(logits):
         raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
     num_classes = logits.shape[1]
     spread = logit_spread(logits) if spread is None else torch.as_tensor(spread, dtype=logits.dtype)
     if spread.shape != (num_classes,) or not bool(torch.isfinite(spread).all()) or bool((spread < 0).any()):
-        raise ValueError(f"spread must be a finite non-negative tensor of shape ({num_classes},); "
-                         f"got shape {tuple(spread.shape)}")
-    mask = lowering_mask(labels, num_classes, strategy, pair=pair, cls=cls, groups=groups,
-                         allow_other=allow_other)
+        raise ValueError(
+            f"spread must be a finite non-negative tensor of shape ({num_classes},); got shape {tuple(spread.shape)}"
+        )
+    mask = lowering_mask(labels, num_classes, strategy, pair=pair, cls=cls, groups=groups, allow_other=allow_other)
     flat_columns = mask.any(dim=0) & (spread == 0)
     if flat_columns.any():
-        warnings.warn(f"logit columns {flat_columns.nonzero().flatten().tolist()} have zero spread, "
-                      "so distancing does not move them", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"logit columns {flat_columns.nonzero().flatten().tolist()} have zero spread, "
+            "so distancing does not move them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     shift = scale * spread.to(logits.dtype).to(logits.device)
     return logits - mask.to(logits.device) * shift
-
-
-def distance_pair(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    pair: Sequence[int],
-    scale: float,
-    spread: torch.Tensor | Sequence[float] | None = None,
-    allow_other: bool = False,
-) -> torch.Tensor:
-    """Binary distancing: images of k get ``t_l = z_l - scale*spread[l]``, images of l get
-    ``t_k = z_k - scale*spread[k]``; see :func:`distancing_targets`.
-
-    Images of other classes raise ValueError, unless ``allow_other`` leaves them unchanged.
-
-    Returns
-    -------
-    (N, C) targets.
-    """
-    return distancing_targets("pair", logits, labels, scale=scale, spread=spread, pair=pair,
-                              allow_other=allow_other)
-
-
-def one_vs_all_targets(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    cls: int,
-    scale: float,
-    spread: torch.Tensor | Sequence[float] | None = None,
-) -> torch.Tensor:
-    """One vs All: images of ``cls`` get every other logit j lowered by ``scale*spread[j]``, images of
-    any other class get logit ``cls`` lowered by ``scale*spread[cls]``.
-
-    Returns
-    -------
-    (N, C) targets.
-    """
-    return distancing_targets("one_vs_all", logits, labels, scale=scale, spread=spread, cls=cls)
-
-
-def split_targets(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    group1: Sequence[int],
-    group2: Sequence[int],
-    scale: float,
-    spread: torch.Tensor | Sequence[float] | None = None,
-    allow_other: bool = False,
-) -> torch.Tensor:
-    """Split output space: images of group 1 get every group-2 logit lowered, and vice versa.
-
-    Images of a class in neither group raise ValueError, unless ``allow_other`` leaves them unchanged.
-
-    Returns
-    -------
-    (N, C) targets.
-    """
-    return distancing_targets("split", logits, labels, scale=scale, spread=spread,
-                              groups=(group1, group2), allow_other=allow_other)
 
 
 def distancing_margin(
@@ -246,8 +190,9 @@ def distancing_margin(
     _check_logits(logits)
     if len(labels) != len(logits):
         raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
-    mask = lowering_mask(labels, logits.shape[1], strategy, pair=pair, cls=cls, groups=groups,
-                         allow_other=True).to(logits.device)
+    mask = lowering_mask(labels, logits.shape[1], strategy, pair=pair, cls=cls, groups=groups, allow_other=True).to(
+        logits.device
+    )
     own = logits.gather(1, labels.to(logits.device).long().unsqueeze(1)).squeeze(1)
     largest_lowered = logits.masked_fill(~mask, -math.inf).amax(dim=1)
     margin = own - largest_lowered
@@ -291,12 +236,10 @@ def two_means_split(
         if distances[first, second] == 0:
             continue
         assignment = _lloyd_two_means(points, points[[first, second]])
-        inertia = sum(((points[assignment == g] - points[assignment == g].mean(axis=0)) ** 2).sum()
-                      for g in (0, 1))
+        inertia = sum(((points[assignment == g] - points[assignment == g].mean(axis=0)) ** 2).sum() for g in (0, 1))
         if inertia < best_inertia - 1e-12:
             best_assignment, best_inertia = assignment, inertia
-    groups = [tuple(int(c) for c, g in zip(classes, best_assignment, strict=True) if g == group)
-              for group in (0, 1)]
+    groups = [tuple(int(c) for c, g in zip(classes, best_assignment, strict=True) if g == group) for group in (0, 1)]
     groups.sort(key=min)
     return groups[0], groups[1]
 
@@ -328,8 +271,10 @@ def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
         raise ValueError("labels must be an integer tensor of shape (N,)")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must be indices into the {num_classes} logits; got values from "
-                         f"{int(labels.min())} to {int(labels.max())}")
+        raise ValueError(
+            f"labels must be indices into the {num_classes} logits; got values from "
+            f"{int(labels.min())} to {int(labels.max())}"
+        )
 
 
 def _check_class_index(value: int, num_classes: int, name: str) -> None:
@@ -375,5 +320,7 @@ def _check_groups(groups, num_classes: int, present: set[int]) -> tuple[tuple[in
 def _check_others(labels: torch.Tensor, involved: Sequence[int], allow_other: bool, what: str) -> None:
     others = sorted(set(labels.tolist()) - set(involved))
     if others and not allow_other:
-        raise ValueError(f"labels hold classes {others} outside {what}; select those images first, "
-                         "or pass allow_other=True to leave them unchanged")
+        raise ValueError(
+            f"labels hold classes {others} outside {what}; select those images first, "
+            "or pass allow_other=True to leave them unchanged"
+        )

@@ -33,9 +33,7 @@ def pixel_importance(attributions: torch.Tensor, mode: str = "abs") -> torch.Ten
     if mode not in IMPORTANCE_MODES:
         raise ValueError(f"unknown importance mode {mode!r}; use one of {IMPORTANCE_MODES}")
     if attributions.dim() < 3:
-        raise ValueError(
-            f"attributions must have shape (..., C, H, W); got {tuple(attributions.shape)}"
-        )
+        raise ValueError(f"attributions must have shape (..., C, H, W); got {tuple(attributions.shape)}")
     values = attributions.abs() if mode == "abs" else attributions.clamp(min=0)
     importance = values.sum(dim=-3)
     bad = ~torch.isfinite(importance)
@@ -59,9 +57,7 @@ def check_threshold_options(mode: str, q: float, tau: float) -> None:
         raise ValueError(f"tau must lie in (0, 1]; got {tau}")
 
 
-def binarize(
-    importance: torch.Tensor, mode: str = "quantile", q: float = 0.9, tau: float = 0.5
-) -> torch.Tensor:
+def binarize(importance: torch.Tensor, mode: str = "quantile", q: float = 0.9, tau: float = 0.5) -> torch.Tensor:
     """Keep the important pixels of each map, each map by its own threshold.
 
     Parameters
@@ -88,11 +84,7 @@ def binarize(
         cut = tau * flat.amax(dim=-1, keepdim=True)
     empty = flat.amax(dim=-1, keepdim=True) <= 0
     if empty.any():
-        warnings.warn(
-            f"{int(empty.sum())} maps are all zero; they keep no pixel",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"{int(empty.sum())} maps are all zero; they keep no pixel", RuntimeWarning, stacklevel=2)
     # A pixel of importance 0 is never important: a sparse map (fewer than 1 - q non-zero pixels,
     # a GAD map or a ReLU-heavy GuidedBackprop map) has a q-quantile of 0 and would keep every pixel.
     keep = (flat >= cut) & (flat > 0)
@@ -143,8 +135,7 @@ def fuse_maps(
     values count as importance 0 and are 0 in the GAD map; both cases warn.
     """
     if attributions.dim() != 5 or len(attributions) == 0:
-        raise ValueError(f"attributions must have shape (M, N, C, H, W) with M >= 1; "
-                         f"got {tuple(attributions.shape)}")
+        raise ValueError(f"attributions must have shape (M, N, C, H, W) with M >= 1; got {tuple(attributions.shape)}")
     needed = check_fusion_options(importance, threshold_mode, q, tau, min_agreement, len(attributions))
     pixel_scores = pixel_importance(attributions, importance)
     masks = binarize(pixel_scores, threshold_mode, q, tau)
@@ -154,8 +145,9 @@ def fuse_maps(
     return FusionResult(gad=gad, importance=pixel_scores, masks=masks, consistency=consistency)
 
 
-def check_fusion_options(importance: str, threshold_mode: str, q: float, tau: float,
-                          min_agreement: int | None, n_maps: int) -> int:
+def check_fusion_options(
+    importance: str, threshold_mode: str, q: float, tau: float, min_agreement: int | None, n_maps: int
+) -> int:
     """Validate the fusion options up front; return how many maps must keep a pixel."""
     if importance not in IMPORTANCE_MODES:
         raise ValueError(f"unknown importance mode {importance!r}; use one of {IMPORTANCE_MODES}")
@@ -164,6 +156,8 @@ def check_fusion_options(importance: str, threshold_mode: str, q: float, tau: fl
         return n_maps
     is_integer = isinstance(min_agreement, int) and not isinstance(min_agreement, bool)
     if not is_integer or not 1 <= min_agreement <= n_maps:
-        raise ValueError(f"min_agreement must be an integer in [1, {n_maps}] (the number of maps, "
-                         f"original included) or None; got {min_agreement!r}")
+        raise ValueError(
+            f"min_agreement must be an integer in [1, {n_maps}] (the number of maps, "
+            f"original included) or None; got {min_agreement!r}"
+        )
     return min_agreement

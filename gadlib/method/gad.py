@@ -1,19 +1,16 @@
-"""Attribution methods by name, the fusion of Algorithm 2, and the ``GAD`` attribution class.
+"""Attribution methods by name, and the ``GAD`` attribution class.
 
-``GAD(method, model, support_models).attribute(inputs, target=...)`` has Captum's call shape and
+``GAD(method, model, support_models).attribute(inputs, target=...)`` explains the original and
+every support model, fuses the maps (:mod:`gadlib.method.fusion`), and has Captum's call shape: it
 returns a tensor shaped like the inputs, so Captum's ``NoiseTunnel``, its visualisation and Quantus
-take it as they take any Captum method. The fusion (Algorithm 2, steps 2-5): per-pixel importance of
-every map, each map binarised by its own threshold, a consistency mask of the pixels kept in every
-map (or in at least ``min_agreement`` of them), and the GAD map = the original's attribution where
-the mask holds, zero elsewhere.
+take it as they take any Captum method.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -30,7 +27,10 @@ from captum.log import log_usage
 from torch import nn
 
 from gadlib.choices import BATCHED_METHODS, METHODS
-from gadlib.common.memory import is_out_of_memory, warn_out_of_memory
+from gadlib.common.batching import batch_results, is_out_of_memory
+from gadlib.common.checks import check_images
+from gadlib.common.modes import evaluation_mode
+from gadlib.common.targets import class_indices
 from gadlib.method import batched
 from gadlib.method.fusion import FusionResult, check_fusion_options, fuse_maps
 from gadlib.models.architectures import architecture_signature, model_device
@@ -86,9 +86,7 @@ def method_defaults(
     return {}
 
 
-def resolve_target(
-    model: nn.Module, inputs: torch.Tensor, target: TargetLike, batch_size: int = 64
-) -> torch.Tensor:
+def resolve_target(model: nn.Module, inputs: torch.Tensor, target: TargetLike, batch_size: int = 64) -> torch.Tensor:
     """The class to explain for each image: ``None`` = the class ``model`` predicts.
 
     Parameters
@@ -101,24 +99,11 @@ def resolve_target(
     -------
     (N,) int64 tensor on the CPU, every value in [0, K).
     """
-    with _eval_mode(model), torch.no_grad():
-        device = model_device(model)
-        if target is None:
-            return predict_logits(model, inputs, batch_size, device).argmax(dim=1)
-        num_classes = model(inputs[:1].detach().to(device)).shape[1]
-    targets = torch.as_tensor(target).cpu()
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise ValueError(f"target must hold integer class indices; got dtype {targets.dtype}")
-    if targets.dim() == 0:
-        targets = targets.expand(len(inputs))
-    if targets.shape != (len(inputs),):
-        raise ValueError(f"target must be one class index or one per image ({len(inputs)}); "
-                         f"got shape {tuple(targets.shape)}")
-    out_of_range = targets[(targets < 0) | (targets >= num_classes)]
-    if len(out_of_range):
-        raise ValueError(f"target {out_of_range.unique().tolist()} is out of range: the model has "
-                         f"{num_classes} outputs, so targets lie in [0, {num_classes})")
-    return targets.long()
+    if target is None:
+        return predict_logits(model, inputs, batch_size).argmax(dim=1)
+    with evaluation_mode(model, no_grad=True):
+        num_classes = model(inputs[:1].detach().to(model_device(model))).shape[1]
+    return class_indices(target, len(inputs), num_classes=num_classes, device="cpu")
 
 
 def attribute(
@@ -151,13 +136,18 @@ def attribute(
     -------
     (N, C, H, W) tensor on the inputs' device.
     """
-    _check_images(inputs)
-    method_kwargs = {**method_defaults(name, n_steps=n_steps, internal_batch_size=internal_batch_size,
-                                       nt_samples=nt_samples, stdevs=stdevs), **kwargs}
+    check_images(inputs, "inputs", require_tensor=True)
+    method_kwargs = {
+        **method_defaults(
+            name, n_steps=n_steps, internal_batch_size=internal_batch_size, nt_samples=nt_samples, stdevs=stdevs
+        ),
+        **kwargs,
+    }
     targets = resolve_target(model, inputs, target, batch_size)
-    with _eval_mode(model):
-        return _in_batches(make_method(name, model).attribute, inputs, targets, batch_size, method_kwargs,
-                           model_device(model))
+    with evaluation_mode(model):
+        return _in_batches(
+            make_method(name, model).attribute, inputs, targets, batch_size, method_kwargs, model_device(model)
+        )
 
 
 class GAD(GradientAttribution):
@@ -175,10 +165,6 @@ class GAD(GradientAttribution):
     internal_batch_size : bound on Integrated Gradients' images x steps per forward pass (halved too).
     fast : use ``gadlib.method.batched.attribute_models`` (all models at once) for the methods in
         ``BATCHED_METHODS``; otherwise Captum, model by model.
-
-    Attributes
-    ----------
-    last_result : the FusionResult of the latest call (per-model maps, masks, consistency), or None.
 
     A model whose targeted logits do not depend on the input (autograd finds no path) gets an
     all-zero map, with a warning, instead of autograd's error.
@@ -207,8 +193,9 @@ class GAD(GradientAttribution):
         _check_same_architecture(model, support_models)
         check_fusion_options(importance, threshold_mode, q, tau, min_agreement, len(self.models))
         if batch_size < 1 or internal_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1; got batch_size={batch_size}, "
-                             f"internal_batch_size={internal_batch_size}")
+            raise ValueError(
+                f"batch sizes must be >= 1; got batch_size={batch_size}, internal_batch_size={internal_batch_size}"
+            )
         if isinstance(method, str):
             self._methods = [make_method(method, m) for m in self.models]
             self._defaults = method_defaults(method, internal_batch_size=internal_batch_size)
@@ -216,22 +203,24 @@ class GAD(GradientAttribution):
             self._methods = [method(m) for m in self.models]
             self._defaults = {}
         else:
-            raise TypeError(f"method must be one of {METHODS} or a Captum attribution class; "
-                            f"got {method!r}")
+            raise TypeError(f"method must be one of {METHODS} or a Captum attribution class; got {method!r}")
         # Only a method named here is known to match gadlib.method.batched's implementation.
         self._fast_method = method if fast and isinstance(method, str) and method in BATCHED_METHODS else None
-        self.fusion = {"importance": importance, "threshold_mode": threshold_mode, "q": q, "tau": tau,
-                       "min_agreement": min_agreement}
+        self.fusion = {
+            "importance": importance,
+            "threshold_mode": threshold_mode,
+            "q": q,
+            "tau": tau,
+            "min_agreement": min_agreement,
+        }
         self.batch_size = batch_size
-        self.last_result: FusionResult | None = None
 
     @property
     def multiplies_by_inputs(self) -> bool:
         return self._methods[0].multiplies_by_inputs
 
     @log_usage()
-    def attribute(self, inputs: torch.Tensor, target: TargetLike = None,
-                  **method_kwargs: Any) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> torch.Tensor:
         """The GAD map of each image.
 
         Parameters
@@ -247,55 +236,58 @@ class GAD(GradientAttribution):
         """
         return self.attribute_detailed(inputs, target, **method_kwargs).gad
 
-    def attribute_detailed(self, inputs: torch.Tensor, target: TargetLike = None,
-                           **method_kwargs: Any) -> FusionResult:
+    def attribute_detailed(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> FusionResult:
         """Like :meth:`attribute`, but returns the whole FusionResult (per-model maps and masks)."""
-        _check_images(inputs)
+        check_images(inputs, "inputs", require_tensor=True)
         targets = resolve_target(self.models[0], inputs, target, self.batch_size)
         kwargs = {**self._defaults, **method_kwargs}
         # NoiseTunnel calls attribute under no_grad; the methods need gradients.
         with torch.enable_grad():
             maps = self._all_maps(inputs, targets, kwargs)
-        self.last_result = fuse_maps(maps, **self.fusion)
-        return self.last_result
+        return fuse_maps(maps, **self.fusion)
 
     def _all_maps(self, inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         """(M, N, C, H, W) maps of the original and every support model, all in eval mode."""
-        with contextlib.ExitStack() as stack:
-            for model in self.models:
-                stack.enter_context(_eval_mode(model))
+        with evaluation_mode(*self.models):
             try:
                 return self._maps_of(range(len(self.models)), inputs, targets, kwargs)
             except RuntimeError as err:
                 if is_out_of_memory(err):
                     raise
-                constant = [i for i, model in enumerate(self.models)
-                            if not _depends_on_input(model, inputs, targets)]
+                constant = [i for i, model in enumerate(self.models) if not _depends_on_input(model, inputs, targets)]
                 if not constant:
                     raise
             # Autograd refuses a gradient of an output that does not depend on the input; it is zero.
             names = ", ".join("the original" if i == 0 else f"support {i}" for i in constant)
-            warnings.warn(f"the logits of {names} do not depend on the input; their attribution maps "
-                          f"are zero", RuntimeWarning, stacklevel=4)
-            maps = torch.zeros((len(self.models),) + tuple(inputs.shape), dtype=inputs.dtype,
-                               device=inputs.device)
+            warnings.warn(
+                f"the logits of {names} do not depend on the input; their attribution maps are zero",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            maps = torch.zeros((len(self.models),) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
             varying = [i for i in range(len(self.models)) if i not in constant]
             if varying:
                 maps[varying] = self._maps_of(varying, inputs, targets, kwargs).to(maps.dtype)
             return maps
 
-    def _maps_of(self, indices: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor,
-                 kwargs: dict[str, Any]) -> torch.Tensor:
+    def _maps_of(
+        self, indices: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any]
+    ) -> torch.Tensor:
         """(len(indices), N, C, H, W) maps of the models at ``indices`` (0 = the original)."""
         chosen = [self.models[i] for i in indices]
         if self._fast_method is not None:
             all_models = functools.partial(batched.attribute_models, self._fast_method, chosen)
-            return _in_batches(all_models, inputs, targets, self.batch_size, kwargs,
-                               model_device(self.models[0]), dim=1)
-        return torch.stack([
-            _in_batches(self._methods[i].attribute, inputs, targets, self.batch_size, kwargs,
-                        model_device(self.models[i]))
-            for i in indices])
+            return _in_batches(
+                all_models, inputs, targets, self.batch_size, kwargs, model_device(self.models[0]), dim=1
+            )
+        return torch.stack(
+            [
+                _in_batches(
+                    self._methods[i].attribute, inputs, targets, self.batch_size, kwargs, model_device(self.models[i])
+                )
+                for i in indices
+            ]
+        )
 
 
 def _in_batches(
@@ -314,32 +306,22 @@ def _in_batches(
 
     Returns the batches' results concatenated along ``dim`` (the image axis), on the inputs' device.
     """
-    results = []
-    internal = kwargs.get("internal_batch_size")
-    start = 0
-    while start < len(inputs):
-        stop = min(start + batch_size, len(inputs))
+
+    def result_of(start: int, sizes: dict[str, int | None]) -> tuple[int, torch.Tensor]:
+        stop = min(start + sizes["batch_size"], len(inputs))
         chunk = inputs[start:stop].detach().to(device).requires_grad_(True)
-        chunk_kwargs = {key: _batch_rows(value, start, stop, inputs).to(device)
-                        if isinstance(value, torch.Tensor) else value for key, value in kwargs.items()}
-        if internal is not None:  # Captum needs at least one step per image
-            chunk_kwargs["internal_batch_size"] = max(internal, len(chunk))
-        try:
-            result = compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
-        except RuntimeError as err:
-            if not is_out_of_memory(err) or (batch_size == 1 and (internal is None or internal == 1)):
-                raise
-            result = None
-        if result is None:  # outside the except block, so the failed pass's tensors are freed
-            del chunk, chunk_kwargs
-            before = {"batch_size": batch_size, "internal_batch_size": internal}
-            batch_size = max(1, batch_size // 2)
-            internal = None if internal is None else max(1, internal // 2)
-            warn_out_of_memory("attribution", before, {"batch_size": batch_size, "internal_batch_size": internal},
-                               stacklevel=4)
-            continue
+        chunk_kwargs = {
+            key: _batch_rows(value, start, stop, inputs).to(device) if isinstance(value, torch.Tensor) else value
+            for key, value in kwargs.items()
+        }
+        if sizes["internal_batch_size"] is not None:  # Captum needs at least one step per image
+            chunk_kwargs["internal_batch_size"] = max(sizes["internal_batch_size"], len(chunk))
+        return stop, compute(chunk, target=targets[start:stop].to(device), **chunk_kwargs)
+
+    sizes = {"batch_size": batch_size, "internal_batch_size": kwargs.get("internal_batch_size")}
+    results = []
+    for _, _, result in batch_results(result_of, len(inputs), sizes, during="attribution", stacklevel=3):
         results.append(result.detach().to(inputs.device))
-        start = stop
     return torch.cat(results, dim=dim)
 
 
@@ -371,26 +353,9 @@ def _check_same_architecture(model: nn.Module, support_models: Sequence[nn.Modul
         signature = architecture_signature(support)
         if signature == reference:
             continue
-        differences = [(ours, theirs) for ours, theirs in zip(reference, signature, strict=False)
-                       if ours != theirs]
+        differences = [(ours, theirs) for ours, theirs in zip(reference, signature, strict=False) if ours != theirs]
         first = differences[0] if differences else f"{len(reference)} parameters against {len(signature)}"
-        raise ValueError(f"support model {index} does not have the original's architecture (first "
-                         f"difference: {first}); support models must be trained from this model")
-
-
-def _check_images(inputs: torch.Tensor) -> None:
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be one tensor of shape (N, C, H, W); got {type(inputs).__name__}")
-    if inputs.dim() != 4 or len(inputs) == 0:
-        raise ValueError(f"inputs must have shape (N, C, H, W) with N >= 1; got {tuple(inputs.shape)}")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (batch norm uses running statistics, no dropout), then the caller's mode again."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+        raise ValueError(
+            f"support model {index} does not have the original's architecture (first "
+            f"difference: {first}); support models must be trained from this model"
+        )

@@ -52,8 +52,11 @@ def remove_surplus_checkpoints(checkpoint_dir: str | os.PathLike, n_models: int)
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         return []
-    surplus = sorted(path for path in folder.iterdir()
-                     if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and int(match.group(1)) > n_models)
+    surplus = sorted(
+        path
+        for path in folder.iterdir()
+        if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and int(match.group(1)) > n_models
+    )
     for path in surplus:
         path.unlink()
     return surplus
@@ -112,14 +115,12 @@ def train_support_models(
     logits = predict_logits(start, images, batch_size=batch_size)
     spread = logit_spread(logits)
     # Fail on a bad strategy before any training, not after the first support model.
-    distancing_targets(strategy, logits, labels, scale=alphas[0], spread=spread, pair=pair, cls=cls,
-                       groups=groups)
+    distancing_targets(strategy, logits, labels, scale=alphas[0], spread=spread, pair=pair, cls=cls, groups=groups)
     if checkpoint_dir is not None:  # a run killed while saving left its temporary file behind
         remove_stale_temporaries(checkpoint_dir)
         remove_surplus_checkpoints(checkpoint_dir, len(alphas))
     data_digest = _digest(start.state_dict(), images, labels)
-    config = {**_plain(distancing), "init": init, "epochs": epochs, "lr": lr,
-              "batch_size": batch_size, "seed": seed}
+    config = {**_plain(distancing), "init": init, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
 
     supports: list[nn.Module] = []
     for step, alpha in enumerate(tqdm(alphas, desc="support models", disable=not progress), start=1):
@@ -128,17 +129,35 @@ def train_support_models(
         model = copy.deepcopy(supports[-1] if init == "chained" and supports else start)
         path = None if checkpoint_dir is None else support_checkpoint_path(checkpoint_dir, step)
         if not (resume and path is not None and _load_if_fingerprint_matches(path, model, fingerprint)):
-            targets = distancing_targets(strategy, logits, labels, scale=alpha, spread=spread,
-                                         pair=pair, cls=cls, groups=groups)
-            history = train_model(model, images, targets, loss="mse", epochs=epochs,
-                                  batch_size=batch_size, lr=lr, seed=seed + step, device=device,
-                                  progress=progress)
+            targets = distancing_targets(
+                strategy, logits, labels, scale=alpha, spread=spread, pair=pair, cls=cls, groups=groups
+            )
+            history = train_model(
+                model,
+                images,
+                targets,
+                loss="mse",
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed + step,
+                device=device,
+                progress=progress,
+            )
             if path is not None:
-                save_checkpoint(path, model, meta={
-                    "step": step, "alpha": alpha, "fingerprint": fingerprint,
-                    "final_loss": history.train_loss[-1], "train_loss": history.train_loss,
-                    "spread": spread.tolist(), **config,
-                })
+                save_checkpoint(
+                    path,
+                    model,
+                    meta={
+                        "step": step,
+                        "alpha": alpha,
+                        "fingerprint": fingerprint,
+                        "final_loss": history.train_loss[-1],
+                        "train_loss": history.train_loss,
+                        "spread": spread.tolist(),
+                        **config,
+                    },
+                )
         supports.append(model.to(device).eval())
     return supports
 
@@ -163,11 +182,14 @@ def load_support_models(
     for step, alpha in enumerate(alphas, start=1):
         model = copy.deepcopy(original)
         path = support_checkpoint_path(checkpoint_dir, step)
-        _, meta = load_checkpoint(path, model, created_by="gadlib.method.support.train_support_models "
-                                                          "(the support-model stage)")
+        _, meta = load_checkpoint(
+            path, model, created_by="gadlib.method.support.train_support_models (the support-model stage)"
+        )
         if not math.isclose(meta.get("alpha", math.nan), alpha):
-            raise ValueError(f"{path} holds the support model for alpha {meta.get('alpha')}, but the "
-                             f"schedule says {alpha}; re-run the support-model stage")
+            raise ValueError(
+                f"{path} holds the support model for alpha {meta.get('alpha')}, but the "
+                f"schedule says {alpha}; re-run the support-model stage"
+            )
         models.append(model.eval())
         metas.append(meta)
     return models, metas
@@ -225,21 +247,32 @@ def support_fidelity(
         return float(distancing_margin(logits, labels, strategy, **distancing).nanmean())
 
     original_margin = mean_margin(original_logits)
-    rows = [{"alpha": 0.0,
-             "accuracy": float((original_prediction == labels).float().mean()), "agreement": 1.0,
-             "margin": original_margin, "target_margin": original_margin, "final_loss": math.nan}]
+    rows = [
+        {
+            "alpha": 0.0,
+            "accuracy": float((original_prediction == labels).float().mean()),
+            "agreement": 1.0,
+            "margin": original_margin,
+            "target_margin": original_margin,
+            "final_loss": math.nan,
+        }
+    ]
     for step, (support, alpha) in enumerate(zip(supports, alphas, strict=True), start=1):
         prediction_logits = predict_logits(support, test_images, batch_size=batch_size)
         prediction = prediction_logits.argmax(dim=1)
-        targets = distancing_targets(strategy, original_logits, labels, scale=alpha, spread=spread,
-                                     allow_other=True, **distancing)
-        rows.append({
-            "alpha": alpha,
-            "accuracy": float((prediction == labels).float().mean()),
-            "agreement": float((prediction == original_prediction).float().mean()),
-            "margin": mean_margin(prediction_logits), "target_margin": mean_margin(targets),
-            "final_loss": math.nan if final_losses is None else float(final_losses[step - 1]),
-        })
+        targets = distancing_targets(
+            strategy, original_logits, labels, scale=alpha, spread=spread, allow_other=True, **distancing
+        )
+        rows.append(
+            {
+                "alpha": alpha,
+                "accuracy": float((prediction == labels).float().mean()),
+                "agreement": float((prediction == original_prediction).float().mean()),
+                "margin": mean_margin(prediction_logits),
+                "target_margin": mean_margin(targets),
+                "final_loss": math.nan if final_losses is None else float(final_losses[step - 1]),
+            }
+        )
     return rows
 
 

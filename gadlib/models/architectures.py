@@ -83,18 +83,13 @@ def build_model(
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; use one of {ARCHITECTURES}")
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
-                        ("image_size", image_size)):
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
     if len(mean) != in_channels or len(std) != in_channels:
-        raise ValueError(
-            f"mean {list(mean)} and std {list(std)} need one value per input channel ({in_channels})"
-        )
+        raise ValueError(f"mean {list(mean)} and std {list(std)} need one value per input channel ({in_channels})")
     if pretrained and architecture not in _IMAGENET_WEIGHTS:
-        raise ValueError(
-            f"no pretrained weights for {architecture!r}; pretrained works for {tuple(_IMAGENET_WEIGHTS)}"
-        )
+        raise ValueError(f"no pretrained weights for {architecture!r}; pretrained works for {tuple(_IMAGENET_WEIGHTS)}")
 
     if architecture == "small_cnn":
         backbone = _small_cnn(num_classes, in_channels)
@@ -161,8 +156,14 @@ def _set_first_conv(backbone: nn.Module, architecture: str, conv: nn.Conv2d) -> 
 def _new_first_conv(backbone: nn.Module, architecture: str, in_channels: int) -> nn.Conv2d:
     """A first convolution like the backbone's, with ``in_channels`` inputs and torchvision's init."""
     old = _first_conv(backbone, architecture)
-    conv = nn.Conv2d(in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
-                     padding=old.padding, bias=old.bias is not None)
+    conv = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        bias=old.bias is not None,
+    )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)

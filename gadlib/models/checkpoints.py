@@ -86,9 +86,7 @@ def save_checkpoint(
     elif isinstance(model_or_state_dict, dict):
         state_dict = model_or_state_dict
     else:
-        raise TypeError(
-            f"expected an nn.Module or a state dict; got {type(model_or_state_dict).__name__}"
-        )
+        raise TypeError(f"expected an nn.Module or a state dict; got {type(model_or_state_dict).__name__}")
     cpu_state = {name: value.detach().cpu() for name, value in state_dict.items()}
     save_torch_state(path, {"state_dict": cpu_state, "meta": dict(meta or {})})
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import os
-import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gadlib.choices import LOSSES
-from gadlib.common.memory import is_out_of_memory, warn_out_of_memory
+from gadlib.common.batching import batch_results
+from gadlib.common.checks import check_images
+from gadlib.common.modes import evaluation_mode
 from gadlib.common.progress import tqdm
 from gadlib.models.architectures import model_device
-from gadlib.models.checkpoints import load_torch_state, save_torch_state
 
 
 @dataclass
@@ -82,10 +80,7 @@ def train_model(
     val_images: torch.Tensor | None = None,
     val_targets: torch.Tensor | None = None,
     early_stopping_patience: int | None = None,
-    autocast_bf16: bool = False,
     progress: bool = True,
-    checkpoint_path: str | os.PathLike | None = None,
-    resume: bool = False,
 ) -> TrainHistory:
     """Train ``model`` in place with Adam; it is left on ``device``.
 
@@ -101,25 +96,25 @@ def train_model(
     val_images, val_targets : optional validation set, evaluated after every epoch.
     early_stopping_patience : stop after this many epochs without a lower validation loss and restore
         the best weights; needs validation data. ``None`` trains all epochs and keeps the last weights.
-    autocast_bf16 : bfloat16 autocast on CUDA (the loss is computed in float32); ignored on the CPU.
     progress : show a progress bar over epochs.
-    checkpoint_path : if given, after every epoch the model, optimiser and history are saved there.
-    resume : continue from ``checkpoint_path`` if it exists (from its last finished epoch).
 
     Returns
     -------
     TrainHistory
     """
-    check_training_inputs(model, images, targets, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
-                          val_images=val_images, val_targets=val_targets,
-                          early_stopping_patience=early_stopping_patience)
-    if resume and checkpoint_path is None:
-        raise ValueError("resume=True needs a checkpoint_path to resume from")
+    check_training_inputs(
+        model,
+        images,
+        targets,
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_images=val_images,
+        val_targets=val_targets,
+        early_stopping_patience=early_stopping_patience,
+    )
     device = select_device() if device is None else torch.device(device)
-    if autocast_bf16 and device.type != "cuda":
-        warnings.warn("autocast_bf16 works on CUDA only; training in float32 on "
-                      f"{device.type}", RuntimeWarning, stacklevel=2)
-    use_bf16 = autocast_bf16 and device.type == "cuda"
     if loss == "mse":
         targets = targets.float()
         val_targets = None if val_targets is None else val_targets.float()
@@ -127,37 +122,21 @@ def train_model(
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = _loss_function(loss)
-    config = {"loss": loss, "batch_size": batch_size, "lr": lr, "seed": seed, "n_train": len(images),
-              "early_stopping_patience": early_stopping_patience}
-
     history = TrainHistory()
     best_state: dict[str, torch.Tensor] | None = None
     best_val = math.inf
-    if resume and Path(checkpoint_path).is_file():
-        saved = load_torch_state(checkpoint_path, created_by="train_model with a checkpoint_path")
-        if saved.get("config") != config:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was written with training config {saved.get('config')}, "
-                f"not {config}; delete it or call with resume=False to start again"
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        history = TrainHistory(**saved["history"])
-        best_state, best_val = saved["best_state"], saved["best_val_loss"]
-
-    first_epoch = len(history.train_loss)
-    last_epoch = first_epoch if history.stopped_early else epochs
-    epoch_bar = tqdm(range(first_epoch, last_epoch), desc=f"train ({loss})", disable=not progress,
-                     leave=False)
+    epoch_bar = tqdm(range(epochs), desc=f"train ({loss})", disable=not progress, leave=False)
     for epoch in epoch_bar:
-        train_loss = train_epoch(model, images, targets, optimizer, loss=loss, batch_size=batch_size,
-                                 seed=seed, epoch=epoch, device=device, autocast_bf16=use_bf16)
+        train_loss = train_epoch(
+            model, images, targets, optimizer, loss=loss, batch_size=batch_size, seed=seed, epoch=epoch, device=device
+        )
         history.train_loss.append(train_loss)
         if not has_val:
             history.best_epoch = epoch + 1
         else:
-            val_loss, val_accuracy = _evaluate(model, val_images, val_targets, loss_fn, batch_size,
-                                               device, loss == "cross_entropy")
+            val_loss, val_accuracy = _evaluate(
+                model, val_images, val_targets, loss_fn, batch_size, device, loss == "cross_entropy"
+            )
             history.val_loss.append(val_loss)
             if loss == "cross_entropy":
                 history.val_accuracy.append(val_accuracy)
@@ -165,17 +144,12 @@ def train_model(
                 best_val, history.best_epoch = val_loss, epoch + 1
                 if early_stopping_patience is not None:  # a copy is only needed to restore it
                     best_state = _cpu_copy(model.state_dict())
-        epoch_bar.set_postfix(train_loss=f"{train_loss:.4g}",
-                              val_loss=f"{history.val_loss[-1]:.4g}" if has_val else "-")
+        epoch_bar.set_postfix(
+            train_loss=f"{train_loss:.4g}", val_loss=f"{history.val_loss[-1]:.4g}" if has_val else "-"
+        )
         if early_stopping_patience is not None:
             patience_spent = epoch + 1 - history.best_epoch >= early_stopping_patience
             history.stopped_early = patience_spent and epoch + 1 < epochs
-        if checkpoint_path is not None:
-            save_torch_state(checkpoint_path, {
-                "config": config, "model": _cpu_copy(model.state_dict()),
-                "optimizer": optimizer.state_dict(), "history": asdict(history),
-                "best_state": best_state, "best_val_loss": best_val,
-            })
         if history.stopped_early:
             break
 
@@ -186,7 +160,6 @@ def train_model(
     return history
 
 
-@torch.no_grad()
 def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
@@ -213,27 +186,17 @@ def predict_logits(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     device = model_device(model) if device is None else torch.device(device)
     model.to(device)
-    was_training = model.training
-    model.eval()
-    outputs, start = [], 0
-    try:
-        while start < len(images):
-            chunk = images[start:start + batch_size]
-            try:
-                logits = model(chunk.to(device))
-            except RuntimeError as err:
-                if not is_out_of_memory(err) or batch_size == 1:
-                    raise
-                logits = None
-            if logits is None:  # outside the except block, so the failed pass's tensors are freed
-                warn_out_of_memory("prediction", {"batch_size": batch_size}, {"batch_size": batch_size // 2},
-                                   stacklevel=4)  # past torch.no_grad's wrapper, at the caller
-                batch_size //= 2
-                continue
+
+    def logits_of(start: int, sizes: dict[str, int | None]) -> tuple[int, torch.Tensor]:
+        stop = min(start + sizes["batch_size"], len(images))
+        return stop, model(images[start:stop].to(device))
+
+    outputs = []
+    with evaluation_mode(model, no_grad=True):
+        for _, _, logits in batch_results(
+            logits_of, len(images), {"batch_size": batch_size}, during="prediction", stacklevel=2
+        ):
             outputs.append(logits.float().cpu())
-            start += len(chunk)
-    finally:
-        model.train(was_training)
     return torch.cat(outputs)
 
 
@@ -275,26 +238,30 @@ def check_training_inputs(
     if val_images is not None:
         _check_images_and_targets(val_images, val_targets, loss, "val_images", "val_targets")
         if val_images.shape[1:] != images.shape[1:]:
-            raise ValueError(f"val_images have shape {tuple(val_images.shape[1:])} per image; "
-                             f"training images {tuple(images.shape[1:])}")
+            raise ValueError(
+                f"val_images have shape {tuple(val_images.shape[1:])} per image; "
+                f"training images {tuple(images.shape[1:])}"
+            )
 
 
-def _check_images_and_targets(images: torch.Tensor, targets: torch.Tensor, loss: str, images_name: str,
-                targets_name: str) -> None:
-    if images.dim() != 4:
-        raise ValueError(f"{images_name} must have shape (N, C, H, W); got {tuple(images.shape)}")
-    if len(images) == 0:
-        raise ValueError(f"{images_name} is empty")
+def _check_images_and_targets(
+    images: torch.Tensor, targets: torch.Tensor, loss: str, images_name: str, targets_name: str
+) -> None:
+    check_images(images, images_name, require_tensor=True)
     if len(targets) != len(images):
         raise ValueError(f"{len(images)} {images_name} but {len(targets)} {targets_name}")
     if loss == "cross_entropy" and (targets.dim() != 1 or targets.dtype != torch.int64):
-        raise ValueError(f"cross_entropy needs {targets_name} of shape (N,) and dtype int64; "
-                         f"got shape {tuple(targets.shape)}, dtype {targets.dtype}")
+        raise ValueError(
+            f"cross_entropy needs {targets_name} of shape (N,) and dtype int64; "
+            f"got shape {tuple(targets.shape)}, dtype {targets.dtype}"
+        )
     if loss == "cross_entropy" and int(targets.min()) < 0:
         raise ValueError(f"{targets_name} holds a negative class index {int(targets.min())}")
     if loss == "mse" and (targets.dim() != 2 or not targets.is_floating_point()):
-        raise ValueError(f"mse needs {targets_name} of shape (N, K) and a float dtype; "
-                         f"got shape {tuple(targets.shape)}, dtype {targets.dtype}")
+        raise ValueError(
+            f"mse needs {targets_name} of shape (N, K) and a float dtype; "
+            f"got shape {tuple(targets.shape)}, dtype {targets.dtype}"
+        )
     if loss == "mse" and not bool(torch.isfinite(targets).all()):
         raise ValueError(f"{targets_name} contain NaN or infinite values")
 
@@ -310,61 +277,48 @@ def train_epoch(
     seed: int,
     epoch: int,
     device: torch.device,
-    autocast_bf16: bool = False,
-    dropout_seed_offset: int = 0,
 ) -> float:
     """One pass of mini-batch steps over ``(images, targets)`` in a seeded order; the mean loss.
 
     The shuffling order and the model's own randomness (dropout) come from a seed derived from
     ``(seed, epoch)``, and the caller's random state is restored afterwards: the same call gives the
-    same weights, which is what makes :func:`train_model` resumable and repeatable.
+    same weights, which is what makes :func:`train_model` repeatable.
 
     Parameters
     ----------
-    model : the module to step (``DistributedDataParallel`` works: each process passes its shard).
+    model : the module to step.
     images, targets, loss : as in :func:`train_model`, on any device (batches are moved to ``device``);
         ``"mse"`` targets must already be float.
     optimizer : steps ``model``'s parameters.
     batch_size : images per step.
     seed, epoch : the run's seed and the 0-based epoch number.
     device : where the model is.
-    autocast_bf16 : bfloat16 autocast of the forward pass (the caller decides whether the device has it).
-    dropout_seed_offset : added to the dropout seed only (data-parallel ranks pass their rank, so
-        their dropout masks differ while their shuffling of the shard does not).
 
     Returns
     -------
     float: the mean training loss over the epoch's images.
     """
     epoch_seed = _epoch_seed(seed, epoch)
-    with _seeded_rng(epoch_seed + dropout_seed_offset, device):
-        return _train_one_epoch(model, images, targets, optimizer, _loss_function(loss), batch_size,
-                                epoch_seed, device, autocast_bf16)
+    loss_fn = _loss_function(loss)
+    with _seeded_rng(epoch_seed, device):
+        model.train()
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
+        total = torch.zeros((), device=device)  # summed on the device: no sync per batch
+        for start in range(0, len(images), batch_size):
+            index = order[start : start + batch_size]
+            batch, batch_targets = images[index].to(device), targets[index].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss = loss_fn(model(batch), batch_targets)
+            batch_loss.backward()
+            optimizer.step()
+            total += batch_loss.detach() * len(index)
+    return float(total) / len(images)
 
 
 def _loss_function(loss: str):
     return F.cross_entropy if loss == "cross_entropy" else F.mse_loss
 
 
-def _train_one_epoch(model, images, targets, optimizer, loss_fn, batch_size, epoch_seed, device,
-                     use_bf16) -> float:
-    model.train()
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
-    total = torch.zeros((), device=device)  # summed on the device: no sync per batch
-    for start in range(0, len(images), batch_size):
-        index = order[start:start + batch_size]
-        batch, batch_targets = images[index].to(device), targets[index].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs = model(batch)
-        batch_loss = loss_fn(outputs.float(), batch_targets)
-        batch_loss.backward()
-        optimizer.step()
-        total += batch_loss.detach() * len(index)
-    return float(total) / len(images)
-
-
-@torch.no_grad()
 def _evaluate(model, images, targets, loss_fn, batch_size, device, with_accuracy) -> tuple[float, float]:
     logits = predict_logits(model, images, batch_size=batch_size, device=device)
     targets = targets.cpu()

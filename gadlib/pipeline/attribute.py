@@ -67,41 +67,70 @@ def run(params: Params, name: str) -> pd.DataFrame:
             if len(index) == 0:
                 continue
             images = prepared.test.images[index].to(model_device(original))
-            gad = attr.GAD(method, original, supports, importance=cfg.importance,
-                           threshold_mode=cfg.threshold_mode, q=cfg.q, tau=cfg.tau,
-                           min_agreement=cfg.min_agreement, batch_size=cfg.batch_size,
-                           internal_batch_size=cfg.internal_batch_size, fast=cfg.fast)
+            gad = attr.GAD(
+                method,
+                original,
+                supports,
+                importance=cfg.importance,
+                threshold_mode=cfg.threshold_mode,
+                q=cfg.q,
+                tau=cfg.tau,
+                min_agreement=cfg.min_agreement,
+                batch_size=cfg.batch_size,
+                internal_batch_size=cfg.internal_batch_size,
+                fast=cfg.fast,
+            )
             kwargs = {"n_steps": cfg.n_steps} if method == "IntegratedGradients" else {}
             start = time.perf_counter()
             result = gad.attribute_detailed(images, target=spec.target, **kwargs)
             seconds = time.perf_counter() - start
-            targets = _targets(original, images, spec.target)
+            # saved with the maps: spec.target, or the class the original predicts (batches of 256)
+            targets = attr.resolve_target(original, images, spec.target, batch_size=256)
             # Plain Captum on the original model alone, on the same images: GAD's cost is quoted
             # against it (the benchmark's ratio, here under the pipeline's own settings).
             start = time.perf_counter()
-            attr.attribute(method, original, images, targets.to(images.device), batch_size=cfg.batch_size,
-                           internal_batch_size=cfg.internal_batch_size, n_steps=cfg.n_steps)
+            attr.attribute(
+                method,
+                original,
+                images,
+                targets.to(images.device),
+                batch_size=cfg.batch_size,
+                internal_batch_size=cfg.internal_batch_size,
+                n_steps=cfg.n_steps,
+            )
             plain_seconds = time.perf_counter() - start
-            parts.append({"index": index.numpy(), "images": images.cpu().numpy(), "targets": targets.cpu().numpy(),
-                          "labels": prepared.test.labels[index].numpy(),
-                          "support_set": np.full(len(index), set_index),
-                          "importance": result.importance.cpu().numpy(), "masks": result.masks.cpu().numpy(),
-                          "consistency": result.consistency.cpu().numpy(), "gad": result.gad.cpu().numpy(),
-                          "gad_importance": pixel_importance(result.gad, cfg.importance).cpu().numpy()})
-            cost.append({"method": method, "support_set": spec.name, "images": len(index),
-                         "models": len(supports) + 1, "seconds": seconds,
-                         "seconds_per_image": seconds / len(index), "plain_seconds": plain_seconds,
-                         "plain_seconds_per_image": plain_seconds / len(index),
-                         "gad_over_plain": seconds / plain_seconds})
-        arrays = {key: np.concatenate([p[key] for p in parts], axis=1 if key in ("importance", "masks") else 0)
-                  for key in parts[0]}
+            parts.append(
+                {
+                    "index": index.numpy(),
+                    "images": images.cpu().numpy(),
+                    "targets": targets.cpu().numpy(),
+                    "labels": prepared.test.labels[index].numpy(),
+                    "support_set": np.full(len(index), set_index),
+                    "importance": result.importance.cpu().numpy(),
+                    "masks": result.masks.cpu().numpy(),
+                    "consistency": result.consistency.cpu().numpy(),
+                    "gad": result.gad.cpu().numpy(),
+                    "gad_importance": pixel_importance(result.gad, cfg.importance).cpu().numpy(),
+                }
+            )
+            cost.append(
+                {
+                    "method": method,
+                    "support_set": spec.name,
+                    "images": len(index),
+                    "models": len(supports) + 1,
+                    "seconds": seconds,
+                    "seconds_per_image": seconds / len(index),
+                    "plain_seconds": plain_seconds,
+                    "plain_seconds_per_image": plain_seconds / len(index),
+                    "gad_over_plain": seconds / plain_seconds,
+                }
+            )
+        arrays = {
+            key: np.concatenate([p[key] for p in parts], axis=1 if key in ("importance", "masks") else 0)
+            for key in parts[0]
+        }
         save_arrays(paths.attributions(method), **arrays)
     cost = pd.DataFrame(cost)
     write_text(paths.attribution_cost, cost.to_csv(index=False))
     return cost
-
-
-def _targets(model, images: torch.Tensor, target: int | None) -> torch.Tensor:
-    if target is not None:
-        return torch.full((len(images),), int(target), dtype=torch.int64)
-    return training.predict_logits(model, images).argmax(1).cpu()

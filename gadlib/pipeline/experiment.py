@@ -23,8 +23,15 @@ from gadlib.pipeline.paths import ExperimentPaths
 def new_classifier(params: Params, name: str, prepared: PreparedData, pretrained: bool = False) -> torch.nn.Module:
     """An untrained classifier for the experiment (the architecture and sizes it declares)."""
     exp = params.experiments[name]
-    return build_model(exp.architecture, len(prepared.class_names), prepared.in_channels, exp.image_size,
-                       prepared.mean, prepared.std, pretrained=pretrained)
+    return build_model(
+        exp.architecture,
+        len(prepared.class_names),
+        prepared.in_channels,
+        exp.image_size,
+        prepared.mean,
+        prepared.std,
+        pretrained=pretrained,
+    )
 
 
 def load_classifier(params: Params, name: str, prepared: PreparedData) -> torch.nn.Module:

@@ -37,8 +37,9 @@ def check_pin(dvc: str = "dvc", pin_file: str | Path = PIN_FILE) -> str:
     try:
         status = json.loads(result.stdout or "{}")
     except json.JSONDecodeError as exc:
-        raise DataError(f"`dvc status --json {pin_file.name}` printed no JSON ({exc}): "
-                        f"{result.stdout[:200]!r}") from exc
+        raise DataError(
+            f"`dvc status --json {pin_file.name}` printed no JSON ({exc}): {result.stdout[:200]!r}"
+        ) from exc
     changes: dict[str, str] = {}
     for entries in status.values():
         for entry in entries:
@@ -57,8 +58,10 @@ def check_pin(dvc: str = "dvc", pin_file: str | Path = PIN_FILE) -> str:
                 raise DataError(f"`dvc commit {pin_file.name}` failed; run it by hand to see why")
             return "clean (added to DVC's cache)"
         changes = differ
-    raise DataError(f"raw data differs from its pin in {pin_file.name}: {changes}. Restore it with "
-                    f"`dvc checkout {pin_file.name}`, or delete the folder and run `make data`")
+    raise DataError(
+        f"raw data differs from its pin in {pin_file.name}: {changes}. Restore it with "
+        f"`dvc checkout {pin_file.name}`, or delete the folder and run `make data`"
+    )
 
 
 def pinned_hashes(pin_file: str | Path) -> dict[str, str]:
@@ -75,8 +78,9 @@ def dvc_md5(path: str | Path) -> str | None:
     if not path.is_dir():
         return None
     # DVC 3 hashes a folder as the JSON list of its files' {md5, relpath}, sorted by relpath.
-    listing = [{"md5": _file_md5(f), "relpath": f.relative_to(path).as_posix()}
-               for f in sorted(path.rglob("*")) if f.is_file()]
+    listing = [
+        {"md5": _file_md5(f), "relpath": f.relative_to(path).as_posix()} for f in sorted(path.rglob("*")) if f.is_file()
+    ]
     listing.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
 
@@ -107,8 +111,10 @@ def main() -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"Fashion-MNIST in {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}: "
-          f"{source}; content verified; pin {pin}")
+    print(
+        f"Fashion-MNIST in {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}: "
+        f"{source}; content verified; pin {pin}"
+    )
     return 0
 
 

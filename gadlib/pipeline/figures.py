@@ -1,10 +1,14 @@
 """The report's figures, assembled from what the pipeline's stages saved.
 
-Each function loads the saved outputs of one or all experiments and calls one plot helper of
-:mod:`gadlib.plots`; it returns the figure (the figures stage saves it).
+Each figure function takes the saved outputs of one or all experiments and calls one plot helper of
+:mod:`gadlib.plots`, returning the figure; :func:`save_report_figures` draws every figure of the
+report and is the one that writes them.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,12 +20,69 @@ from gadlib import plots as plotting
 from gadlib.data.prepared import load_prepared
 from gadlib.evaluation.sensitivity import occlude
 from gadlib.evaluation.table import RegionSets, build_region_sets
-from gadlib.pipeline.params import RegionParams
+from gadlib.pipeline import paths
+from gadlib.pipeline.experiment import load_attributions
+from gadlib.pipeline.params import Params, RegionParams
 from gadlib.pipeline.paths import ExperimentPaths
 
 
+def save_report_figures(params: Params, experiments: list[str], folder: str | Path | None = None) -> dict[str, str]:
+    """Draw every figure of the report from the saved outputs and write each as a PNG.
+
+    Per experiment: the attribution grid (every method), the hulls and the occlusion examples (the
+    first method, on the first ``figures.n_examples`` images); then, across experiments, the RC
+    distributions, the RS comparison and the support models' fidelity.
+
+    Parameters
+    ----------
+    params : the validated params.yaml
+    experiments : names of the experiments to draw, as in params.yaml
+    folder : where the PNGs go; default ``reports/figures`` (under ``paths.REPORTS_DIR`` as it is
+        at call time).
+
+    Returns
+    -------
+    dict figure title -> PNG path relative to ``reports/`` (as the report links it), in the order
+    the report shows the figures.
+    """
+    folder = Path(paths.REPORTS_DIR) / "figures" if folder is None else Path(folder)
+    hull, fidelity = read_tables(experiments)
+    methods, n_examples, sensitivity = params.attribution.methods, params.figures.n_examples, params.sensitivity
+    first = methods[0]
+    saved_paths = {}
+
+    def save(title: str, file_stem: str, fig: Figure) -> None:
+        path = folder / f"{file_stem}.png"
+        plotting.save_figure(fig, path)
+        saved_paths[title] = Path(os.path.relpath(path, paths.REPORTS_DIR)).as_posix()
+
+    for name in experiments:
+        saved = {method: load_attributions(name, method) for method in methods}
+        save(
+            f"Attribution maps, {name}",
+            f"attribution_grid_{name}",
+            attribution_grid(saved, params.support.alpha_schedule, n_examples),
+        )
+        sets = example_region_sets(saved[first], params.regions, params.seed, n_examples)
+        save(
+            f"Hull regions, {name}",
+            f"hulls_{name}",
+            hulls_figure(saved[first], sets, f"{name}, {first}: original hulls against GAD hulls"),
+        )
+        mean = pixel_mean(name) if sensitivity.fill == "mean" else None  # the other fills need no prepared data
+        save(
+            f"Occlusion examples, {name}",
+            f"occlusion_{name}",
+            occlusion_figure(saved[first], sets, hull, name, first, sensitivity.fill, mean, sensitivity.blur_sigma),
+        )
+    save("RC per method and experiment", "rc_distributions", plotting.plot_rc_distributions(hull))
+    save("RS: GAD regions, rest, random", "rs_comparison", plotting.plot_rs_comparison(hull))
+    save("Support-model fidelity against α", "support_fidelity", plotting.plot_support_fidelity(fidelity))
+    return saved_paths
+
+
 def read_tables(experiments: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The per-image hull-metrics table and the support-fidelity table of all experiments."""
+    """The per-image hull-metrics table and the support-fidelity table of all experiments, concatenated."""
     hull = pd.concat([pd.read_csv(ExperimentPaths(e).hull_metrics) for e in experiments], ignore_index=True)
     fidelity = pd.concat([pd.read_csv(ExperimentPaths(e).fidelity) for e in experiments], ignore_index=True)
     return hull, fidelity
@@ -33,7 +94,15 @@ def model_labels(alphas: list[float]) -> list[str]:
 
 
 def attribution_grid(saved_by_method: dict[str, dict], alphas: list[float], n_examples: int) -> Figure:
-    """Images × methods × {original, each support model, GAD}, one colour scale per method."""
+    """Images × methods × {original, each support model, GAD} of the first ``n_examples`` images.
+
+    Parameters
+    ----------
+    saved_by_method : method -> what the attribute stage saved (images (N, C, H, W), importance
+        (M, N, H, W), gad_importance (N, H, W), ...)
+    alphas : the α schedule of the M - 1 support models
+    n_examples : how many images, from the first
+    """
     first = next(iter(saved_by_method.values()))
     n = min(n_examples, len(first["images"]))
     importance = {m: s["importance"][:, :n] for m, s in saved_by_method.items()}
@@ -41,42 +110,64 @@ def attribution_grid(saved_by_method: dict[str, dict], alphas: list[float], n_ex
     return plotting.plot_attribution_grid(first["images"][:n], importance, gad, model_labels(alphas))
 
 
-def example_region_sets(saved: dict, regions: RegionParams, seed: int, n_examples: int):
-    """Region sets (original, gad, rest, random) and hull polygons of the first images, built by the
-    same function the hull-metrics stage uses."""
+def example_region_sets(saved: dict, regions: RegionParams, seed: int, n_examples: int) -> RegionSets:
+    """Region sets (original, gad, rest, random) and hull polygons of the first ``n_examples`` images,
+    built by the same function, with the same settings, as the hull-metrics stage."""
     n = min(n_examples, len(saved["images"]))
     return build_region_sets(
-        saved["importance"][0, :n], saved["gad_importance"][:n], threshold_mode=regions.threshold_mode,
-        q=regions.q, tau=regions.tau, dilation=regions.dilation, min_pixels=regions.min_pixels,
-        rng=np.random.default_rng(seed), progress=False)
+        saved["importance"][0, :n],
+        saved["gad_importance"][:n],
+        threshold_mode=regions.threshold_mode,
+        q=regions.q,
+        tau=regions.tau,
+        dilation=regions.dilation,
+        min_pixels=regions.min_pixels,
+        rng=np.random.default_rng(seed),
+        progress=False,
+    )
 
 
 def hulls_figure(saved: dict, region_sets: RegionSets, title: str) -> Figure:
-    """Hull polygons over each example image: original against GAD, side by side."""
+    """Hull polygons over each example image, original against GAD: one panel per image, headed
+    by its dataset index, under ``title``."""
     n = len(region_sets.polygons)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.9), squeeze=False)
-    for i, (orig_poly, gad_poly) in enumerate(region_sets.polygons):
-        title = f"image {int(saved['index'][i])}"
-        plotting.plot_hulls(saved["images"][i], orig_poly, gad_poly, ax=axes[0, i], title=title)
-    fig.suptitle(title)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.4), squeeze=False, layout="constrained")
+    for i, (original, gad) in enumerate(region_sets.polygons):
+        plotting.plot_hulls(saved["images"][i], original, gad, ax=axes[0, i], title=f"image {int(saved['index'][i])}")
+    fig.suptitle(title, wrap=True)  # one example image leaves a narrow figure
     return fig
 
 
-def occlusion_figure(saved: dict, region_sets: RegionSets, hull_table: pd.DataFrame, experiment: str, method: str,
-                     fill: str, mean: list[float], blur_sigma: float) -> Figure:
-    """Occluded versions of the example images per region set, with the score drops measured."""
+def occlusion_figure(
+    saved: dict,
+    region_sets: RegionSets,
+    hull_table: pd.DataFrame,
+    experiment: str,
+    method: str,
+    fill: str,
+    mean: list[float] | None,
+    blur_sigma: float,
+) -> Figure:
+    """Occluded versions of the example images per region set, with the score drops the hull-metrics
+    stage measured for ``experiment`` and ``method`` (NaN where the table has no row).
+
+    Parameters
+    ----------
+    saved, region_sets : the method's saved outputs and its example region sets
+    hull_table : the per-image hull-metrics table (columns experiment, image, method, region_set, drop, ...)
+    fill, mean, blur_sigma : the occlusion's settings (``mean`` is needed for fill "mean" only)
+    """
     n = len(region_sets.polygons)
     images = torch.from_numpy(saved["images"][:n])
-    drops = {}
     rows = hull_table[(hull_table["method"] == method) & (hull_table["experiment"] == experiment)]
+    drops = {}
     for name in region_sets.masks:
         by_image = rows[rows["region_set"] == name].set_index("image")["drop"]
         drops[name] = np.array([by_image.get(int(i), np.nan) for i in saved["index"][:n]])
     # Occluding every pixel yields exactly what the fill puts in place of the occluded ones.
     everything = torch.ones(images.shape[0], *images.shape[2:], dtype=torch.bool)
     fill_images = occlude(images, everything, fill=fill, mean=mean, blur_sigma=blur_sigma).numpy()
-    return plotting.plot_occlusion_examples(saved["images"][:n], region_sets.masks, drops,
-                                            fill_images=fill_images)
+    return plotting.plot_occlusion_examples(saved["images"][:n], region_sets.masks, drops, fill_images=fill_images)
 
 
 def pixel_mean(name: str) -> list[float]:

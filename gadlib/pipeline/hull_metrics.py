@@ -27,12 +27,26 @@ def run(params: Params, name: str, progress: bool = True) -> tuple[pd.DataFrame,
         if sens.score == "margin":
             other = 1 - saved["targets"] if len(prepared.class_names) == 2 else None
         table = evaluate_maps(
-            original, torch.from_numpy(saved["images"]), torch.from_numpy(saved["targets"]),
-            saved["importance"][0], saved["gad_importance"], method=method,
-            threshold_mode=regions.threshold_mode, q=regions.q, tau=regions.tau,
-            dilation=regions.dilation, min_pixels=regions.min_pixels, fill=sens.fill,
-            mean=prepared.mean, blur_sigma=sens.blur_sigma, score_mode=sens.score, other=other,
-            rng=np.random.default_rng(params.seed), progress=progress, image_ids=saved["index"])
+            original,
+            torch.from_numpy(saved["images"]),
+            torch.from_numpy(saved["targets"]),
+            saved["importance"][0],
+            saved["gad_importance"],
+            method=method,
+            threshold_mode=regions.threshold_mode,
+            q=regions.q,
+            tau=regions.tau,
+            dilation=regions.dilation,
+            min_pixels=regions.min_pixels,
+            fill=sens.fill,
+            mean=prepared.mean,
+            blur_sigma=sens.blur_sigma,
+            score_mode=sens.score,
+            other=other,
+            rng=np.random.default_rng(params.seed),
+            progress=progress,
+            image_ids=saved["index"],
+        )
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "experiment", name)

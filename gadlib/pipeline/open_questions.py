@@ -65,8 +65,9 @@ def planned_runs(plan: dict, experiments: list[str]) -> dict[str, list[str]]:
     for scale in sweep["scales"]:
         runs[f"alpha-{scale:g}"] = common + [f"support.alpha_scale={scale!r}"]
     multi = plan["multiclass"]
-    runs["multiclass"] = (["~experiments", f"+experiments={override_value(multi['experiments'])}"]
-                          + [f"{k}={override_value(v)}" for k, v in multi.get("set", {}).items()])
+    runs["multiclass"] = ["~experiments", f"+experiments={override_value(multi['experiments'])}"] + [
+        f"{k}={override_value(v)}" for k, v in multi.get("set", {}).items()
+    ]
     runs["smoothgrad"] = [f"{k}={override_value(v)}" for k, v in plan["smoothgrad"].get("set", {}).items()]
     return runs
 
@@ -93,8 +94,13 @@ def experiment_revisions() -> dict[str, str]:
     DVC keeps a finished experiment as the ref ``refs/exps/<baseline>/<name>``; queued and running
     ones live under ``refs/exps/celery`` and ``refs/exps/exec`` and are left out.
     """
-    out = subprocess.run(["git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)",
-                          "refs/exps"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)", "refs/exps"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     revs = {}
     for line in out.splitlines():
         rev, ref = line.split(" ", 1)
@@ -106,16 +112,19 @@ def experiment_revisions() -> dict[str, str]:
 
 def read_at(rev: str, path: str) -> str:
     """A Git-tracked file as it is in revision ``rev``."""
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
 
 def read_tables(rev: str, experiments: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image hull metrics and support fidelity of some experiments, at revision ``rev``."""
-    hull = pd.concat([pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/hull_metrics.csv")))
-                      for e in experiments], ignore_index=True)
-    fidelity = pd.concat([pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/fidelity.csv")))
-                          for e in experiments], ignore_index=True)
+    hull = pd.concat(
+        [pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/hull_metrics.csv"))) for e in experiments],
+        ignore_index=True,
+    )
+    fidelity = pd.concat(
+        [pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/fidelity.csv"))) for e in experiments],
+        ignore_index=True,
+    )
     return hull, fidelity
 
 
@@ -133,9 +142,13 @@ def sweep_table(hull: pd.DataFrame, fidelity: pd.DataFrame, scale: float) -> pd.
 
 def collect(plan: dict, revs: dict[str, str]) -> str:
     """Write the open-questions tables, figures and report from the finished DVC experiments."""
-    lines = ["# GAD: the paper's open questions", "",
-             "Each section comes from DVC experiments queued by `make open-questions` "
-             "(`open_questions.yaml`); the per-image tables are in `reports/open_questions/`.", ""]
+    lines = [
+        "# GAD: the paper's open questions",
+        "",
+        "Each section comes from DVC experiments queued by `make open-questions` "
+        "(`open_questions.yaml`); the per-image tables are in `reports/open_questions/`.",
+        "",
+    ]
     sweep = plan["alpha_sweep"]
     rows, summary = [], []
     for scale in sweep["scales"]:
@@ -148,20 +161,32 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
             methods = json.loads(read_at(revs[name], "reports/metrics.json"))[sweep["experiment"]]["methods"]
             # metrics.json keeps no count of the images with both RS defined: taken from the table
             pairs = table.dropna(subset=["rs_gad", "rs_rest"]).groupby("method").size()
-            summary += [{"scale": scale, "method": method, **{key: m.get(key) for key in SWEEP_KEYS},
-                         "n_rs_pairs": int(pairs.get(method, 0)), "agreement_mean": table["agreement"].iloc[0],
-                         "agreement_min": table["agreement_min"].iloc[0]}
-                        for method, m in sorted(methods.items())]
+            summary += [
+                {
+                    "scale": scale,
+                    "method": method,
+                    **{key: m.get(key) for key in SWEEP_KEYS},
+                    "n_rs_pairs": int(pairs.get(method, 0)),
+                    "agreement_mean": table["agreement"].iloc[0],
+                    "agreement_min": table["agreement_min"].iloc[0],
+                }
+                for method, m in sorted(methods.items())
+            ]
     lines += ["## 1. The effect of α", ""]
     if rows:
         table = pd.concat(rows, ignore_index=True)
         write_text(OUT_DIR / "alpha_sweep.csv", table.to_csv(index=False))
         plotting.save_figure(plotting.plot_alpha_sweep(table), OUT_DIR / "alpha_sweep.png")
-        lines += [f"Experiment `{sweep['experiment']}`; the α schedule {sweep['scales']} × the default "
-                  "schedule. Agreement = argmax agreement of the support models with the original "
-                  "(mean and lowest over the K models).", "",
-                  pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3g"),
-                  "", "![α sweep](open_questions/alpha_sweep.png)", ""]
+        lines += [
+            f"Experiment `{sweep['experiment']}`; the α schedule {sweep['scales']} × the default "
+            "schedule. Agreement = argmax agreement of the support models with the original "
+            "(mean and lowest over the K models).",
+            "",
+            pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3g"),
+            "",
+            "![α sweep](open_questions/alpha_sweep.png)",
+            "",
+        ]
     else:
         lines += ["No α-sweep experiment has finished yet.", ""]
     lines += ["## 2. Multi-class GAD: One vs. All and Split output space", ""]
@@ -173,8 +198,16 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
         metrics = json.loads(read_at(revs["multiclass"], "reports/metrics.json"))
         plotting.save_figure(plotting.plot_rc_distributions(hull), OUT_DIR / "multiclass_rc.png")
         plotting.save_figure(plotting.plot_rs_comparison(hull), OUT_DIR / "multiclass_rs.png")
-        lines += [_methods_table(metrics), "", _fidelity_table(fidelity), "",
-                  "![RC](open_questions/multiclass_rc.png)", "", "![RS](open_questions/multiclass_rs.png)", ""]
+        lines += [
+            _methods_table(metrics),
+            "",
+            _fidelity_table(fidelity),
+            "",
+            "![RC](open_questions/multiclass_rc.png)",
+            "",
+            "![RS](open_questions/multiclass_rs.png)",
+            "",
+        ]
     else:
         lines += ["The multi-class experiment has not finished yet.", ""]
     lines += ["## 3. GAD against SmoothGrad", ""]
@@ -184,18 +217,26 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
         hull, _ = read_tables(revs["smoothgrad"], experiments)
         write_text(OUT_DIR / "smoothgrad_hull_metrics.csv", hull.to_csv(index=False))
         cost_file = "reports/experiments/{}/attribution_cost.csv"
-        cost = pd.concat([pd.read_csv(io.StringIO(read_at(revs["smoothgrad"], cost_file.format(e))))
-                          for e in experiments], ignore_index=True)
+        cost = pd.concat(
+            [pd.read_csv(io.StringIO(read_at(revs["smoothgrad"], cost_file.format(e)))) for e in experiments],
+            ignore_index=True,
+        )
         per_image = cost.groupby("method")[["plain_seconds_per_image", "seconds_per_image"]].mean()
         variant_cost = {}
         for method, row in per_image.iterrows():
             variant_cost[method] = row["plain_seconds_per_image"]
             variant_cost[f"GAD({method})"] = row["seconds_per_image"]
         plotting.save_figure(plotting.plot_gad_vs_smoothgrad(hull, cost=variant_cost), OUT_DIR / "smoothgrad.png")
-        lines += [_methods_table(metrics), "",
-                  "Cost, seconds per image on the machine that ran the experiment (attribution stage): "
-                  + ", ".join(f"{m} {s:.3g} s" for m, s in variant_cost.items()) + ".", "",
-                  "![GAD against SmoothGrad](open_questions/smoothgrad.png)", ""]
+        lines += [
+            _methods_table(metrics),
+            "",
+            "Cost, seconds per image on the machine that ran the experiment (attribution stage): "
+            + ", ".join(f"{m} {s:.3g} s" for m, s in variant_cost.items())
+            + ".",
+            "",
+            "![GAD against SmoothGrad](open_questions/smoothgrad.png)",
+            "",
+        ]
     else:
         lines += ["The SmoothGrad experiment has not finished yet.", ""]
     text = "\n".join(lines) + "\n"
@@ -204,10 +245,26 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
 
 
 def _methods_table(metrics: dict) -> str:
-    rows = [{"experiment": e, "method": m, **{k: v.get(k) for k in
-             ("n_images", "rc_median", "rc_below_1", "rs_gad_mean", "rs_rest_mean", "rs_random_mean",
-              "rs_gad_beats_rest")}}
-            for e, exp in metrics.items() for m, v in exp["methods"].items()]
+    rows = [
+        {
+            "experiment": e,
+            "method": m,
+            **{
+                k: v.get(k)
+                for k in (
+                    "n_images",
+                    "rc_median",
+                    "rc_below_1",
+                    "rs_gad_mean",
+                    "rs_rest_mean",
+                    "rs_random_mean",
+                    "rs_gad_beats_rest",
+                )
+            },
+        }
+        for e, exp in metrics.items()
+        for m, v in exp["methods"].items()
+    ]
     return pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g")
 
 

@@ -25,8 +25,11 @@ CLASS_SELECTORS = {
     "dogs_vs_cats": f"{list(choices.DOGS_VS_CATS_CLASSES)} or ids 0-1",
     "cub200": "a class name from classes.txt, an id 1-200, or {name: <label>, ids: [first, last]}",
 }
-N_CLASSES = {"fashion_mnist": len(choices.FASHION_MNIST_CLASSES),
-             "dogs_vs_cats": len(choices.DOGS_VS_CATS_CLASSES), "cub200": choices.CUB200_CLASS_COUNT}
+N_CLASSES = {
+    "fashion_mnist": len(choices.FASHION_MNIST_CLASSES),
+    "dogs_vs_cats": len(choices.DOGS_VS_CATS_CLASSES),
+    "cub200": choices.CUB200_CLASS_COUNT,
+}
 
 
 class ConfigError(ValueError):
@@ -73,15 +76,20 @@ class DataParams(Section):
 class Experiment(Section):
     dataset: _choice(choices.DATASETS)
     data_dir: Annotated[str, Field(min_length=1, description="the dataset's folder, relative to the repository root")]
-    classes: Annotated[Literal["all"] | list[str | int | dict[str, Any]], Field(
-        description="'all' or a list of at least two class names, ids or {name, ids: [first, last]} groups")]
+    classes: Annotated[
+        Literal["all"] | list[str | int | dict[str, Any]],
+        Field(description="'all' or a list of at least two class names, ids or {name, ids: [first, last]} groups"),
+    ]
     architecture: _choice(choices.ARCHITECTURES)
     image_size: _integer(16, 512)
     strategy: _choice(choices.STRATEGIES)
-    target_classes: Annotated[list[str | int] | None, Field(
-        min_length=1, description="a non-empty list of class names (one_vs_all)")] = None
-    groups: Annotated[Literal["auto"] | list[list[str | int]], Field(
-        description="'auto' (2-means over class-mean logits) or two lists of class names (split)")] = "auto"
+    target_classes: Annotated[
+        list[str | int] | None, Field(min_length=1, description="a non-empty list of class names (one_vs_all)")
+    ] = None
+    groups: Annotated[
+        Literal["auto"] | list[list[str | int]],
+        Field(description="'auto' (2-means over class-mean logits) or two lists of class names (split)"),
+    ] = "auto"
 
     @field_validator("classes")
     @classmethod
@@ -107,8 +115,12 @@ class ClassifierParams(Section):
 
 
 class SupportParams(Section):
-    alphas: Annotated[list[float], Field(
-        min_length=1, description="a non-empty, strictly increasing list of positive numbers (K = its length >= 1)")]
+    alphas: Annotated[
+        list[float],
+        Field(
+            min_length=1, description="a non-empty, strictly increasing list of positive numbers (K = its length >= 1)"
+        ),
+    ]
     alpha_scale: Positive
     init: _choice(choices.INIT_MODES)
     epochs: _integer(1)
@@ -119,7 +131,8 @@ class SupportParams(Section):
     @classmethod
     def _increasing_positive(cls, values):
         if any(not (v > 0 and v != float("inf")) for v in values) or any(
-                a >= b for a, b in zip(values, values[1:], strict=False)):
+            a >= b for a, b in zip(values, values[1:], strict=False)
+        ):
             raise ValueError("not strictly increasing positive numbers")
         return values
 
@@ -130,8 +143,10 @@ class SupportParams(Section):
 
 
 class AttributionParams(Section):
-    methods: Annotated[list[_choice(choices.METHODS)], Field(
-        min_length=1, description=f"a non-empty list of distinct names from {list(choices.METHODS)}")]
+    methods: Annotated[
+        list[_choice(choices.METHODS)],
+        Field(min_length=1, description=f"a non-empty list of distinct names from {list(choices.METHODS)}"),
+    ]
     n_images: _integer(1)
     n_steps: _integer(2)
     internal_batch_size: _integer(1)
@@ -174,8 +189,9 @@ class Params(Section):
 
     seed: _integer(0)
     data: DataParams
-    experiments: Annotated[dict[str, Experiment], Field(
-        min_length=1, description="a non-empty mapping of experiment name -> settings")]
+    experiments: Annotated[
+        dict[str, Experiment], Field(min_length=1, description="a non-empty mapping of experiment name -> settings")
+    ]
     classifier: ClassifierParams
     support: SupportParams
     attribution: AttributionParams
@@ -188,8 +204,11 @@ class Params(Section):
     def _folder_safe_names(cls, value):
         for name in value if isinstance(value, dict) else ():
             if not (isinstance(name, str) and EXPERIMENT_NAME.fullmatch(name)):
-                raise PydanticCustomError("config", "experiment name {name} is not allowed; it names folders, "
-                                          "so use letters, digits, '_' and '-' only", {"name": repr(name)})
+                raise PydanticCustomError(
+                    "config",
+                    "experiment name {name} is not allowed; it names folders, so use letters, digits, '_' and '-' only",
+                    {"name": repr(name)},
+                )
         return value
 
     @model_validator(mode="after")
@@ -198,8 +217,10 @@ class Params(Section):
             _check_experiment(name, experiment)
         m, k_plus_1 = self.attribution.min_agreement, len(self.support.alphas) + 1
         if m is not None and m > k_plus_1:
-            raise _config_error(f"'attribution.min_agreement' = {m} exceeds the number of maps K + 1 = "
-                                f"{k_plus_1}; use at most {k_plus_1} or null")
+            raise _config_error(
+                f"'attribution.min_agreement' = {m} exceeds the number of maps K + 1 = "
+                f"{k_plus_1}; use at most {k_plus_1} or null"
+            )
         return self
 
     @property
@@ -284,17 +305,22 @@ def _check_experiment(name: str, experiment: Experiment) -> None:
     if isinstance(classes, list):
         for cls in classes:
             if not _is_class_selector(dataset, cls):
-                raise _config_error(f"'{key}' has {cls!r}, which is not a {dataset} class; allowed: "
-                                    f"{CLASS_SELECTORS[dataset]}")
+                raise _config_error(
+                    f"'{key}' has {cls!r}, which is not a {dataset} class; allowed: {CLASS_SELECTORS[dataset]}"
+                )
         if len({repr(c) for c in classes}) != len(classes):
             raise _config_error(f"'{key}' = {classes!r} names a class twice; list each class once")
     n_classes = len(classes) if isinstance(classes, list) else N_CLASSES[dataset]
     if experiment.strategy == "pair" and n_classes != 2:
-        raise _config_error(f"'experiments.{name}.strategy' = 'pair' needs exactly two classes; got classes "
-                            f"{classes!r}. Use one_vs_all or split for more")
+        raise _config_error(
+            f"'experiments.{name}.strategy' = 'pair' needs exactly two classes; got classes "
+            f"{classes!r}. Use one_vs_all or split for more"
+        )
     if experiment.strategy == "one_vs_all" and not experiment.target_classes:
-        raise _config_error(f"'experiments.{name}.target_classes' is required with strategy one_vs_all; "
-                            f"give a non-empty list of class names")
+        raise _config_error(
+            f"'experiments.{name}.target_classes' is required with strategy one_vs_all; "
+            f"give a non-empty list of class names"
+        )
 
 
 def _is_class_selector(dataset: str, cls: Any) -> bool:
@@ -305,9 +331,14 @@ def _is_class_selector(dataset: str, cls: Any) -> bool:
         return cls in names or (is_int and 0 <= cls < len(names))
     if isinstance(cls, dict):
         ids = cls.get("ids")
-        return (set(cls) == {"name", "ids"} and isinstance(cls["name"], str) and isinstance(ids, list)
-                and len(ids) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-                and 1 <= ids[0] <= ids[1] <= choices.CUB200_CLASS_COUNT)
+        return (
+            set(cls) == {"name", "ids"}
+            and isinstance(cls["name"], str)
+            and isinstance(ids, list)
+            and len(ids) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            and 1 <= ids[0] <= ids[1] <= choices.CUB200_CLASS_COUNT
+        )
     return (isinstance(cls, str) and cls.strip() != "") or (is_int and 1 <= cls <= choices.CUB200_CLASS_COUNT)
 
 

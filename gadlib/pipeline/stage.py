@@ -43,8 +43,10 @@ def check_parameters(notebook: str | Path, parameters: dict, params: Params) -> 
     declared = declared_parameters(notebook)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        raise StageError(f"{notebook} does not declare parameter(s) {unknown}; it declares "
-                         f"{sorted(declared)} in its 'parameters' cell")
+        raise StageError(
+            f"{notebook} does not declare parameter(s) {unknown}; it declares "
+            f"{sorted(declared)} in its 'parameters' cell"
+        )
 
 
 def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params_file: str | Path) -> None:
@@ -60,6 +62,7 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
     params = load_params(params_file)
     check_parameters(notebook, parameters, params)
     import papermill  # after the checks, so a bad params.yaml is reported without loading it
+
     output = Path(output)
     failed = output.with_suffix(".failed.ipynb")
     # The saved notebook cannot redraw widgets: its kernel (which inherits this environment) uses text bars.
@@ -69,8 +72,13 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
         warnings.filterwarnings("ignore", message="The specified file .* does not end in")
         try:
             papermill.execute_notebook(
-                str(notebook), str(tmp), parameters=parameters, cwd=str(ROOT),
-                kernel_name="python3", progress_bar=False, log_output=True,
+                str(notebook),
+                str(tmp),
+                parameters=parameters,
+                cwd=str(ROOT),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=True,
             )
         except BaseException:
             if tmp.stat().st_size > 0:  # papermill got as far as writing the partial notebook
@@ -105,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, PapermillExecutionError):
             raise
         failed = Path(args.output).with_suffix(".failed.ipynb")
-        print(f"error: {args.notebook} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
-              f"The executed part, with the traceback, is in {failed}", file=sys.stderr)
+        print(
+            f"error: {args.notebook} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+            f"The executed part, with the traceback, is in {failed}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

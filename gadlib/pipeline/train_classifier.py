@@ -23,18 +23,35 @@ def run(params: Params, name: str) -> tuple[torch.nn.Module, dict]:
     model = new_classifier(params, name, prepared, pretrained=cfg.pretrained)
     start = time.perf_counter()
     history = training.train_model(
-        model, prepared.train.images, prepared.train.labels, loss="cross_entropy", epochs=cfg.epochs,
-        batch_size=cfg.batch_size, lr=cfg.lr, seed=params.seed, val_images=prepared.val.images,
-        val_targets=prepared.val.labels, early_stopping_patience=cfg.patience)
+        model,
+        prepared.train.images,
+        prepared.train.labels,
+        loss="cross_entropy",
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=params.seed,
+        val_images=prepared.val.images,
+        val_targets=prepared.val.labels,
+        early_stopping_patience=cfg.patience,
+    )
     seconds = time.perf_counter() - start
     model.eval()
     logits = training.predict_logits(model, prepared.test.images)
     accuracy = float((logits.argmax(1) == prepared.test.labels).float().mean())
-    summary = {"experiment": name, "accuracy": accuracy, "n_test": len(prepared.test),
-               "n_train": len(prepared.train), "classes": prepared.class_names,
-               "train_seconds": seconds, "best_epoch": history.best_epoch,
-               "stopped_early": history.stopped_early, "train_loss": history.train_loss,
-               "val_loss": history.val_loss, "val_accuracy": history.val_accuracy}
+    summary = {
+        "experiment": name,
+        "accuracy": accuracy,
+        "n_test": len(prepared.test),
+        "n_train": len(prepared.train),
+        "classes": prepared.class_names,
+        "train_seconds": seconds,
+        "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early,
+        "train_loss": history.train_loss,
+        "val_loss": history.val_loss,
+        "val_accuracy": history.val_accuracy,
+    }
     checkpoints.save_checkpoint(paths.classifier, model, {"experiment": name, "accuracy": accuracy})
     write_json(paths.classifier_summary, summary)
     return model, summary

@@ -35,20 +35,42 @@ def run(params: Params, name: str) -> tuple[dict[str, list], pd.DataFrame]:
             groups = two_means_split(logits, prepared.train.labels, seed=params.seed)
         start = time.perf_counter()
         support.train_support_models(
-            original, prepared.train.images, prepared.train.labels, alphas=alphas, strategy=spec.strategy,
-            pair=spec.pair, cls=spec.cls, groups=groups, init=cfg.init, epochs=cfg.epochs, lr=cfg.lr,
-            batch_size=cfg.batch_size, seed=params.seed, device=device,
-            checkpoint_dir=paths.support_dir / spec.name)
+            original,
+            prepared.train.images,
+            prepared.train.labels,
+            alphas=alphas,
+            strategy=spec.strategy,
+            pair=spec.pair,
+            cls=spec.cls,
+            groups=groups,
+            init=cfg.init,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            seed=params.seed,
+            device=device,
+            checkpoint_dir=paths.support_dir / spec.name,
+        )
         seconds = time.perf_counter() - start
         # Reloaded from the checkpoints, so a resumed run reports exactly what a fresh one would.
         supports, metas = support.load_support_models(paths.support_dir / spec.name, original, alphas)
         fidelity = support.support_fidelity(
-            original, supports, alphas, prepared.test.images, prepared.test.labels, strategy=spec.strategy,
-            pair=spec.pair, cls=spec.cls, groups=groups, spread=metas[0].get("spread"),
-            final_losses=[m.get("final_loss") for m in metas])
+            original,
+            supports,
+            alphas,
+            prepared.test.images,
+            prepared.test.labels,
+            strategy=spec.strategy,
+            pair=spec.pair,
+            cls=spec.cls,
+            groups=groups,
+            spread=metas[0].get("spread"),
+            final_losses=[m.get("final_loss") for m in metas],
+        )
         for model_index, row in enumerate(fidelity):
-            rows.append({"experiment": name, "support_set": spec.name, "model": model_index, **row,
-                         "train_seconds": seconds})
+            rows.append(
+                {"experiment": name, "support_set": spec.name, "model": model_index, **row, "train_seconds": seconds}
+            )
         trained[spec.name] = supports
     table = pd.DataFrame(rows)
     write_text(paths.fidelity, table.to_csv(index=False))

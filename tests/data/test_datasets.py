@@ -119,8 +119,7 @@ def _fake_system_dir(path):
 
 def test_obtain_copies_the_system_files_byte_for_byte(tmp_path):
     system = _fake_system_dir(tmp_path / "system")
-    source = data.obtain_fashion_mnist(tmp_path / "dest", system_dir=system, use_apt=False,
-                                       use_download=False)
+    source = data.obtain_fashion_mnist(tmp_path / "dest", system_dir=system, use_apt=False, use_download=False)
     assert "Debian package" in source
     for name in data.FASHION_MNIST_FILES:
         assert (tmp_path / "dest" / name).read_bytes() == (system / name).read_bytes()
@@ -137,15 +136,16 @@ def test_obtain_never_overwrites_a_present_file(tmp_path):
     assert (dest / TRAIN_LABELS).read_bytes() == (system / TRAIN_LABELS).read_bytes()
     # All four present: nothing is read from anywhere, even with no source at all.
     before = snapshot(dest)
-    assert data.obtain_fashion_mnist(dest, system_dir=tmp_path / "none", use_apt=False,
-                                     use_download=False) == "already present"
+    assert (
+        data.obtain_fashion_mnist(dest, system_dir=tmp_path / "none", use_apt=False, use_download=False)
+        == "already present"
+    )
     assert snapshot(dest) == before
 
 
 def test_obtain_without_any_source_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as err:
-        data.obtain_fashion_mnist(tmp_path / "dest", system_dir=tmp_path / "none", use_apt=False,
-                                  use_download=False)
+        data.obtain_fashion_mnist(tmp_path / "dest", system_dir=tmp_path / "none", use_apt=False, use_download=False)
     assert str(tmp_path / "dest") in str(err.value)
     assert not (tmp_path / "dest").exists()
 
@@ -216,16 +216,16 @@ def test_cub_groups_merge_id_ranges_and_keep_cubs_split(cub_root):
 
 
 def test_cub_selects_by_id_by_full_name_and_by_short_name(cub_root):
-    birds = data.load_cub200(cub_root, [158, "113.Baird_Sparrow", "Black_throated_Sparrow"], 4, "test",
-                             max_per_class=1)
+    birds = data.load_cub200(cub_root, [158, "113.Baird_Sparrow", "Black_throated_Sparrow"], 4, "test", max_per_class=1)
     assert birds.class_names == ["158.Bay_breasted_Warbler", "113.Baird_Sparrow", "Black_throated_Sparrow"]
     assert birds.labels.tolist() == [0, 1, 2]
     assert np.allclose(grey_levels(birds.images), [158, 113, 114], atol=2)
 
 
 def test_cub_paper_ranges_accept_classes_without_images(cub_root):
-    birds = data.load_cub200(cub_root, [{"name": "sparrow", "ids": [113, 133]},
-                                        {"name": "warbler", "ids": [158, 178]}], 4, "train")
+    birds = data.load_cub200(
+        cub_root, [{"name": "sparrow", "ids": [113, 133]}, {"name": "warbler", "ids": [158, 178]}], 4, "train"
+    )
     assert torch.bincount(birds.labels).tolist() == [4, 4]
 
 
@@ -237,16 +237,19 @@ def test_cub_all_needs_every_class_to_have_images(cub_root):
     assert data.load_cub200(small, "all", 4, "train").class_names == ["001.A", "002.B"]
 
 
-@pytest.mark.parametrize("classes, message", [
-    ([113, 201], "unknown CUB class id 201; ids run from 1 to 200"),
-    ([113, "Dodo"], "unknown CUB class 'Dodo'"),
-    ([SPARROWS, {"name": "x", "ids": [190, 205]}], r"class ids \[201, 202, 203, 204, 205\] of group 'x'"),
-    ([SPARROWS, {"name": "x", "ids": [160]}], "must be {name: <label>, ids: \\[first, last\\]}"),
-    ([SPARROWS, {"name": "x", "ids": [170, 160]}], "first <= last"),
-    ([SPARROWS, 114], "overlaps another selected class"),
-    ([113], "at least two CUB classes"),
-    ([113, 2.5], "must be a name, an id or"),
-])
+@pytest.mark.parametrize(
+    "classes, message",
+    [
+        ([113, 201], "unknown CUB class id 201; ids run from 1 to 200"),
+        ([113, "Dodo"], "unknown CUB class 'Dodo'"),
+        ([SPARROWS, {"name": "x", "ids": [190, 205]}], r"class ids \[201, 202, 203, 204, 205\] of group 'x'"),
+        ([SPARROWS, {"name": "x", "ids": [160]}], "must be {name: <label>, ids: \\[first, last\\]}"),
+        ([SPARROWS, {"name": "x", "ids": [170, 160]}], "first <= last"),
+        ([SPARROWS, 114], "overlaps another selected class"),
+        ([113], "at least two CUB classes"),
+        ([113, 2.5], "must be a name, an id or"),
+    ],
+)
 def test_cub_bad_selection(cub_root, classes, message):
     with pytest.raises(DataError, match=message):
         data.load_cub200(cub_root, classes, 4, "train")
@@ -336,14 +339,17 @@ def test_select_a_list_by_ids_and_all():
     assert data.select_classes(full, "all") is full
 
 
-@pytest.mark.parametrize("classes, message", [
-    (["a", "z"], "unknown class 'z'; this dataset has \\['a', 'b', 'c'\\]"),
-    ([0, 3], "unknown class id 3; ids run from 0 to 2"),
-    ([0, True], "unknown class id True"),
-    (["a", 0], "name the same class twice"),
-    (["a"], "at least two classes"),
-    ("a", "at least two classes"),
-])
+@pytest.mark.parametrize(
+    "classes, message",
+    [
+        (["a", "z"], "unknown class 'z'; this dataset has \\['a', 'b', 'c'\\]"),
+        ([0, 3], "unknown class id 3; ids run from 0 to 2"),
+        ([0, True], "unknown class id True"),
+        (["a", 0], "name the same class twice"),
+        (["a"], "at least two classes"),
+        ("a", "at least two classes"),
+    ],
+)
 def test_select_bad_classes(classes, message):
     with pytest.raises(DataError, match=message):
         data.select_classes(toy_set(), classes)

@@ -17,16 +17,29 @@ REAL_FASHION = DATA_DIR / "fashion-mnist"
 
 
 def experiment(root, dataset="fashion_mnist", classes=("Shirt", "T-shirt/top"), image_size=16) -> dict:
-    return {"dataset": dataset, "data_dir": str(root), "classes": list(classes), "architecture": "resnet18",
-            "image_size": image_size, "strategy": "pair"}
+    return {
+        "dataset": dataset,
+        "data_dir": str(root),
+        "classes": list(classes),
+        "architecture": "resnet18",
+        "image_size": image_size,
+        "strategy": "pair",
+    }
 
 
 def prepare(data: dict, exp: dict, seed: int) -> PreparedData:
     """prepare_experiment with the keys of params.yaml's ``data`` section and one experiment."""
-    return prepare_experiment(exp["dataset"], resolve_path(exp["data_dir"]), exp["classes"], exp["image_size"],
-                              seed=seed, max_train_per_class=data["max_train_per_class"],
-                              max_test_per_class=data["max_test_per_class"], val_fraction=data["val_fraction"],
-                              test_fraction=data["test_fraction"])
+    return prepare_experiment(
+        exp["dataset"],
+        resolve_path(exp["data_dir"]),
+        exp["classes"],
+        exp["image_size"],
+        seed=seed,
+        max_train_per_class=data["max_train_per_class"],
+        max_test_per_class=data["max_test_per_class"],
+        val_fraction=data["val_fraction"],
+        test_fraction=data["test_fraction"],
+    )
 
 
 def levels(images: torch.Tensor) -> list[int]:
@@ -129,8 +142,9 @@ def test_unknown_dataset_is_refused_first(params, tmp_path):
         prepare(params["data"], experiment(tmp_path / "nowhere", "mnist"), seed=0)
 
 
-@pytest.mark.parametrize("dataset, classes", [("fashion_mnist", ["Shirt", "Shirtt"]),
-                                              ("dogs_vs_cats", ["cat", "wolf"])])
+@pytest.mark.parametrize(
+    "dataset, classes", [("fashion_mnist", ["Shirt", "Shirtt"]), ("dogs_vs_cats", ["cat", "wolf"])]
+)
 def test_unknown_class_is_refused_before_reading(params, dogs_root, monkeypatch, dataset, classes):
     def no_reading(*args, **kwargs):
         raise AssertionError("images were read before the class was checked")
@@ -143,8 +157,7 @@ def test_unknown_class_is_refused_before_reading(params, dogs_root, monkeypatch,
 
 def test_missing_dataset_folder(params, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        prepare(params["data"], experiment(tmp_path / "nowhere", "dogs_vs_cats", ["cat", "dog"]),
-                           seed=0)
+        prepare(params["data"], experiment(tmp_path / "nowhere", "dogs_vs_cats", ["cat", "dog"]), seed=0)
     with pytest.raises(DataError, match="is not a CUB-200-2011 folder"):
         prepare(params["data"], experiment(tmp_path / "nowhere", "cub200", [1, 2]), seed=0)
     with pytest.raises(DataError, match="missing raw file.*make data"):

@@ -185,9 +185,7 @@ def test_raster_and_union_area_match_direct_shapely_on_random_masks():
         mask = rng.random((15, 17)) < 0.15
         polys = hull_polygons(mask, dilation=0)
         union = shapely.union_all(polys)
-        expected = np.array(
-            [[union.intersects(Point(c + 0.5, r + 0.5)) for c in range(17)] for r in range(15)]
-        )
+        expected = np.array([[union.intersects(Point(c + 0.5, r + 0.5)) for c in range(17)] for r in range(15)])
         np.testing.assert_array_equal(rasterize(polys, mask.shape), expected)
         assert hull_complexity(polys, mask.shape).area_pixels == pytest.approx(union.area)
         assert (rasterize(polys, mask.shape) | ~mask).all()  # raster contains the mask

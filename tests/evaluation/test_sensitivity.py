@@ -130,9 +130,7 @@ def test_margin_score_is_target_minus_other():
     target = torch.tensor([0, 1, 0, 1])
     np.testing.assert_allclose(score(model, images, target), logits[np.arange(4), target], rtol=1e-6)
     margin = score(model, images, target, mode="margin")
-    np.testing.assert_allclose(
-        margin, logits[np.arange(4), target] - logits[np.arange(4), 1 - target], rtol=1e-5
-    )
+    np.testing.assert_allclose(margin, logits[np.arange(4), target] - logits[np.arange(4), 1 - target], rtol=1e-5)
 
 
 def test_batched_occlusion_equals_per_image_occlusion_in_eval_mode():

@@ -107,9 +107,7 @@ def test_without_occlusion_the_model_is_not_called():
 
     original, gad = two_blob_maps()
     images = torch.full((2, 1, H, W), 0.5)
-    table = evaluate_maps(
-        Refuses(), images, 0, original, gad, method="ig", rng=0, occlusion=False, progress=False
-    )
+    table = evaluate_maps(Refuses(), images, 0, original, gad, method="ig", rng=0, occlusion=False, progress=False)
     assert table[["score", "occluded_score", "drop", "rs"]].isna().all().all()
     assert table["complexity"].notna().all()
 
@@ -119,9 +117,7 @@ def test_random_sets_are_reproducible_from_the_seed():
     images = torch.full((3, 1, H, W), 0.5)
 
     def random_scores(seed):
-        table = evaluate_maps(
-            left_half_model(), images, 0, original, gad, method="ig", rng=seed, progress=False
-        )
+        table = evaluate_maps(left_half_model(), images, 0, original, gad, method="ig", rng=seed, progress=False)
         return table[table.region_set == "random"]["occluded_score"].to_numpy()
 
     np.testing.assert_array_equal(random_scores(5), random_scores(5))

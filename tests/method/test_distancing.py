@@ -5,13 +5,10 @@ import torch
 
 from gadlib.method.distancing import (
     check_alpha_schedule,
-    distance_pair,
     distancing_margin,
     distancing_targets,
     logit_spread,
     lowering_mask,
-    one_vs_all_targets,
-    split_targets,
     two_means_split,
 )
 
@@ -26,7 +23,7 @@ def test_logit_spread_is_the_population_std_of_each_column():
 
 def test_pair_lowers_the_other_class_logit_by_scale_times_its_spread():
     spread = logit_spread(PAIR_LOGITS)
-    targets = distance_pair(PAIR_LOGITS, PAIR_LABELS, (0, 1), scale=2.0)
+    targets = distancing_targets("pair", PAIR_LOGITS, PAIR_LABELS, pair=(0, 1), scale=2.0)
     expected = PAIR_LOGITS.clone()
     expected[:3, 1] -= 2.0 * spread[1]
     expected[3:, 0] -= 2.0 * spread[0]
@@ -37,8 +34,8 @@ def test_pair_margin_grows_by_exactly_alpha():
     spread = logit_spread(PAIR_LOGITS)
     scale = 1.5
     before = distancing_margin(PAIR_LOGITS, PAIR_LABELS, "pair", pair=(0, 1))
-    after = distancing_margin(distance_pair(PAIR_LOGITS, PAIR_LABELS, (0, 1), scale), PAIR_LABELS,
-                              "pair", pair=(0, 1))
+    targets = distancing_targets("pair", PAIR_LOGITS, PAIR_LABELS, pair=(0, 1), scale=scale)
+    after = distancing_margin(targets, PAIR_LABELS, "pair", pair=(0, 1))
     alpha = torch.where(PAIR_LABELS == 0, scale * spread[1], scale * spread[0])
     assert torch.allclose(after - before, alpha)
     assert torch.allclose(before, torch.tensor([2.0, 1.5, 5.0, 2.0, 2.5, 2.0]))
@@ -48,7 +45,7 @@ def test_pair_keeps_the_order_of_every_logit_inside_each_class():
     torch.manual_seed(0)
     logits = torch.randn(40, 2)
     labels = torch.arange(40) % 2
-    targets = distance_pair(logits, labels, (0, 1), scale=2.5)
+    targets = distancing_targets("pair", logits, labels, pair=(0, 1), scale=2.5)
     for cls in (0, 1):
         rows = labels == cls
         for column in (0, 1):
@@ -59,14 +56,16 @@ def test_distancing_does_not_modify_its_inputs():
     logits, labels = PAIR_LOGITS.clone(), PAIR_LABELS.clone()
     spread = logit_spread(logits)
     spread_copy = spread.clone()
-    distance_pair(logits, labels, (0, 1), scale=1.0, spread=spread)
-    one_vs_all_targets(logits, labels, 0, scale=1.0)
+    distancing_targets("pair", logits, labels, pair=(0, 1), scale=1.0, spread=spread)
+    distancing_targets("one_vs_all", logits, labels, cls=0, scale=1.0)
     assert torch.equal(logits, PAIR_LOGITS) and torch.equal(labels, PAIR_LABELS)
     assert torch.equal(spread, spread_copy)
 
 
 def test_given_spread_is_used_instead_of_the_logits_own():
-    targets = distance_pair(PAIR_LOGITS, PAIR_LABELS, (0, 1), scale=1.0, spread=torch.tensor([10.0, 100.0]))
+    targets = distancing_targets(
+        "pair", PAIR_LOGITS, PAIR_LABELS, pair=(0, 1), scale=1.0, spread=torch.tensor([10.0, 100.0])
+    )
     assert targets[0, 1] == PAIR_LOGITS[0, 1] - 100.0
     assert targets[3, 0] == PAIR_LOGITS[3, 0] - 10.0
 
@@ -75,8 +74,8 @@ def test_pair_refuses_other_classes_unless_allowed():
     logits = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
     labels = torch.tensor([0, 1, 2, 0])
     with pytest.raises(ValueError, match="outside pair"):
-        distance_pair(logits, labels, (0, 1), scale=1.0)
-    targets = distance_pair(logits, labels, (0, 1), scale=1.0, allow_other=True)
+        distancing_targets("pair", logits, labels, pair=(0, 1), scale=1.0)
+    targets = distancing_targets("pair", logits, labels, pair=(0, 1), scale=1.0, allow_other=True)
     assert torch.equal(targets[2], logits[2])
     assert targets[0, 1] < logits[0, 1]
 
@@ -85,10 +84,14 @@ def test_one_vs_all_on_hand_written_logits():
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 2.0]])
     labels = torch.tensor([0, 1, 2])
     spread = torch.tensor([1.0, 2.0, 4.0])
-    targets = one_vs_all_targets(logits, labels, cls=0, scale=0.5, spread=spread)
-    expected = torch.tensor([[3.0, 0.0, -2.0],  # class 0: every other logit lowered
-                             [-0.5, 2.0, 1.0],  # others: logit 0 lowered by 0.5 * 1
-                             [0.5, 0.0, 2.0]])
+    targets = distancing_targets("one_vs_all", logits, labels, cls=0, scale=0.5, spread=spread)
+    expected = torch.tensor(
+        [
+            [3.0, 0.0, -2.0],  # class 0: every other logit lowered
+            [-0.5, 2.0, 1.0],  # others: logit 0 lowered by 0.5 * 1
+            [0.5, 0.0, 2.0],
+        ]
+    )
     assert torch.allclose(targets, expected)
 
 
@@ -96,21 +99,16 @@ def test_split_on_hand_written_logits():
     logits = torch.zeros(4, 4)
     labels = torch.tensor([0, 1, 2, 3])
     spread = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    targets = split_targets(logits, labels, (0, 2), (1, 3), scale=1.0, spread=spread)
-    expected = torch.tensor([[0.0, -2.0, 0.0, -4.0],
-                             [-1.0, 0.0, -3.0, 0.0],
-                             [0.0, -2.0, 0.0, -4.0],
-                             [-1.0, 0.0, -3.0, 0.0]])
+    targets = distancing_targets("split", logits, labels, groups=((0, 2), (1, 3)), scale=1.0, spread=spread)
+    expected = torch.tensor(
+        [[0.0, -2.0, 0.0, -4.0], [-1.0, 0.0, -3.0, 0.0], [0.0, -2.0, 0.0, -4.0], [-1.0, 0.0, -3.0, 0.0]]
+    )
     assert torch.equal(targets, expected)
 
 
-def test_dispatcher_matches_the_strategy_functions():
+def test_dispatcher_checks_the_strategy_and_its_arguments():
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 2.0], [2.0, 2.0, 0.0]])
     labels = torch.tensor([0, 1, 2, 0])
-    assert torch.equal(distancing_targets("one_vs_all", logits, labels, scale=1.0, cls=1),
-                       one_vs_all_targets(logits, labels, 1, 1.0))
-    assert torch.equal(distancing_targets("split", logits, labels, scale=1.0, groups=([0], [1, 2])),
-                       split_targets(logits, labels, [0], [1, 2], 1.0))
     with pytest.raises(ValueError, match="unknown distancing strategy 'pairs'"):
         distancing_targets("pairs", logits, labels, scale=1.0, pair=(0, 1))
     with pytest.raises(ValueError, match="needs cls"):
@@ -131,8 +129,7 @@ def test_lowering_mask_leaves_images_of_uninvolved_classes_unmarked():
 
 
 def test_two_means_finds_obvious_clusters():
-    centres = {0: [10.0, 0.0, 0.0, 0.0], 1: [0.0, 10.0, 0.0, 10.0], 2: [9.0, 1.0, 0.0, 0.0],
-               3: [0.0, 9.0, 1.0, 10.0]}
+    centres = {0: [10.0, 0.0, 0.0, 0.0], 1: [0.0, 10.0, 0.0, 10.0], 2: [9.0, 1.0, 0.0, 0.0], 3: [0.0, 9.0, 1.0, 10.0]}
     labels = torch.tensor([0, 1, 2, 3] * 5)
     torch.manual_seed(0)
     logits = torch.stack([torch.tensor(centres[int(c)]) for c in labels]) + 0.1 * torch.randn(20, 4)
@@ -171,7 +168,7 @@ def test_two_means_refuses_degenerate_input():
 def test_pair_rejects_bad_input(kwargs, message):
     call = {"logits": PAIR_LOGITS, "labels": PAIR_LABELS, "pair": (0, 1), "scale": 1.0, **kwargs}
     with pytest.raises(ValueError, match=message):
-        distance_pair(**call)
+        distancing_targets("pair", **call)
 
 
 @pytest.mark.parametrize(
@@ -187,21 +184,21 @@ def test_pair_rejects_bad_input(kwargs, message):
 def test_split_rejects_bad_groups(group1, group2, message):
     logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
     with pytest.raises(ValueError, match=message):
-        split_targets(logits, labels, group1, group2, scale=1.0)
+        distancing_targets("split", logits, labels, groups=(group1, group2), scale=1.0)
 
 
 def test_one_vs_all_rejects_a_missing_or_lonely_class():
     logits = torch.randn(4, 3)
     with pytest.raises(ValueError, match="class 2 has no image"):
-        one_vs_all_targets(logits, torch.tensor([0, 1, 0, 1]), 2, 1.0)
+        distancing_targets("one_vs_all", logits, torch.tensor([0, 1, 0, 1]), cls=2, scale=1.0)
     with pytest.raises(ValueError, match="other than 0"):
-        one_vs_all_targets(logits, torch.tensor([0, 0, 0, 0]), 0, 1.0)
+        distancing_targets("one_vs_all", logits, torch.tensor([0, 0, 0, 0]), cls=0, scale=1.0)
 
 
 def test_zero_spread_warns_that_nothing_moves():
     logits = torch.tensor([[1.0, 5.0], [2.0, 5.0]])
     with pytest.warns(RuntimeWarning, match="zero spread"):
-        targets = distance_pair(logits, torch.tensor([0, 1]), (0, 1), 1.0)
+        targets = distancing_targets("pair", logits, torch.tensor([0, 1]), pair=(0, 1), scale=1.0)
     assert targets[0, 1] == 5.0
 
 

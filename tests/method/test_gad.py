@@ -163,7 +163,9 @@ def test_gad_with_identical_supports_keeps_the_original_top_pixels(name):
     keep = top_pixels(plain)
     assert result.shape == x.shape
     assert torch.allclose(result, plain * keep.unsqueeze(1), atol=1e-6)
-    assert gad.last_result.importance.shape == (3, len(x), H, W)
+    detailed = gad.attribute_detailed(x, target=1, **kwargs)
+    assert detailed.importance.shape == (3, len(x), H, W)
+    assert torch.equal(detailed.gad, result)
 
 
 def test_gad_with_disagreeing_supports_keeps_only_the_agreement():
@@ -171,10 +173,10 @@ def test_gad_with_disagreeing_supports_keeps_only_the_agreement():
     other = linear_model(seed=5)
     gad = GAD("Saliency", model, [other], fast=False)
     detailed = gad.attribute_detailed(x, target=0)
-    expected = top_pixels(class_weights(model, 0).abs().expand_as(x)) \
-        & top_pixels(class_weights(other, 0).abs().expand_as(x))
+    expected = top_pixels(class_weights(model, 0).abs().expand_as(x)) & top_pixels(
+        class_weights(other, 0).abs().expand_as(x)
+    )
     assert torch.equal(detailed.consistency, expected)
-    assert gad.last_result is detailed
 
 
 def test_gad_without_supports_is_the_plain_method_thresholded():
@@ -202,8 +204,9 @@ def test_gad_accepts_a_captum_class():
 def test_noise_tunnel_wraps_gad():
     model, x = linear_model(), images(3)
     gad = GAD("Saliency", model, [linear_model(4)], fast=False)
-    smoothed = NoiseTunnel(gad).attribute(x, nt_type="smoothgrad", nt_samples=4, stdevs=0.1,
-                                          target=torch.tensor([0, 1, 2]))
+    smoothed = NoiseTunnel(gad).attribute(
+        x, nt_type="smoothgrad", nt_samples=4, stdevs=0.1, target=torch.tensor([0, 1, 2])
+    )
     # A linear model's saliency ignores the noise, so SmoothGrad of GAD equals GAD.
     assert torch.allclose(smoothed, gad.attribute(x, target=torch.tensor([0, 1, 2])))
 
@@ -243,10 +246,10 @@ def test_fast_backend_is_used_for_its_methods(monkeypatch):
     monkeypatch.setattr(fast_attribution, "attribute_models", attribute_models)
     model, x = linear_model().train(), images(5)
     gad = GAD("IntegratedGradients", model, [linear_model(1)], batch_size=2)
-    gad.attribute(x, target=0, n_steps=7)
+    detailed = gad.attribute_detailed(x, target=0, n_steps=7)
     kwargs = {"n_steps": 7, "internal_batch_size": 64}
     assert calls == [("IntegratedGradients", 2, n, kwargs, [False, False]) for n in (2, 2, 1)]
-    assert gad.last_result.importance.shape == (2, 5, H, W) and model.training
+    assert detailed.importance.shape == (2, 5, H, W) and model.training
     GAD("IntegratedGradients", model, [linear_model(1)], fast=False).attribute(x, target=0, n_steps=7)
     GAD("GuidedBackprop", model, [linear_model(1)]).attribute(x, target=0)
     GAD(Saliency, model, [linear_model(1)]).attribute(x, target=0)

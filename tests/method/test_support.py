@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from gadlib.method import support as support_module
-from gadlib.method.distancing import distance_pair, logit_spread
+from gadlib.method.distancing import distancing_targets, logit_spread
 from gadlib.method.support import load_support_models, support_fidelity, train_support_models
 from gadlib.models.training import predict_logits, train_model
 
@@ -31,8 +31,15 @@ def linear_original():
 
 
 def fit(original, images, labels, **kwargs):
-    options = {"alphas": ALPHAS, "epochs": 3, "lr": 0.05, "batch_size": 16, "device": "cpu",
-               "progress": False, **kwargs}
+    options = {
+        "alphas": ALPHAS,
+        "epochs": 3,
+        "lr": 0.05,
+        "batch_size": 16,
+        "device": "cpu",
+        "progress": False,
+        **kwargs,
+    }
     return train_support_models(original, images, labels, **options)
 
 
@@ -73,12 +80,11 @@ def test_support_models_reach_the_target_margin_and_lower_the_mse():
     logits = predict_logits(original, images)
     spread = logit_spread(logits)
     for alpha, model in zip(ALPHAS, supports, strict=True):
-        targets = distance_pair(logits, labels, (0, 1), alpha, spread)
+        targets = distancing_targets("pair", logits, labels, pair=(0, 1), scale=alpha, spread=spread)
         before = nn.functional.mse_loss(logits, targets)
         after = nn.functional.mse_loss(predict_logits(model, images), targets)
         assert after < 0.01 * before
-    rows = support_fidelity(original, supports, ALPHAS, images, labels, spread=spread,
-                            final_losses=[0.1, 0.2])
+    rows = support_fidelity(original, supports, ALPHAS, images, labels, spread=spread, final_losses=[0.1, 0.2])
     assert [row["alpha"] for row in rows] == [0.0, *ALPHAS]
     original_row = rows[0]
     assert original_row["agreement"] == 1.0 and original_row["margin"] == original_row["target_margin"]
@@ -164,8 +170,12 @@ def test_a_shorter_schedule_removes_the_surplus_models_and_keeps_other_files(tmp
     spy = TrainSpy(monkeypatch)
     fit(original, images, labels, checkpoint_dir=tmp_path, alphas=(0.5, 1.0))
     assert spy.starts == []  # the shared prefix is reused
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "support_1.pt", "support_2.pt",
-                                                          "support_2.pt.bak"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.txt",
+        "support_1.pt",
+        "support_2.pt",
+        "support_2.pt.bak",
+    ]
 
 
 def test_saved_supports_load_with_their_meta(tmp_path):

@@ -22,8 +22,16 @@ def tiny_net(seed=0, dropout=0.0):
 
 
 def train(model, images, labels, **kwargs):
-    options = {"loss": "cross_entropy", "epochs": 3, "batch_size": 8, "lr": 0.01, "seed": 0,
-               "device": "cpu", "progress": False, **kwargs}
+    options = {
+        "loss": "cross_entropy",
+        "epochs": 3,
+        "batch_size": 8,
+        "lr": 0.01,
+        "seed": 0,
+        "device": "cpu",
+        "progress": False,
+        **kwargs,
+    }
     return train_model(model, images, labels, **options)
 
 
@@ -82,8 +90,7 @@ def test_early_stopping_restores_the_best_weights():
     # Validation labels are flipped: the better the model learns, the worse its validation loss.
     flipped = 1 - labels
     model = tiny_net()
-    history = train(model, images, labels, epochs=10, val_images=images, val_targets=flipped,
-                    early_stopping_patience=2)
+    history = train(model, images, labels, epochs=10, val_images=images, val_targets=flipped, early_stopping_patience=2)
     best = history.val_loss.index(min(history.val_loss)) + 1
     assert history.stopped_early and history.best_epoch == best
     assert len(history.train_loss) == best + 2
@@ -92,58 +99,28 @@ def test_early_stopping_restores_the_best_weights():
     assert same_weights(weights(model), weights(reference))
 
 
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
-    images, labels = separable_problem()
-    checkpoint = tmp_path / "train_state.pt"
-    interrupted = tiny_net(dropout=0.3)
-    train(interrupted, images, labels, epochs=2, checkpoint_path=checkpoint)
-    resumed = tiny_net(seed=99, dropout=0.3)  # different start: the checkpoint must win
-    history = train(resumed, images, labels, epochs=4, checkpoint_path=checkpoint, resume=True)
-    straight = tiny_net(dropout=0.3)
-    straight_history = train(straight, images, labels, epochs=4)
-    assert same_weights(weights(resumed), weights(straight))
-    assert history.train_loss == straight_history.train_loss
-    with pytest.raises(ValueError, match="training config"):
-        train(tiny_net(), images, labels, epochs=5, lr=0.5, checkpoint_path=checkpoint, resume=True)
-
-
-def test_a_finished_run_resumes_to_the_same_weights(tmp_path):
-    images, labels = separable_problem()
-    checkpoint = tmp_path / "train_state.pt"
-    model = tiny_net()
-    train(model, images, labels, checkpoint_path=checkpoint)
-    again = tiny_net(seed=5)
-    history = train(again, images, labels, checkpoint_path=checkpoint, resume=True)
-    assert same_weights(weights(model), weights(again)) and len(history.train_loss) == 3
-
-
-def test_train_epoch_is_the_epoch_of_train_model_and_its_offset_moves_dropout_only():
+def test_train_epoch_is_the_epoch_of_train_model():
     images, labels = separable_problem()
     reference = tiny_net(dropout=0.5)
     train(reference, images, labels, epochs=2)
-
-    def two_epochs(offset):
-        model = tiny_net(dropout=0.5)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        losses = [train_epoch(model, images, labels, optimizer, loss="cross_entropy", batch_size=8, seed=0,
-                              epoch=epoch, device=torch.device("cpu"), dropout_seed_offset=offset)
-                  for epoch in range(2)]
-        return model, losses
-
-    same, losses = two_epochs(0)
-    assert same_weights(weights(same), weights(reference))
+    model = tiny_net(dropout=0.5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = [
+        train_epoch(
+            model,
+            images,
+            labels,
+            optimizer,
+            loss="cross_entropy",
+            batch_size=8,
+            seed=0,
+            epoch=epoch,
+            device=torch.device("cpu"),
+        )
+        for epoch in range(2)
+    ]
+    assert same_weights(weights(model), weights(reference))
     assert all(loss > 0 for loss in losses)
-    shifted, _ = two_epochs(1)
-    assert not same_weights(weights(shifted), weights(reference))
-
-
-def test_bf16_on_the_cpu_warns_and_trains_in_float32():
-    images, labels = separable_problem()
-    plain, asked = tiny_net(), tiny_net()
-    train(plain, images, labels)
-    with pytest.warns(RuntimeWarning, match="CUDA only"):
-        train(asked, images, labels, autocast_bf16=True)
-    assert same_weights(weights(plain), weights(asked))
 
 
 def test_predict_logits_runs_in_eval_mode_and_restores_the_mode():
@@ -168,7 +145,6 @@ def test_predict_logits_runs_in_eval_mode_and_restores_the_mode():
         ({"loss": "mse"}, "mse needs targets"),
         ({"early_stopping_patience": 2}, "early stopping needs validation data"),
         ({"val_images": torch.zeros(4, 1, 4, 4)}, "both val_images and val_targets"),
-        ({"resume": True}, "needs a checkpoint_path"),
         ({"images": torch.zeros(64, 16)}, r"shape \(N, C, H, W\)"),
     ],
 )

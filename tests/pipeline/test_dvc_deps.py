@@ -92,8 +92,11 @@ def code_run_by(cmd: str, root: Path = ROOT) -> set[Path]:
 def uncovered(cmd: str, deps: list[str], root: Path = ROOT) -> list[str]:
     """The gadlib files the command runs that no dependency covers (a file, or a folder above it)."""
     dep_paths = [(root / dep).resolve() for dep in deps if "${" not in dep]
-    return sorted(str(path.relative_to(root)) for path in code_run_by(cmd, root)
-                  if not any(path == dep or dep in path.parents for dep in dep_paths))
+    return sorted(
+        str(path.relative_to(root))
+        for path in code_run_by(cmd, root)
+        if not any(path == dep or dep in path.parents for dep in dep_paths)
+    )
 
 
 @pytest.mark.parametrize("stage", list(stages()))

@@ -14,8 +14,13 @@ NAMES = ["T-shirt/top", "Trouser", "Pullover"]
 
 
 def experiment(**settings) -> Experiment:
-    base = {"dataset": "fashion_mnist", "data_dir": "data/fashion-mnist", "classes": NAMES,
-            "architecture": "resnet18", "image_size": 28}
+    base = {
+        "dataset": "fashion_mnist",
+        "data_dir": "data/fashion-mnist",
+        "classes": NAMES,
+        "architecture": "resnet18",
+        "image_size": 28,
+    }
     return Experiment.model_validate({**base, **settings})
 
 

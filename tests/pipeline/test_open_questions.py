@@ -15,9 +15,11 @@ def test_override_value_follows_the_override_grammar():
 
 
 def test_planned_runs_cover_the_sweep_multiclass_and_smoothgrad():
-    plan = {"alpha_sweep": {"experiment": "a", "scales": [0.5, 2.0], "set": {"attribution.n_images": 5}},
-            "multiclass": {"experiments": {"m": {"strategy": "split", "groups": "auto"}}, "set": {}},
-            "smoothgrad": {"set": {"attribution.methods": ["Saliency", "SmoothGrad"]}}}
+    plan = {
+        "alpha_sweep": {"experiment": "a", "scales": [0.5, 2.0], "set": {"attribution.n_images": 5}},
+        "multiclass": {"experiments": {"m": {"strategy": "split", "groups": "auto"}}, "set": {}},
+        "smoothgrad": {"set": {"attribution.methods": ["Saliency", "SmoothGrad"]}},
+    }
     runs = oq.planned_runs(plan, ["a", "b"])
     assert list(runs) == ["alpha-0.5", "alpha-2", "multiclass", "smoothgrad"]
     assert runs["alpha-2"] == ["~experiments.b", "attribution.n_images=5", "support.alpha_scale=2.0"]
@@ -26,12 +28,18 @@ def test_planned_runs_cover_the_sweep_multiclass_and_smoothgrad():
 
 
 def test_sweep_table_pairs_rs_per_image():
-    hull = pd.DataFrame([
-        {"method": "Saliency", "image": i, "region_set": s, "rs": rs, "rc": rc}
-        for i, (g, r) in enumerate([(2.0, 1.0), (0.5, 1.5)])
-        for s, rs, rc in (("original", 1.0, float("nan")), ("gad", g, 0.5 + i), ("rest", r, float("nan")),
-                          ("random", 0.1, float("nan")))
-    ])
+    hull = pd.DataFrame(
+        [
+            {"method": "Saliency", "image": i, "region_set": s, "rs": rs, "rc": rc}
+            for i, (g, r) in enumerate([(2.0, 1.0), (0.5, 1.5)])
+            for s, rs, rc in (
+                ("original", 1.0, float("nan")),
+                ("gad", g, 0.5 + i),
+                ("rest", r, float("nan")),
+                ("random", 0.1, float("nan")),
+            )
+        ]
+    )
     fidelity = pd.DataFrame({"model": [0, 1, 2], "agreement": [1.0, 0.9, 0.7]})
     table = oq.sweep_table(hull, fidelity, scale=4.0)
     assert list(table["rs_gad"]) == [2.0, 0.5]

@@ -109,18 +109,24 @@ def test_a_section_that_is_not_a_mapping(params):
         validate_params(params)
 
 
-@pytest.mark.parametrize("dataset, classes, bad", [
-    ("fashion_mnist", ["T-shirt/top", "Shirtt"], "'Shirtt'"),
-    ("fashion_mnist", ["Shirt", 10], "10"),
-    ("dogs_vs_cats", ["cat", "wolf"], "'wolf'"),
-    ("cub200", [113, 201], "201"),
-    ("cub200", [{"name": "sparrow", "ids": [113]}, 158], "{'name': 'sparrow', 'ids': [113]}"),
-    ("cub200", [{"name": "sparrow", "ids": [133, 113]}, 158], "{'name': 'sparrow', 'ids': [133, 113]}"),
-])
+@pytest.mark.parametrize(
+    "dataset, classes, bad",
+    [
+        ("fashion_mnist", ["T-shirt/top", "Shirtt"], "'Shirtt'"),
+        ("fashion_mnist", ["Shirt", 10], "10"),
+        ("dogs_vs_cats", ["cat", "wolf"], "'wolf'"),
+        ("cub200", [113, 201], "201"),
+        ("cub200", [{"name": "sparrow", "ids": [113]}, 158], "{'name': 'sparrow', 'ids': [113]}"),
+        ("cub200", [{"name": "sparrow", "ids": [133, 113]}, 158], "{'name': 'sparrow', 'ids': [133, 113]}"),
+    ],
+)
 def test_a_class_not_in_the_dataset(params, dataset, classes, bad):
     params["experiments"]["tshirt_vs_shirt"].update(dataset=dataset, classes=classes)
-    with pytest.raises(ConfigError, match=rf"'{FIRST}.classes' has {re.escape(bad)}, which is not a "
-                                          rf"{dataset} class; allowed: "):
+    with pytest.raises(
+        ConfigError,
+        match=rf"'{FIRST}.classes' has {re.escape(bad)}, which is not a "
+        rf"{dataset} class; allowed: ",
+    ):
         validate_params(params)
 
 
@@ -201,7 +207,9 @@ def test_validating_params_imports_neither_torch_nor_papermill():
     import subprocess
     import sys
 
-    code = ("import sys, gadlib.pipeline.stage, gadlib.pipeline.params; "
-            "print(sorted(m for m in ('torch', 'papermill') if m in sys.modules))")
+    code = (
+        "import sys, gadlib.pipeline.stage, gadlib.pipeline.params; "
+        "print(sorted(m for m in ('torch', 'papermill') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert result.stdout.strip() == "[]"

@@ -19,8 +19,16 @@ from tests.fixtures import run_command as run
 
 pytestmark = pytest.mark.pipeline
 
-METHOD_KEYS = {"rc_mean", "rc_median", "rc_below_1", "rs_gad_mean", "rs_rest_mean", "rs_random_mean",
-               "rs_gad_beats_rest", "n_images"}
+METHOD_KEYS = {
+    "rc_mean",
+    "rc_median",
+    "rc_below_1",
+    "rs_gad_mean",
+    "rs_rest_mean",
+    "rs_random_mean",
+    "rs_gad_beats_rest",
+    "n_images",
+}
 
 
 def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dict:

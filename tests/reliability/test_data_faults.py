@@ -39,8 +39,16 @@ def outputs(stage_outputs):
 
 
 def prepare(params: dict, outputs, dataset: str, data_dir, classes) -> None:
-    params["experiments"] = {"broken": {"dataset": dataset, "data_dir": str(data_dir), "classes": classes,
-                                        "architecture": "small_cnn", "image_size": 16, "strategy": "pair"}}
+    params["experiments"] = {
+        "broken": {
+            "dataset": dataset,
+            "data_dir": str(data_dir),
+            "classes": classes,
+            "architecture": "small_cnn",
+            "image_size": 16,
+            "strategy": "pair",
+        }
+    }
     try:
         prepare_stage.run(validate_params(params), "broken")
     finally:
@@ -57,11 +65,14 @@ FASHION_PAIR = ["T-shirt/top", "Shirt"]
 
 
 # ------------------------------------------------------------------ missing dataset
-@pytest.mark.parametrize(("dataset", "classes", "message"), [
-    ("fashion_mnist", FASHION_PAIR, r"missing raw file .*nowhere/train-images-idx3-ubyte\.gz; run `make da"),
-    ("dogs_vs_cats", ["cat", "dog"], r"Dogs vs\. Cats folder .*nowhere does not exist"),
-    ("cub200", [113, 158], r".*nowhere is not a CUB-200-2011 folder: it needs images\.txt"),
-])
+@pytest.mark.parametrize(
+    ("dataset", "classes", "message"),
+    [
+        ("fashion_mnist", FASHION_PAIR, r"missing raw file .*nowhere/train-images-idx3-ubyte\.gz; run `make da"),
+        ("dogs_vs_cats", ["cat", "dog"], r"Dogs vs\. Cats folder .*nowhere does not exist"),
+        ("cub200", [113, 158], r".*nowhere is not a CUB-200-2011 folder: it needs images\.txt"),
+    ],
+)
 def test_missing_dataset_names_the_folder(params, outputs, tmp_path, dataset, classes, message):
     with pytest.raises(DataError, match=message):
         prepare(params, outputs, dataset, tmp_path / "nowhere", classes)
@@ -71,8 +82,11 @@ def test_missing_dataset_names_the_folder(params, outputs, tmp_path, dataset, cl
 @needs_fashion
 def test_fashion_mnist_one_folder_too_high_points_at_the_subfolder(params, outputs, tmp_path):
     copy_real_fashion(tmp_path / "data" / "fashion-mnist")
-    with pytest.raises(DataError, match=r"missing raw file .*data/train-images-idx3-ubyte\.gz; "
-                                        r".*data/fashion-mnist holds it: point the experiment's data_dir"):
+    with pytest.raises(
+        DataError,
+        match=r"missing raw file .*data/train-images-idx3-ubyte\.gz; "
+        r".*data/fashion-mnist holds it: point the experiment's data_dir",
+    ):
         prepare(params, outputs, "fashion_mnist", tmp_path / "data", FASHION_PAIR)
 
 
@@ -88,8 +102,11 @@ def test_fashion_mnist_unpacked_files_are_named(params, outputs, tmp_path):
 
 def test_dogs_vs_cats_kaggle_subfolder_is_pointed_at(params, outputs, tmp_path):
     write_dogs_vs_cats_tree(tmp_path / "dogs-vs-cats" / "train")
-    with pytest.raises(DataError, match=r"holds no cat\.<n>\.jpg image.*its subfolder .*dogs-vs-cats/train "
-                                        r"looks like Kaggle's, point data_dir there"):
+    with pytest.raises(
+        DataError,
+        match=r"holds no cat\.<n>\.jpg image.*its subfolder .*dogs-vs-cats/train "
+        r"looks like Kaggle's, point data_dir there",
+    ):
         prepare(params, outputs, "dogs_vs_cats", tmp_path / "dogs-vs-cats", ["cat", "dog"])
 
 
@@ -130,25 +147,38 @@ def test_class_too_small_for_the_test_split_is_named(params, outputs, tmp_path):
     root = write_dogs_vs_cats_tree(tmp_path / "dogs-vs-cats", per_class=6)
     for n in range(1, 6):
         (root / f"cat.{n}.jpg").unlink()
-    with pytest.raises(DataError, match=r"class 'cat' has 1 image\(s\); holding out a test part \(data."
-                                        r"test_fraction\) of .*dogs-vs-cats into 2 parts needs at least 2"):
+    with pytest.raises(
+        DataError,
+        match=r"class 'cat' has 1 image\(s\); holding out a test part \(data."
+        r"test_fraction\) of .*dogs-vs-cats into 2 parts needs at least 2",
+    ):
         prepare(params, outputs, "dogs_vs_cats", root, ["cat", "dog"])
 
 
 def test_class_too_small_for_the_validation_split_is_named(params, outputs, tmp_path):
     # CUB's own split: even image numbers are training images, so 1 per class of the 2 written
     root = write_cub_tree(tmp_path / "CUB_200_2011", class_ids=(113, 158), per_class=2)
-    with pytest.raises(DataError, match=r"class '113.Baird_Sparrow' has 1 image\(s\); splitting the training "
-                                        r"images of .* into train and validation \(data.val_fraction\)"):
+    with pytest.raises(
+        DataError,
+        match=r"class '113.Baird_Sparrow' has 1 image\(s\); splitting the training "
+        r"images of .* into train and validation \(data.val_fraction\)",
+    ):
         prepare(params, outputs, "cub200", root, [113, 158])
 
 
 def test_a_sound_tree_prepares(params, outputs, tmp_path):
     """The control: the same generated tree, unbroken, gives prepared data."""
     root = write_dogs_vs_cats_tree(tmp_path / "dogs-vs-cats", per_class=6)
-    params["experiments"] = {"sound": {"dataset": "dogs_vs_cats", "data_dir": str(root),
-                                       "classes": ["cat", "dog"], "architecture": "small_cnn",
-                                       "image_size": 16, "strategy": "pair"}}
+    params["experiments"] = {
+        "sound": {
+            "dataset": "dogs_vs_cats",
+            "data_dir": str(root),
+            "classes": ["cat", "dog"],
+            "architecture": "small_cnn",
+            "image_size": 16,
+            "strategy": "pair",
+        }
+    }
     prepared = prepare_stage.run(validate_params(params), "sound")
     assert prepared.class_names == ["cat", "dog"] and (outputs / "sound" / "prepared.npz").is_file()
 
@@ -160,18 +190,42 @@ def test_prepare_stage_reports_a_corrupt_image(tmp_path):
     root = write_dogs_vs_cats_tree(repo / "data" / "dogs-vs-cats", per_class=6)
     (root / "cat.2.jpg").write_bytes(b"garbage")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["experiments"] = {"broken": {"dataset": "dogs_vs_cats", "data_dir": "data/dogs-vs-cats",
-                                        "classes": ["cat", "dog"], "architecture": "small_cnn",
-                                        "image_size": 16, "strategy": "pair"}}
+    params["experiments"] = {
+        "broken": {
+            "dataset": "dogs_vs_cats",
+            "data_dir": "data/dogs-vs-cats",
+            "classes": ["cat", "dog"],
+            "architecture": "small_cnn",
+            "image_size": 16,
+            "strategy": "pair",
+        }
+    }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = repo / "reports" / "notebooks" / "broken" / "01_prepare.ipynb"
     result = subprocess.run(
-        [sys.executable, "-m", "gadlib.pipeline.stage", "notebooks/01_prepare.ipynb", str(output), "-p", "experiment",
-         "broken"], cwd=repo, env=repository_env(repo), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "gadlib.pipeline.stage",
+            "notebooks/01_prepare.ipynb",
+            str(output),
+            "-p",
+            "experiment",
+            "broken",
+        ],
+        cwd=repo,
+        env=repository_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-2:]
-    assert re.fullmatch(r"error: notebooks/01_prepare.ipynb failed in cell \d+: DataError: cannot read image "
-                        r".*/cat\.2\.jpg .*; replace or delete the file", last[0]), result.stderr[-3000:]
+    assert re.fullmatch(
+        r"error: notebooks/01_prepare.ipynb failed in cell \d+: DataError: cannot read image "
+        r".*/cat\.2\.jpg .*; replace or delete the file",
+        last[0],
+    ), result.stderr[-3000:]
     assert last[1] == f"The executed part, with the traceback, is in {output.with_suffix('.failed.ipynb')}"
     assert not output.exists() and output.with_suffix(".failed.ipynb").is_file()
     assert not (repo / "artifacts" / "broken" / "prepared.npz").exists()

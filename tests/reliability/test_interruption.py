@@ -35,8 +35,13 @@ TIMEOUT = 120
 def python(code: str, *args: str) -> subprocess.Popen:
     """Start ``python -c code args`` with this checkout's gadlib, one torch thread, output piped."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, process: subprocess.Popen, what: str) -> None:
@@ -71,9 +76,18 @@ def train_supports(work: Path, checkpoint_dir: Path, epochs: int, log=print) -> 
     support.train_model = logged
     try:
         support.train_support_models(
-            original, torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]), alphas=ALPHAS,
-            epochs=int(epochs), lr=1e-3, batch_size=32, seed=0, device="cpu", checkpoint_dir=checkpoint_dir,
-            progress=False)
+            original,
+            torch.from_numpy(data["images"]),
+            torch.from_numpy(data["labels"]),
+            alphas=ALPHAS,
+            epochs=int(epochs),
+            lr=1e-3,
+            batch_size=32,
+            seed=0,
+            device="cpu",
+            checkpoint_dir=checkpoint_dir,
+            progress=False,
+        )
     finally:
         support.train_model = train_model
 
@@ -93,7 +107,7 @@ def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("supports")
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(256) % 2
-    images = (torch.rand(256, 1, 16, 16, generator=generator) * 0.5 + 0.5 * labels[:, None, None, None])
+    images = torch.rand(256, 1, 16, 16, generator=generator) * 0.5 + 0.5 * labels[:, None, None, None]
     save_arrays(work / "data.npz", images=images.numpy(), labels=labels.numpy())
     torch.manual_seed(0)
     save_checkpoint(work / "original.pt", build_model("small_cnn", 2, 1, 16, [0.5], [0.25]))
@@ -179,8 +193,11 @@ def test_a_write_killed_half_way_leaves_the_previous_file(writer, previous, tmp_
         write_json(target, {"accuracy": 0.5, "version": "old"})
         before = target.read_bytes()
     process = python(KILLED_WRITE, writer, target)
-    wait_for(lambda: any(tmp_path.glob(".*.tmp")) and process.stdout.readline() == "half written\n",
-             process, "the write was half done")
+    wait_for(
+        lambda: any(tmp_path.glob(".*.tmp")) and process.stdout.readline() == "half written\n",
+        process,
+        "the write was half done",
+    )
     kill(process)
 
     if previous:
@@ -194,30 +211,35 @@ def test_a_write_killed_half_way_leaves_the_previous_file(writer, previous, tmp_
 
 
 # ------------------------------------------------------------------ every writer goes through atomic_path
-RAW_WRITE = re.compile(r"open\([^)]*['\"][wax]b?\+?['\"]|\.write_(text|bytes)\(|torch\.save\(|np\.savez?\(|"
-                       r"np\.savez_compressed\(|\.savefig\(|json\.dump\(|\.to_csv\((?!index=False\))|"
-                       r"\.to_(parquet|json|pickle)\(|shutil\.copy\w*\(|os\.(rename|replace)\(")
+RAW_WRITE = re.compile(
+    r"open\([^)]*['\"][wax]b?\+?['\"]|\.write_(text|bytes)\(|torch\.save\(|np\.savez?\(|"
+    r"np\.savez_compressed\(|\.savefig\(|json\.dump\(|\.to_csv\((?!index=False\))|"
+    r"\.to_(parquet|json|pickle)\(|shutil\.copy\w*\(|os\.(rename|replace)\("
+)
 # The partial notebook of a failed stage is copied beside the output as *.failed.ipynb: a name that
 # does not look finished, kept for its traceback.
 # A checkpoint is serialised into memory first (its bytes then go through atomic.write_bytes).
-ALLOWED = {("gadlib/stage.py", "shutil.copyfile(tmp, failed)"),
-           ("gadlib/checkpoints.py", "torch.save(state, buffer)")}
+ALLOWED = {("gadlib/stage.py", "shutil.copyfile(tmp, failed)"), ("gadlib/checkpoints.py", "torch.save(state, buffer)")}
 
 
 def test_every_output_is_written_through_atomic_path():
-    sources = {str(p.relative_to(ROOT)): p.read_text().splitlines()
-               for p in sorted((ROOT / "gadlib").glob("*.py")) if p.name != "atomic.py"}  # it is the rule
+    sources = {
+        str(p.relative_to(ROOT)): p.read_text().splitlines()
+        for p in sorted((ROOT / "gadlib").glob("*.py"))
+        if p.name != "atomic.py"
+    }  # it is the rule
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = nbformat.read(notebook, as_version=4).cells
         sources[str(notebook.relative_to(ROOT))] = [
-            line for cell in cells if cell.cell_type == "code" for line in cell.source.splitlines()]
+            line for cell in cells if cell.cell_type == "code" for line in cell.source.splitlines()
+        ]
     raw = []
     for name, lines in sources.items():
         for number, line in enumerate(lines):
             if not RAW_WRITE.search(line) or (name, line.strip()) in ALLOWED:
                 continue
             # inside `with atomic_path(...) as tmp:`, writing to the temporary
-            inside = any("atomic_path(" in above for above in lines[max(0, number - 4):number])
+            inside = any("atomic_path(" in above for above in lines[max(0, number - 4) : number])
             if not (inside and "tmp" in line):
                 raw.append(f"{name}:{number + 1}: {line.strip()}")
     assert raw == [], "outputs written without gadlib.common.atomic:\n" + "\n".join(raw)

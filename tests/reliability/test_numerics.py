@@ -139,8 +139,9 @@ def test_only_the_support_whose_logits_ignore_the_input_gets_a_zero_map():
 def test_a_constant_image_gives_finite_maps(method, level):
     image = torch.full((2, 1, SIZE, SIZE), level)
     kwargs = {"n_steps": 4} if method == "IntegratedGradients" else {}
-    result, messages = caught(lambda: GAD(method, small_cnn(0), [small_cnn(1)]).attribute_detailed(
-        image, target=0, **kwargs))
+    result, messages = caught(
+        lambda: GAD(method, small_cnn(0), [small_cnn(1)]).attribute_detailed(image, target=0, **kwargs)
+    )
     assert torch.isfinite(result.gad).all() and torch.isfinite(result.importance).all()
     if (result.importance == 0).all(dim=(-2, -1)).any():  # e.g. black image with a black baseline
         assert_warned(messages, "are all zero; they keep no pixel")
@@ -208,8 +209,9 @@ def test_a_constant_image_is_evaluated_with_every_fill():
     original, gad = importance_maps()
     image = torch.full((3, 1, SIZE, SIZE), 0.5)
     for fill in ("black", "mean", "blur"):
-        table = evaluate_maps(small_cnn(), image, 0, original, gad, method="Saliency", rng=0, progress=False,
-                              fill=fill, mean=[0.5])
+        table = evaluate_maps(
+            small_cnn(), image, 0, original, gad, method="Saliency", rng=0, progress=False, fill=fill, mean=[0.5]
+        )
         rows = table[table["area_pixels"] > 0]
         assert np.isfinite(rows["rs"]).all()
         if fill != "black":  # the fill equals the image: occluding changes nothing (up to round-off)

@@ -23,8 +23,14 @@ from gadlib.pipeline.paths import ExperimentPaths
 from tests.fixtures import SMALL_CNN_EXPERIMENT, run_command, tiny_prepared_data, tiny_profile_repository
 
 # Columns and keys that measure the machine, not the method: they differ between identical runs.
-TIMINGS = ("train_seconds", "seconds", "seconds_per_image", "plain_seconds", "plain_seconds_per_image",
-           "gad_over_plain")
+TIMINGS = (
+    "train_seconds",
+    "seconds",
+    "seconds_per_image",
+    "plain_seconds",
+    "plain_seconds_per_image",
+    "gad_over_plain",
+)
 
 
 def rerun(tmp_path, seed: int):
@@ -64,8 +70,11 @@ def differences(first, second, experiments) -> list[str]:
     out = []
     for name in experiments:
         ours, theirs = experiment_files(first, name), experiment_files(second, name)
-        out += [f"{name}/{key}" for key in sorted(ours.keys() | theirs.keys())
-                if key not in ours or key not in theirs or not same(ours[key], theirs[key])]
+        out += [
+            f"{name}/{key}"
+            for key in sorted(ours.keys() | theirs.keys())
+            if key not in ours or key not in theirs or not same(ours[key], theirs[key])
+        ]
     return out
 
 

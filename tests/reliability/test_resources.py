@@ -26,6 +26,8 @@ from tests.fixtures import tiny_prepared_data
 from tests.out_of_memory import OUT_OF_MEMORY, RaisesOutOfMemory
 
 SIZE = 8
+
+
 def models(seed: int = 0) -> list[nn.Module]:
     torch.manual_seed(seed)
     return [build_model("small_cnn", 2, 1, SIZE, [0.5], [0.25]).eval() for _ in range(3)]
@@ -47,10 +49,12 @@ def gad_maps(method, nets, fast, target, batch_size=4):
     return gad.attribute_detailed(images(), target=target, **method_kwargs(method))
 
 
-@pytest.mark.parametrize(("method", "fast", "target", "error"),
-                         [(m, True, None, OUT_OF_MEMORY) for m in BATCHED_METHODS]
-                         + [(m, False, None, OUT_OF_MEMORY) for m in METHODS]
-                         + [("Saliency", True, 1, RuntimeError), ("GuidedBackprop", False, 1, RuntimeError)])
+@pytest.mark.parametrize(
+    ("method", "fast", "target", "error"),
+    [(m, True, None, OUT_OF_MEMORY) for m in BATCHED_METHODS]
+    + [(m, False, None, OUT_OF_MEMORY) for m in METHODS]
+    + [("Saliency", True, 1, RuntimeError), ("GuidedBackprop", False, 1, RuntimeError)],
+)
 def test_out_of_memory_retries_with_smaller_batches(method, fast, target, error):
     """target None: the prediction of the targets is retried too; RuntimeError: CUDA's older error type."""
     plain = models()
@@ -65,8 +69,7 @@ def test_out_of_memory_retries_with_smaller_batches(method, fast, target, error)
     assert torch.equal(result.consistency, expected.consistency)
 
 
-@pytest.mark.parametrize(("method", "fast"),
-                         [("Saliency", True), ("Saliency", False), ("GuidedBackprop", False)])
+@pytest.mark.parametrize(("method", "fast"), [("Saliency", True), ("Saliency", False), ("GuidedBackprop", False)])
 def test_out_of_memory_at_one_image_is_raised(method, fast):
     wrapped = [RaisesOutOfMemory(m, 0) for m in models()]
     with warnings.catch_warnings():
@@ -110,19 +113,42 @@ def _figure(value: float) -> Figure:
 # writer -> (file name, write(path, version), (owner, attribute, index of the destination argument) of
 #            the call that fills the temporary file, read(path): the old file still parses)
 WRITERS = {
-    "write_json": ("metrics.json", lambda path, v: atomic.write_json(path, {"accuracy": v}),
-                   (Path, "write_text", 0), lambda path: json.loads(path.read_text())),
-    "write_text": ("report.md", lambda path, v: atomic.write_text(path, f"# Report {v}\n"),
-                   (Path, "write_text", 0), lambda path: path.read_text()),
-    "save_arrays": ("attributions.npz", lambda path, v: atomic.save_arrays(path, gad=np.full(4, v)),
-                    (np, "savez", 0), atomic.load_arrays),
-    "save_prepared": ("prepared.npz", lambda path, v: save_prepared(path, tiny_prepared_data(int(v) + 2)),
-                      (np, "savez", 0), load_prepared),
-    "save_checkpoint": ("classifier.pt", lambda path, v: checkpoints.save_checkpoint(
-                            path, {"weight": torch.full((2,), v)}, {"version": v}),
-                        (Path, "write_bytes", 0), checkpoints.load_checkpoint),
-    "save_figure": ("figure.png", lambda path, v: plotting.save_figure(_figure(v), path),
-                    (Figure, "savefig", 1), lambda path: path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"),
+    "write_json": (
+        "metrics.json",
+        lambda path, v: atomic.write_json(path, {"accuracy": v}),
+        (Path, "write_text", 0),
+        lambda path: json.loads(path.read_text()),
+    ),
+    "write_text": (
+        "report.md",
+        lambda path, v: atomic.write_text(path, f"# Report {v}\n"),
+        (Path, "write_text", 0),
+        lambda path: path.read_text(),
+    ),
+    "save_arrays": (
+        "attributions.npz",
+        lambda path, v: atomic.save_arrays(path, gad=np.full(4, v)),
+        (np, "savez", 0),
+        atomic.load_arrays,
+    ),
+    "save_prepared": (
+        "prepared.npz",
+        lambda path, v: save_prepared(path, tiny_prepared_data(int(v) + 2)),
+        (np, "savez", 0),
+        load_prepared,
+    ),
+    "save_checkpoint": (
+        "classifier.pt",
+        lambda path, v: checkpoints.save_checkpoint(path, {"weight": torch.full((2,), v)}, {"version": v}),
+        (Path, "write_bytes", 0),
+        checkpoints.load_checkpoint,
+    ),
+    "save_figure": (
+        "figure.png",
+        lambda path, v: plotting.save_figure(_figure(v), path),
+        (Figure, "savefig", 1),
+        lambda path: path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n",
+    ),
 }
 
 

@@ -1,0 +1,187 @@
+"""Checks of the arrays users pass in: image batches, binary masks, per-pixel importance.
+
+Each check raises an exception that names the argument, the bad value and the fix, and accepts
+numpy arrays and torch tensors alike (this module does not import torch, so torch-free modules
+such as :mod:`gadlib.evaluation.regions` can use it).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# Float round-off at the ends of [0, 1] is tolerated; normalised images are far outside it.
+PIXEL_RANGE_TOLERANCE = 1e-6
+
+
+def check_batch(values: Any, name: str = "inputs", *, require_tensor: bool = False) -> Any:
+    """Return ``values`` if it is a non-empty floating-point batch of shape (N, ...), N >= 1.
+
+    Parameters
+    ----------
+    values : numpy array or torch tensor.
+    name : the argument's name, for error messages.
+    require_tensor : refuse anything but a torch tensor (for the paths that take gradients).
+
+    Raises
+    ------
+    TypeError for another type or a non-floating dtype; ValueError for a shape without images.
+    """
+    _check_floating(values, name, require_tensor)
+    if values.ndim < 2 or values.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1; got {tuple(values.shape)}")
+    return values
+
+
+def check_images(
+    images: Any,
+    name: str = "images",
+    *,
+    pixel_space: bool = False,
+    channels: Sequence[int] | None = None,
+    require_tensor: bool = False,
+) -> Any:
+    """Return ``images`` if it is a non-empty floating-point (N, C, H, W) batch of images.
+
+    Parameters
+    ----------
+    images : (N, C, H, W) numpy array or torch tensor, N >= 1.
+    name : the argument's name, for error messages.
+    pixel_space : also require finite values in [0, 1] (up to ``PIXEL_RANGE_TOLERANCE``): images
+        before normalisation, as gadlib's models take them (each model normalises inside).
+    channels : the allowed numbers of channels C (e.g. ``(1, 3)`` to show images), or None for any.
+    require_tensor : refuse anything but a torch tensor.
+
+    Raises
+    ------
+    TypeError for another type or a non-floating dtype; ValueError for another shape or, with
+    ``pixel_space``, values outside [0, 1].
+    """
+    _check_floating(images, name, require_tensor)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, C, H, W) with N >= 1; got {tuple(images.shape)}")
+    if channels is not None and images.shape[1] not in channels:
+        raise ValueError(f"{name} must have C in {tuple(channels)} channels; got shape {tuple(images.shape)}")
+    if pixel_space:
+        lo, hi = float(images.min()), float(images.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -PIXEL_RANGE_TOLERANCE or hi > 1 + PIXEL_RANGE_TOLERANCE:
+            raise ValueError(
+                f"{name} hold values in [{lo:.4g}, {hi:.4g}], outside [0, 1]. Models here expect "
+                f"pixel-space input in [0, 1], i.e. un-normalised (each model normalises inside); pass "
+                f"the images before normalisation."
+            )
+    return images
+
+
+def check_mask(
+    mask: Any, name: str = "mask", *, shape: Sequence[int] | None = None, axes: str = "(N, H, W)"
+) -> np.ndarray:
+    """``mask`` as a bool numpy array: bool, or numbers that are all 0 or 1 (numpy or torch).
+
+    Parameters
+    ----------
+    mask : one (H, W) mask, or, with ``shape``, an array of exactly that shape (e.g. (N, H, W)
+        masks of N images).
+    name : the argument's name, for error messages.
+    shape : the required shape; None = any (H, W).
+    axes : what the axes of ``shape`` are, for error messages.
+
+    Returns
+    -------
+    bool numpy array (the input itself when it is a bool numpy array).
+
+    Raises
+    ------
+    ValueError for a wrong shape or values other than 0 and 1; TypeError for a non-numeric dtype.
+    """
+    arr = as_numpy(mask)
+    if shape is None and arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D (H, W) array; got shape {arr.shape}. Pass one map at a time "
+            f"(index a batch as {name}[i])."
+        )
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {axes} = {tuple(shape)}; got {arr.shape}")
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 numbers).")
+    binary = np.isin(arr, (0, 1))
+    if not binary.all():
+        raise ValueError(
+            f"{name} of shape {arr.shape} and dtype {arr.dtype} holds values other than 0 and 1 "
+            f"(e.g. {np.unique(arr[~binary])[:3].tolist()}); binarise it first with "
+            f"gadlib.method.fusion.binarize."
+        )
+    return arr.astype(bool)
+
+
+def check_importance(importance: Any, name: str = "importance", *, shape: Sequence[int] | None = None) -> np.ndarray:
+    """``importance`` as a float numpy array of non-negative per-pixel importance.
+
+    Parameters
+    ----------
+    importance : (N, H, W) numpy array or torch tensor (one value per pixel, channels collapsed,
+        e.g. by :func:`gadlib.method.fusion.pixel_importance`).
+    name : the argument's name, for error messages.
+    shape : the required shape, e.g. (N, H, W) of the images; None = any 3-D shape.
+
+    Returns
+    -------
+    (N, H, W) float numpy array: a floating input keeps its dtype, other numbers become float32.
+    NaN and infinite values count as importance 0, as :func:`gadlib.method.fusion.pixel_importance`
+    reads them, with a RuntimeWarning that points at the caller's caller.
+
+    Raises
+    ------
+    ValueError for a wrong shape or negative values.
+    """
+    arr = as_numpy(importance)
+    if (shape is None and arr.ndim != 3) or (shape is not None and arr.shape != tuple(shape)):
+        expected = "(N, H, W)" if shape is None else f"(N, H, W) = {tuple(shape)} to match the images"
+        raise ValueError(
+            f"{name} must have shape {expected}; got {arr.shape}. Collapse channels first with "
+            f"gadlib.method.fusion.pixel_importance."
+        )
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        warnings.warn(
+            f"{name}: {int(bad.sum())} values are NaN or infinite; they count as importance 0",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        arr = np.where(bad, arr.dtype.type(0), arr)
+    if (arr < 0).any():
+        raise ValueError(f"{name} must be non-negative per-pixel importance; got minimum {float(arr.min()):.4g}")
+    return arr
+
+
+def as_numpy(values: Any) -> np.ndarray:
+    """A numpy view of an array-like; a torch tensor is detached and copied to the CPU first."""
+    if _is_tensor(values):
+        values = values.detach().cpu()
+        if str(values.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            values = values.float()
+        values = values.numpy()
+    return np.asarray(values)
+
+
+def _check_floating(values: Any, name: str, require_tensor: bool) -> None:
+    """Raise TypeError unless ``values`` is a floating-point tensor (or, if allowed, numpy array)."""
+    if not (_is_tensor(values) or (isinstance(values, np.ndarray) and not require_tensor)):
+        kinds = "one tensor (torch.Tensor)" if require_tensor else "one tensor or numpy array"
+        raise TypeError(f"{name} must be {kinds} of shape (N, C, H, W); got {type(values).__name__}")
+    if not (values.is_floating_point() if _is_tensor(values) else values.dtype.kind == "f"):
+        raise TypeError(f"{name} must be a floating-point tensor or array; got dtype {values.dtype}")
+
+
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: if it is not loaded, it is not one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
