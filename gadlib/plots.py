@@ -1,21 +1,16 @@
 """Figures of the GAD study: attribution grids, hulls, occlusion examples and metric summaries.
 
-Every plot helper takes plain arrays or pandas DataFrames, draws on the ``ax`` / ``axes`` it is
-given (or on a new figure), and returns the matplotlib Figure. None of them writes a file: only
-:func:`save_figure` does, and only the figures stage calls it. Inputs are never modified.
-
-The metric summaries are seaborn box, strip and line plots; the image figures are matplotlib
-``imshow`` and polygon drawings. Figures normalise for display only (the saved maps and metrics
-stay raw). Colours are Okabe-Ito, distinguishable under the common colour-vision deficiencies;
-each region set keeps one colour across all figures.
+Each ``plot_*`` draws arrays or DataFrames (left unchanged) on the given ``ax`` / ``axes`` (default: a
+new figure) and returns the Figure; only :func:`save_figure` writes files. Box figures show a box and
+the jittered points of each group, with NaN values left out and counted under the x label. Colours
+are Okabe-Ito (safe under colour-vision deficiencies), one per region set across all figures.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -33,21 +28,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.polygon import orient
 
 from gadlib.common.atomic import atomic_path
-from gadlib.common.checks import as_numpy, check_images, check_importance
-
-__all__ = [
-    "OKABE_ITO",
-    "REGION_SET_COLORS",
-    "plot_attribution_grid",
-    "plot_hulls",
-    "plot_occlusion_examples",
-    "plot_rc_distributions",
-    "plot_rs_comparison",
-    "plot_support_fidelity",
-    "plot_alpha_sweep",
-    "plot_gad_vs_smoothgrad",
-    "save_figure",
-]
+from gadlib.common.checks import as_numpy, check_images, check_importance, check_mask
 
 # Okabe & Ito (2008): safe for deuteranopia, protanopia and tritanopia.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -75,83 +56,56 @@ def plot_attribution_grid(
 ) -> Figure:
     """Show each image next to its importance maps for every model and the GAD map.
 
-    One row per (image, method), images outermost. Columns: the image, the original model, each
-    support model, GAD. All maps of a row share one colour scale from 0 to the
-    ``clip_percentile``-th percentile of the row's model maps (GAD keeps a subset of the original's
-    values, so it never sets the scale); each row has its colour bar.
-
     Parameters
     ----------
     images : (N, C, H, W) float array in [0, 1], C in {1, 3}
-    importance_by_method : dict method -> (M, N, H, W) non-negative array; model 0 is the original.
-    gad_by_method : dict method -> (N, H, W) non-negative array; the same methods.
-    model_labels : M strings, e.g. ``["original", "support 1 (α=0.5)", ...]``
-    image_indices : indices of the images to show; default all N.
-    clip_percentile : upper end of the colour scale, a percentile in (0, 100]; 100 = the maximum.
-        Gradient maps have a few extreme pixels that would otherwise wash out the rest.
-    share_across_images : one colour scale per method over all shown images (compares magnitudes
-        between images) instead of one per row.
-    cmap : matplotlib colour map for importance.
+    importance_by_method : dict method -> (M, N, H, W) non-negative maps; model 0 is the original.
+    gad_by_method : dict method -> (N, H, W) non-negative GAD maps; the same methods.
+    model_labels : M column titles, e.g. ``["original", "support 1 (α=0.5)", ...]``
+    image_indices : the images to show; default all N.
+    clip_percentile : top of the colour scale, a percentile in (0, 100] of the model maps, so that a
+        few extreme gradient pixels do not wash out the rest; 100 = the maximum.
+    share_across_images : one colour scale per method over all shown images, not one per row.
+    cmap : colour map for importance.
 
     Returns
     -------
-    Figure with ``rows * (M + 2)`` image axes plus ``rows`` colour-bar axes,
-    rows = len(image_indices) * len(methods).
+    Figure, a row per (image, method), images outermost: the image, the M maps and GAD on one colour
+    scale from 0 with its colour bar (rows * (M + 2) image axes, then rows colour-bar axes).
     """
     imgs = _validate_images(images)
     n_images, _, height, width = imgs.shape
-    labels = [str(label) for label in model_labels]
-    methods = list(importance_by_method)
+    labels, methods = [str(label) for label in model_labels], list(importance_by_method)
     if not labels or not methods:
-        raise ValueError(
-            "model_labels and importance_by_method must not be empty; give one label per model "
-            "(original first) and at least one method"
-        )
+        raise ValueError("model_labels and importance_by_method must not be empty: one label per model, original first")
     if not 0.0 < clip_percentile <= 100.0:
         raise ValueError(f"clip_percentile must be in (0, 100]; got {clip_percentile}")
     if set(methods) != set(gad_by_method):
         raise ValueError(
-            f"importance_by_method and gad_by_method must have the same methods; got "
-            f"{sorted(methods)} and {sorted(gad_by_method)}"
+            f"importance_by_method and gad_by_method need the same methods; got {methods}, {list(gad_by_method)}"
         )
-    maps = {
-        m: _validate_importance(
-            importance_by_method[m],
-            (len(labels), n_images, height, width),
-            f"importance_by_method[{m!r}]",
-            "(M, N, H, W)",
-        )
-        for m in methods
-    }
-    gads = {
-        m: _validate_importance(gad_by_method[m], (n_images, height, width), f"gad_by_method[{m!r}]", "(N, H, W)")
-        for m in methods
-    }
+    shape = (len(labels), n_images, height, width)
+    maps = {m: _validate_maps(importance_by_method[m], shape, f"importance_by_method[{m!r}]") for m in methods}
+    gads = {m: check_importance(gad_by_method[m], f"gad_by_method[{m!r}]", shape=shape[1:]) for m in methods}
     indices = _validate_indices(image_indices, n_images)
 
-    n_cols = len(labels) + 2
-    rows = [(i, method) for i in indices for method in methods]
-    fig, grid = plt.subplots(
-        len(rows), n_cols, figsize=(1.7 * n_cols + 1.2, 1.7 * len(rows) + 0.6), squeeze=False, layout="constrained"
-    )
+    n_cols, rows = len(labels) + 2, [(i, method) for i in indices for method in methods]
+    fig, grid = _grid(len(rows), n_cols, (1.7 * n_cols + 1.2, 1.7 * len(rows) + 0.6))
     for row_axes, (i, method) in zip(grid, rows, strict=True):
-        vmax = _display_max(maps[method][:, indices] if share_across_images else maps[method][:, i], clip_percentile)
+        shown = maps[method][:, indices] if share_across_images else maps[method][:, i]
+        vmax = float(np.percentile(shown, clip_percentile)) or float(shown.max()) or 1.0  # 1 for all-zero maps
         _show_image(row_axes[0], imgs[i])
         row_axes[0].set_ylabel(f"image {i}\n{method}")
         for ax, panel in zip(row_axes[1:], [*maps[method][:, i], gads[method][i]], strict=True):
             mappable = ax.imshow(panel, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
-            _hide_ticks(ax)
+            ax.set(xticks=[], yticks=[])
         colorbar = fig.colorbar(mappable, ax=list(row_axes[1:]), shrink=0.9, pad=0.01)
         colorbar.set_label(f"{method} importance", fontsize=8)
         colorbar.ax.tick_params(labelsize=7)
     for ax, title in zip(grid[0], ["image", *labels, "GAD"], strict=True):
         ax.set_title(title, fontsize=9)
-    fig.suptitle(
-        f"Importance maps: original, support models and GAD (shared scale "
-        f"{'per method' if share_across_images else 'per row'}, clipped at the {clip_percentile:g}th "
-        f"percentile)",
-        fontsize=10,
-    )
+    scale = f"shared scale {'per method' if share_across_images else 'per row'}, clipped at the {clip_percentile:g}th"
+    fig.suptitle(f"Importance maps: original, support models and GAD ({scale} percentile)", fontsize=10)
     return fig
 
 
@@ -167,55 +121,36 @@ def plot_hulls(
     Parameters
     ----------
     image : (C, H, W) float array in [0, 1], C in {1, 3}
-    original_polygons, gad_polygons : shapely Polygons (or MultiPolygons) in pixel coordinates,
-        x = column, y = row; pixel (r, c) covers [c, c+1] x [r, r+1]. Empty geometries are skipped.
+    original_polygons, gad_polygons : shapely (Multi)Polygons in pixel coordinates, x = column,
+        y = row (pixel (r, c) covers [c, c+1] x [r, r+1]); empty ones are skipped.
     ax : Axes to draw on; default a new figure.
     title : axes title; default "Regions: original vs GAD".
 
     Returns
     -------
-    The Figure holding ``ax``: one patch per region (holes left open), original hulls orange and
-    dashed, GAD hulls blue and solid; the legend below the image counts the regions of each.
+    The Figure: a patch per region (holes open), original hulls orange and dashed, GAD hulls blue
+    and solid; the legend below the image counts the regions of each.
     """
-    single = _as_array(image, "image")
-    if single.ndim != 3:
-        raise ValueError(f"image must be one (C, H, W) image; got {single.shape}")
-    img = _validate_images(single[None], name="image")[0]
+    img = as_numpy(image)
+    if img.ndim != 3:
+        raise ValueError(f"image must be one (C, H, W) image; got {img.shape}")
+    img = _validate_images(img[None], name="image")[0]
     _, height, width = img.shape
     fig, (ax,) = _axes(ax, [4.2], 4.2)
-    _show_image(ax, img, extent=(0, width, height, 0))  # pixel (r, c) spans [c, c+1] x [r, r+1]
+    _show_image(ax, img, extent=(0, width, height, 0))
     halo = [patheffects.withStroke(linewidth=3.0, foreground="white")]  # outlines stay visible on any image
     handles = []
-    for name, label, polygons, style in (
-        ("original", "original", original_polygons, "--"),
-        ("gad", "GAD", gad_polygons, "-"),
-    ):
-        color, parts = REGION_SET_COLORS[name], _polygon_parts(polygons, f"{name}_polygons")
-        for part in parts:
-            ax.add_patch(
-                PathPatch(
-                    _polygon_path(part),
-                    facecolor=to_rgba(color, 0.18),
-                    edgecolor=color,
-                    linewidth=1.6,
-                    linestyle=style,
-                    path_effects=halo,
-                )
-            )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=color,
-                linestyle=style,
-                linewidth=1.6,
-                label=f"{label} ({len(parts)} region{'' if len(parts) == 1 else 's'})",
-            )
-        )
+    for name, polygons, style in (("original", original_polygons, "--"), ("gad", gad_polygons, "-")):
+        color, paths = REGION_SET_COLORS[name], _region_paths(polygons, f"{name}_polygons")
+        line = {"linestyle": style, "linewidth": 1.6}
+        for path in paths:
+            ax.add_patch(PathPatch(path, facecolor=to_rgba(color, 0.18), edgecolor=color, path_effects=halo, **line))
+        label = f"{'GAD' if name == 'gad' else name} ({len(paths)} region{'' if len(paths) == 1 else 's'})"
+        handles.append(Line2D([], [], color=color, label=label, **line))
     ax.set(xlim=(0, width), ylim=(height, 0))
     # one entry per line, below the image: side-by-side panels never overlap their legends
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, frameon=False)
-    ax.set_title(title if title is not None else "Regions: original vs GAD", fontsize=10)
+    ax.set_title("Regions: original vs GAD" if title is None else title, fontsize=10)
     return fig
 
 
@@ -231,56 +166,45 @@ def plot_occlusion_examples(
     Parameters
     ----------
     images : (N, C, H, W) float array in [0, 1], C in {1, 3}
-    masks_by_set : dict region-set name -> (N, H, W) bool array (True = occluded)
-    drops : dict region-set name -> (N,) score drop s(I) - s(I occluded); same names as masks.
-    fill_images : what replaces occluded pixels: None = black (0, the pipeline's default fill),
-        a float in [0, 1], or an (N, C, H, W) array (dataset mean, blur ...).
-    image_indices : indices of the images to show; default all N.
+    masks_by_set : dict region-set name -> (N, H, W) bool (or 0/1) array, True = occluded.
+    drops : dict region-set name -> (N,) score drop s(I) - s(I occluded); the same names.
+    fill_images : what replaces occluded pixels: None = black (the pipeline's default), a number in
+        [0, 1], or an (N, C, H, W) array (dataset mean, blur ...).
+    image_indices : the images to show; default all N.
 
     Returns
     -------
-    Figure with ``len(image_indices) * (1 + len(masks_by_set))`` axes: per row the image, then
-    one occluded version per region set. RS = drop / occluded pixels ("n/a" for an empty mask).
+    Figure, a row per image: the image, then each region set occluded and outlined; RS = drop /
+    occluded pixels ("n/a" for an empty mask).
     """
     imgs = _validate_images(images)
-    n_images, _, height, width = imgs.shape
-    names = list(masks_by_set)
+    n_images, names = imgs.shape[0], list(masks_by_set)
     if not names or set(names) != set(drops):
-        raise ValueError(
-            f"masks_by_set and drops must name the same region sets, at least one; got {sorted(names)} "
-            f"and {sorted(drops)}"
-        )
-    masks = {name: _as_array(masks_by_set[name], f"masks_by_set[{name!r}]") for name in names}
-    drop_values = {name: _as_array(drops[name], f"drops[{name!r}]").astype(float) for name in names}
-    for name in names:
-        if masks[name].shape != (n_images, height, width) or not np.isin(masks[name], (0, 1)).all():
-            raise ValueError(
-                f"masks_by_set[{name!r}] must be a boolean (or 0/1) array of shape (N, H, W) = "
-                f"{(n_images, height, width)}; got {masks[name].dtype} {masks[name].shape}"
-            )
-        if drop_values[name].shape != (n_images,):
-            raise ValueError(f"drops[{name!r}] must have shape (N,) = ({n_images},); got {drop_values[name].shape}")
-    fill = _validate_fill(fill_images, imgs.shape)
+        raise ValueError(f"masks_by_set and drops must name the same region sets; got {names} and {list(drops)}")
+    shape = (n_images, *imgs.shape[2:])
+    masks = {name: check_mask(masks_by_set[name], f"masks_by_set[{name!r}]", shape=shape) for name in names}
+    drop_values = {name: as_numpy(drops[name]).astype(float) for name in names}
+    for name, values in drop_values.items():
+        if values.shape != (n_images,):
+            raise ValueError(f"drops[{name!r}] must have shape (N,) = ({n_images},); got {values.shape}")
+    fill = np.zeros(()) if fill_images is None else as_numpy(fill_images).astype(float)  # a number or images
+    if fill.ndim and fill.shape != imgs.shape:
+        raise ValueError(f"fill_images must be a number or have shape (N, C, H, W) = {imgs.shape}; got {fill.shape}")
+    fill = _validate_images(np.broadcast_to(fill, imgs.shape), name="fill_images")
     indices = _validate_indices(image_indices, n_images)
 
-    n_cols = 1 + len(names)
-    fig, grid = plt.subplots(
-        len(indices), n_cols, figsize=(2.1 * n_cols, 2.3 * len(indices) + 0.5), squeeze=False, layout="constrained"
-    )
+    fig, grid = _grid(len(indices), 1 + len(names), (2.1 * (1 + len(names)), 2.3 * len(indices) + 0.5))
     for row_axes, i in zip(grid, indices, strict=True):
         _show_image(row_axes[0], imgs[i])
         row_axes[0].set_title(f"image {i}", fontsize=9)
         for ax, name in zip(row_axes[1:], names, strict=True):
-            mask = masks[name][i].astype(bool)
+            mask, drop = masks[name][i], drop_values[name][i]
+            area = int(mask.sum())
             _show_image(ax, np.where(mask[None], fill[i], imgs[i]))
-            if 0 < mask.sum() < mask.size:  # outline the occluded set; a dark fill can hide it
-                ax.contour(
-                    mask.astype(float), levels=[0.5], linewidths=1.0, colors=[REGION_SET_COLORS.get(name, OKABE_ITO[6])]
-                )
-            area, drop = int(mask.sum()), drop_values[name][i]
-            ax.set_title(
-                f"{name}: {area} px\ndrop {_fmt(drop)} · RS {_fmt(drop / area if area else np.nan)}", fontsize=8
-            )
+            if 0 < area < mask.size:  # outline the occluded set; a dark fill can hide it
+                ax.contour(mask, levels=[0.5], linewidths=1.0, colors=REGION_SET_COLORS.get(name, OKABE_ITO[6]))
+            rs = _fmt(drop / area if area else np.nan)
+            ax.set_title(f"{name}: {area} px\ndrop {_fmt(drop)} · RS {rs}", fontsize=8)
     fig.suptitle("Occlusion of region sets (drop = score before − after; RS = drop per pixel)", fontsize=10)
     return fig
 
@@ -291,45 +215,31 @@ def plot_rc_distributions(table: pd.DataFrame, ax: Axes | None = None, log_scale
 
     Parameters
     ----------
-    table : per-image tidy table with columns experiment, image, method, region_set, rc.
-        RC is read from the ``region_set == "gad"`` rows; NaN RC (empty original map) is left out
-        and counted in the x label.
+    table : per-image tidy table with columns experiment, image, method, region_set, rc; RC is read
+        from the ``region_set == "gad"`` rows (NaN: an empty original map).
     ax : Axes to draw on; default a new figure.
     log_scale : log y axis; default (None) when all RC > 0 and they span more than 20x.
-        RC is a ratio, so 0.5 and 2 are equally far from 1 on a log axis.
 
     Returns
     -------
-    The Figure: a box and the points of each (method, experiment). The top axis gives, per box,
-    the share of images with RC < 1 and their number. Lower RC is better (GAD points at less of
-    the image).
+    The Figure, a box per (method, experiment) with, above it, the share of its images with RC < 1
+    (GAD regions smaller than the original's) and their number.
     """
-    _require_columns(table, (*TIDY_COLUMNS, "rc"), "table")
+    _check_table(table, (*TIDY_COLUMNS, "rc"), "table")
     rows = table[table["region_set"] == "gad"]
     if rows.empty:
         raise ValueError("table has no rows with region_set == 'gad'; RC is read from those rows")
-    methods, experiments = _unique(rows["method"]), _unique(rows["experiment"])
     rows = rows.assign(rc=pd.to_numeric(rows["rc"], errors="coerce"))
-    n_missing = int(rows["rc"].isna().sum())
-    rows = rows.dropna(subset=["rc"])
-    low, high = (rows["rc"].min(), rows["rc"].max()) if len(rows) else (np.nan, np.nan)
     if log_scale is None:
-        log_scale = bool(low > 0 and high / low > 20)
-    elif log_scale and low <= 0:
-        raise ValueError(f"log_scale=True but RC has values <= 0 (min {low:g}, an empty GAD map); use log_scale=False")
-    fig, (ax,) = _axes(ax, [max(5.0, 0.9 * len(methods) * len(experiments) + 2.5)], 4.2)
-    _box_strip(ax, rows, "method", "rc", methods, "experiment", experiments, _palette(experiments))
-    ax.axhline(1.0, color="black", linestyle="--", linewidth=1.0, zorder=0)
+        log_scale = _spread(rows["rc"]) > 20
+    elif log_scale and rows["rc"].min() <= 0:
+        raise ValueError(f"log_scale=True but RC has values <= 0 (min {rows['rc'].min():g}); use log_scale=False")
+    fig, (ax,) = _axes(ax, [max(5.0, 0.9 * rows["method"].nunique() * rows["experiment"].nunique() + 2.5)], 4.2)
+    ax.set(xlabel="attribution method", ylabel="RC = complexity(GAD) / complexity(original)")
+    ax.set_title("Relative complexity of GAD regions (lower = smaller area)", fontsize=10)
+    _box_strip(ax, rows, "method", "rc", "experiment", nan="NaN RC", share=("<", 1.0, "share of images with RC < 1"))
     if log_scale:
         ax.set_yscale("log")
-    _annotate_boxes(
-        ax, rows, "method", "rc", methods, "experiment", experiments, lambda v: v < 1.0, "share of images with RC < 1"
-    )
-    ax.set(
-        xlabel="attribution method" + (f"\n({n_missing} NaN RC not shown)" if n_missing else ""),
-        ylabel="RC = complexity(GAD) / complexity(original)",
-    )
-    ax.set_title("Relative complexity of GAD regions (lower = smaller area)", fontsize=10)
     return fig
 
 
@@ -346,64 +256,43 @@ def plot_rs_comparison(
     table : per-image tidy table with columns experiment, image, method, region_set, rs; one row
         per experiment, image, method and region_set.
     axes : one Axes (``paired=False``) or two (``paired=True``); default a new figure.
-    paired : add a panel of the per-image difference RS(gad) − RS(rest) with the zero line; the
-        paper's claim is that it is positive.
+    paired : add a panel of the per-image difference RS(gad) − RS(rest), which the paper claims > 0.
     region_sets : region sets to compare, in this order; those absent from the table are skipped.
 
     Returns
     -------
-    The Figure. One box group per method ("experiment" above "method" when there are several
-    experiments), region sets as hue. Higher RS = larger score drop per occluded pixel. NaN RS (an
-    empty region set) is left out and counted in the x label. The paired panel's top axis gives,
-    per method, the share of images with RS(gad) > RS(rest) and their number.
+    The Figure, a box group per method ("experiment" above "method" when there are several) with
+    region sets as hue; above each box of the paired panel, the share of its images with
+    RS(gad) > RS(rest) and their number.
     """
-    _require_columns(table, (*TIDY_COLUMNS, "rs"), "table")
+    _check_table(table, (*TIDY_COLUMNS, "rs"), "table", unique=True)
     present = set(table["region_set"])
     sets = [name for name in region_sets if name in present]
     if not sets:
         raise ValueError(f"table has none of the region sets {list(region_sets)}; found {sorted(present)}")
     if paired and not {"gad", "rest"} <= present:
-        raise ValueError(
-            f"paired=True needs region_set 'gad' and 'rest' rows in the table; found {sorted(present)}; "
-            f"pass paired=False"
-        )
-    _require_unique_rows(table, list(TIDY_COLUMNS))
-    several = table["experiment"].nunique() > 1
-    group = table["experiment"].astype(str) + "\n" + table["method"].astype(str) if several else table["method"]
-    data = table.assign(rs=pd.to_numeric(table["rs"], errors="coerce"), group=group.astype(str))
+        raise ValueError(f"paired=True needs 'gad' and 'rest' rows; found {sorted(present)}; pass paired=False")
+    group = table["method"].astype(str)
+    if table["experiment"].nunique() > 1:
+        group = table["experiment"].astype(str) + "\n" + group
+    data = table.assign(rs=pd.to_numeric(table["rs"], errors="coerce"), group=group)
     rows = data[data["region_set"].isin(sets)]
-    groups = _unique(rows["group"])
+    groups = list(pd.unique(rows["group"]))
     fig, panels = _axes(axes, [max(5.0, 0.6 * len(groups) + 2.0)] * (2 if paired else 1), 4.2)
-    colors = {name: REGION_SET_COLORS.get(name, OKABE_ITO[2]) for name in sets}
-    _box_strip(panels[0], rows.dropna(subset=["rs"]), "group", "rs", groups, "region_set", sets, colors, legend=True)
-    panels[0].axhline(0.0, color="black", linewidth=0.8, zorder=0)
-    n_missing = int(rows["rs"].isna().sum())
-    panels[0].set(
-        xlabel="attribution method" + (f"\n({n_missing} NaN RS not shown)" if n_missing else ""),
-        ylabel="RS = score drop per occluded pixel",
-    )
+    panels[0].set(xlabel="attribution method", ylabel="RS = score drop per occluded pixel")
     panels[0].set_title("Occlusion sensitivity by region set", fontsize=10)
+    colors = {name: REGION_SET_COLORS.get(name, OKABE_ITO[2]) for name in sets}
+    _box_strip(panels[0], rows, "group", "rs", "region_set", colors=colors, legend=True, nan="NaN RS")
     if paired:
         wide = data.pivot(index=["group", "experiment", "image", "method"], columns="region_set", values="rs")
         diffs = (wide["gad"] - wide["rest"]).rename("diff").reset_index()
-        n_unpaired = int(diffs["diff"].isna().sum())
-        diffs = diffs.dropna(subset=["diff"])
-        _box_strip(panels[1], diffs, "group", "diff", groups, color=REGION_SET_COLORS["gad"])
-        panels[1].axhline(0.0, color="black", linestyle="--", linewidth=1.0, zorder=0)
-        _annotate_boxes(
-            panels[1],
-            diffs,
-            "group",
-            "diff",
-            groups,
-            None,
-            (),
-            lambda v: v > 0,
-            "share of images with RS(gad) > RS(rest)",
-        )
-        note = f"\n({n_unpaired} images without both RS not shown)" if n_unpaired else ""
-        panels[1].set(xlabel="attribution method" + note, ylabel="RS(gad) − RS(rest), per image")
+        panels[1].set(xlabel="attribution method", ylabel="RS(gad) − RS(rest), per image")
         panels[1].set_title("Paired difference (> 0: GAD regions more sensitive)", fontsize=10)
+        share = (">", 0.0, "share of images with RS(gad) > RS(rest)")
+        color = REGION_SET_COLORS["gad"]
+        _box_strip(
+            panels[1], diffs, "group", "diff", order=groups, colors=color, nan="images without both RS", share=share
+        )
     return fig
 
 
@@ -419,56 +308,27 @@ def plot_support_fidelity(fidelity: pd.DataFrame, axes: Sequence[Axes] | None = 
     Returns
     -------
     The Figure: test accuracy, argmax agreement with the original, achieved (solid) vs target
-    (dashed) mean margin, and final training loss (support models only), each against α; one
-    colour per experiment. An experiment with several support sets (One vs. All) draws their mean
-    and, as a band, their range.
+    (dashed) mean margin and the support models' final loss against α, a colour per experiment;
+    several support sets (One vs. All) draw their mean and, as a band, their range.
     """
-    _require_columns(fidelity, FIDELITY_COLUMNS, "fidelity")
-    if fidelity.empty:
-        raise ValueError("fidelity table is empty")
+    _check_table(fidelity, FIDELITY_COLUMNS, "fidelity")
     fig, panels = _axes(axes, [3.6] * 4, 3.6)
     data = fidelity.astype({column: float for column in FIDELITY_COLUMNS[2:]})
-    experiments = _unique(data["experiment"])
-    line = {
-        "x": "alpha",
-        "hue": "experiment",
-        "hue_order": experiments,
-        "palette": _palette(experiments),
-        "marker": "o",
-        "errorbar": ("pi", 100),
-    }
-    margins = data.melt(["experiment", "alpha"], ["margin", "target_margin"], var_name="margin", value_name="value")
-    margins["margin"] = margins["margin"].map({"margin": "achieved", "target_margin": "target"})
     supports = data[data["model"] != 0]
+    line = _line_kws("alpha", "experiment", data, errorbar=("pi", 100))
     sns.lineplot(data, y="accuracy", ax=panels[0], legend=False, **line)
     sns.lineplot(data, y="agreement", ax=panels[1], legend=False, **line)
-    sns.lineplot(
-        margins,
-        y="value",
-        style="margin",
-        style_order=["achieved", "target"],
-        dashes={"achieved": "", "target": (4, 2)},
-        ax=panels[2],
-        **line,
-    )
+    _solid_and_dashed(panels[2], data, {"margin": "achieved", "target_margin": "target"}, "margin", line)
     sns.lineplot(supports, y="final_loss", ax=panels[3], legend=False, **line)
-    losses = supports["final_loss"].dropna()
-    if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 20:
+    if _spread(supports["final_loss"]) > 20:
         panels[3].set_yscale("log")
-    ylabels = (
-        "test accuracy",
-        "argmax agreement with original",
-        "mean margin between the pair's logits",
-        "final MSE loss",
-    )
-    titles = ("Accuracy", "Agreement with the original", "Margin: achieved vs target", "Support-model training loss")
-    for ax, ylabel, title in zip(panels, ylabels, titles, strict=True):
-        ax.set(xlabel="α (schedule value; 0 = original)", ylabel=ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, alpha=0.3)
+    panels[0].set(ylabel="test accuracy", title="Accuracy")
+    panels[1].set(ylabel="argmax agreement with original", title="Agreement with the original")
+    panels[2].set(ylabel="mean margin between the pair's logits", title="Margin: achieved vs target")
+    panels[3].set(ylabel="final MSE loss", title="Support-model training loss")
+    _finish_lines(fig, panels, "α (schedule value; 0 = original)")
     for ax in panels[:2]:
         ax.set_ylim(top=1.02)
-    _legend_right_of(fig, panels[2])
     return fig
 
 
@@ -477,61 +337,33 @@ def plot_alpha_sweep(sweep: pd.DataFrame, axes: Sequence[Axes] | None = None) ->
 
     Parameters
     ----------
-    sweep : per-image rows with columns scale (α schedule multiplier), method, rc, rs_gad,
-        rs_rest, agreement (mean over the run's support models). One experiment only: an
-        ``experiment`` column, if present, must hold a single value.
+    sweep : per-image rows with columns scale (α schedule multiplier), method, rc, rs_gad, rs_rest,
+        agreement (mean over the run's support models), of one experiment.
     axes : three Axes; default a new 1 x 3 figure.
 
     Returns
     -------
-    The Figure: per method, the median over images (line) and the interquartile range (band).
-    RS(gad) is solid, RS(rest) dashed in the method's colour. NaN values are left out.
+    The Figure: per method, the median over images (line) and interquartile range (band), NaN left
+    out; RS(gad) solid, RS(rest) dashed in the method's colour.
     """
-    _require_columns(sweep, SWEEP_COLUMNS, "sweep")
-    if sweep.empty:
-        raise ValueError("sweep table is empty")
+    _check_table(sweep, SWEEP_COLUMNS, "sweep")
     if "experiment" in sweep.columns and sweep["experiment"].nunique(dropna=False) > 1:
-        raise ValueError(
-            f"sweep mixes experiments {sorted(map(str, sweep['experiment'].unique()))}; plot one experiment at a time"
-        )
+        raise ValueError(f"sweep mixes experiments {list(sweep['experiment'].unique())}; plot one at a time")
     fig, panels = _axes(axes, [4.4] * 3, 3.8)
     data = sweep.astype({column: float for column in SWEEP_COLUMNS if column != "method"})
-    methods = _unique(data["method"])
-    # median line; errorbar ("pi", 50) is the band from the 25th to the 75th percentile
-    line = {
-        "x": "scale",
-        "hue": "method",
-        "hue_order": methods,
-        "palette": _palette(methods),
-        "marker": "o",
-        "estimator": "median",
-        "errorbar": ("pi", 50),
-    }
-    rs = data.melt(["scale", "method"], ["rs_gad", "rs_rest"], var_name="regions", value_name="rs")
-    rs["regions"] = rs["regions"].map({"rs_gad": "GAD regions", "rs_rest": "rest of original"})
+    # the median line; errorbar ("pi", 50) is the band from the 25th to the 75th percentile
+    line = _line_kws("scale", "method", data, estimator="median", errorbar=("pi", 50))
     sns.lineplot(data, y="rc", ax=panels[0], legend=False, **line)
-    sns.lineplot(
-        rs,
-        y="rs",
-        style="regions",
-        style_order=["GAD regions", "rest of original"],
-        dashes={"GAD regions": "", "rest of original": (4, 2)},
-        ax=panels[1],
-        **line,
-    )
-    sns.lineplot(
-        data, x="scale", y="agreement", color="black", marker="o", estimator="median", errorbar=None, ax=panels[2]
-    )
+    _solid_and_dashed(panels[1], data, {"rs_gad": "GAD regions", "rs_rest": "rest of original"}, "regions", line)
+    sns.lineplot(data, x="scale", y="agreement", color="k", marker="o", estimator="median", errorbar=None, ax=panels[2])
     panels[0].axhline(1.0, color="black", linestyle=":", linewidth=1.0, zorder=0)
-    _legend_right_of(fig, panels[1])  # the RS bands fill the panel: any legend inside covers some
+    panels[0].set(ylabel="RC (median, IQR band)", title="Relative complexity vs α")
+    panels[1].set(ylabel="RS (median, IQR band)", title="Occlusion sensitivity vs α")
+    panels[2].set(ylabel="agreement with original", title="Support-model agreement vs α")
+    _finish_lines(fig, panels, "α schedule multiplier")
     scales = np.sort(data["scale"].unique())
-    ylabels = ("RC (median, IQR band)", "RS (median, IQR band)", "agreement with original")
-    titles = ("Relative complexity vs α", "Occlusion sensitivity vs α", "Support-model agreement vs α")
-    for ax, ylabel, title in zip(panels, ylabels, titles, strict=True):
-        ax.set(xlabel="α schedule multiplier", ylabel=ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, alpha=0.3)
-        if scales.min() > 0 and scales.max() / scales.min() >= 8:  # doubling sweeps read evenly in log2
+    if _spread(scales) >= 8:  # doubling sweeps read evenly in log2
+        for ax in panels:
             ax.set_xscale("log", base=2)
             ax.set_xticks(scales, [f"{v:g}" for v in scales])
     return fig
@@ -549,85 +381,56 @@ def plot_gad_vs_smoothgrad(
     Parameters
     ----------
     table : per-image tidy table with columns experiment, image, method, region_set, complexity, rs.
-    cost : seconds per image, keyed by variant label (drawn in the given order); adds a panel.
-    axes : two Axes, or three when ``cost`` is given; default a new figure.
-    variants : display label -> (method, region_set) selecting each variant's regions, in order.
-        Default: for each method, ``method`` -> (method, "original") and ``GAD(method)`` ->
-        (method, "gad"), for the pairs present in the table.
+    cost : seconds per image by variant label, drawn in this order as a third panel; default none.
+    axes : two Axes, or three with ``cost``; default a new figure.
+    variants : display label -> (method, region_set) of each variant's regions, in order; default
+        ``method`` -> (method, "original") and ``GAD(method)`` -> (method, "gad") where present.
     baseline : label of the variant complexity is relative to; default the first variant.
 
     Returns
     -------
-    The Figure: complexity relative to the baseline per image (an RC against the baseline, which
-    is the line at 1; a zero baseline gives NaN, left out), with the share of images smaller than
-    the baseline and their number on the top axis; RS of each variant's regions; optionally the
-    cost bars. Experiments are the hue.
+    The Figure, experiments as hue: per image, complexity over the baseline's (zero baseline: NaN)
+    with, above each box, the share of images below 1 and their number; each variant's RS; the cost.
     """
-    _require_columns(table, (*TIDY_COLUMNS, "complexity", "rs"), "table")
+    _check_table(table, (*TIDY_COLUMNS, "complexity", "rs"), "table", unique=True)
+    by_pair = dict(list(table.groupby(["method", "region_set"], sort=False)))
     if variants is None:
-        pairs = set(zip(table["method"], table["region_set"], strict=True))
         variants = {
             label: (method, region_set)
-            for method in _unique(table["method"])
+            for method in pd.unique(table["method"])
             for label, region_set in ((str(method), "original"), (f"GAD({method})", "gad"))
-            if (method, region_set) in pairs
+            if (method, region_set) in by_pair
         }
-    variants = dict(variants)
-    if not variants:
+    labels = list(variants)
+    if not labels:
         raise ValueError("no variants: the table has no 'original' or 'gad' rows")
-    baseline = next(iter(variants)) if baseline is None else baseline
-    if baseline not in variants:
-        raise ValueError(f"baseline {baseline!r} is not a variant; use one of {list(variants)}")
-    parts = []
-    for label, (method, region_set) in variants.items():
-        rows = table[(table["method"] == method) & (table["region_set"] == region_set)]
-        if rows.empty:
-            raise ValueError(
-                f"variant {label!r} selects method={method!r}, region_set={region_set!r}, "
-                f"which has no rows in the table"
-            )
-        _require_unique_rows(rows, list(TIDY_COLUMNS))
-        parts.append(rows[["experiment", "image", "complexity", "rs"]].assign(variant=label))
+    baseline = labels[0] if baseline is None else baseline
+    if baseline not in labels:
+        raise ValueError(f"baseline {baseline!r} is not one of the variants {labels}")
+    if missing := [label for label, pair in variants.items() if tuple(pair) not in by_pair]:
+        raise ValueError(f"variants {missing} select (method, region_set) pairs with no rows in the table")
+    parts = [by_pair[tuple(pair)].assign(variant=label) for label, pair in variants.items()]
     data = pd.concat(parts, ignore_index=True).astype({"complexity": float, "rs": float})
-    base = data[data["variant"] == baseline].set_index(["experiment", "image"])["complexity"]
-    base = base.where(base > 0).reindex(pd.MultiIndex.from_frame(data[["experiment", "image"]]))
-    data["ratio"] = data["complexity"].to_numpy() / base.to_numpy()
-    experiments, labels = _unique(data["experiment"]), list(variants)
-    others = [label for label in labels if label != baseline]
-    ratios = data[data["variant"].isin(others)].dropna(subset=["ratio"])
+    base = data[data["variant"] == baseline].set_index(["experiment", "image"])["complexity"].rename("base")
+    data = data.join(base.where(base > 0), on=["experiment", "image"])
+    data["ratio"] = data["complexity"] / data["base"]
+    palette = _palette(pd.unique(data["experiment"]))  # one colour per experiment in both panels
 
-    box_panel = max(5.0, 0.45 * len(labels) * len(experiments) + 2.0)
-    fig, panels = _axes(axes, [box_panel, box_panel, 4.5][: 3 if cost is not None else 2], 4.2)
-    _box_strip(
-        panels[0], ratios, "variant", "ratio", others, "experiment", experiments, _palette(experiments), legend=False
-    )
-    _annotate_boxes(
-        panels[0],
-        ratios,
-        "variant",
-        "ratio",
-        others,
-        "experiment",
-        experiments,
-        lambda v: v < 1.0,
-        f"share of images smaller than {baseline}",
-    )
-    panels[0].axhline(1.0, color="black", linestyle="--", linewidth=1.0, zorder=0)
+    box_width = max(5.0, 0.45 * len(labels) * len(palette) + 2.0)
+    fig, panels = _axes(axes, [box_width, box_width, 4.5][: 2 if cost is None else 3], 4.2)
     panels[0].set(xlabel="variant", ylabel=f"complexity / complexity({baseline})")
     panels[0].set_title(f"Area relative to {baseline} (lower = smaller)", fontsize=10)
-    _box_strip(
-        panels[1], data.dropna(subset=["rs"]), "variant", "rs", labels, "experiment", experiments, _palette(experiments)
-    )
-    panels[1].axhline(0.0, color="black", linewidth=0.8, zorder=0)
+    ratios = data[data["variant"] != baseline]
+    share = ("<", 1.0, f"share of images smaller than {baseline}")
+    nan = f"NaN ratios (zero {baseline})"
+    _box_strip(panels[0], ratios, "variant", "ratio", "experiment", colors=palette, legend=False, nan=nan, share=share)
     panels[1].set(xlabel="variant", ylabel="RS = score drop per occluded pixel")
     panels[1].set_title("Occlusion sensitivity of each variant's regions", fontsize=10)
+    _box_strip(panels[1], data, "variant", "rs", "experiment", colors=palette, nan="NaN RS")
     if cost is not None:
         seconds = pd.Series(cost, dtype=float)
-        if seconds.empty or not np.all(np.isfinite(seconds)) or (seconds < 0).any():
-            raise ValueError(
-                f"cost must hold finite non-negative seconds per variant, at least one; got "
-                f"{seconds.to_dict()}; pass None to leave the cost panel out"
-            )
+        if seconds.empty or not np.isfinite(seconds).all() or (seconds < 0).any():
+            raise ValueError(f"cost must hold finite non-negative seconds per variant, or be None; got {dict(seconds)}")
         sns.barplot(x=seconds.index.astype(str), y=seconds.to_numpy(), color=OKABE_ITO[2], ax=panels[2])
         panels[2].bar_label(panels[2].containers[0], labels=[_fmt(v) for v in seconds], fontsize=8)
         panels[2].set(xlabel="variant", ylabel="seconds per image")
@@ -637,20 +440,19 @@ def plot_gad_vs_smoothgrad(
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
-    """Write ``fig`` as a PNG (150 dpi) atomically, then close it.
+    """Write ``fig`` as a PNG (150 dpi) atomically, creating the folders, then close it.
 
     Parameters
     ----------
     fig : the Figure to write.
-    path : target file; must end in ``.png``. Parent folders are created.
+    path : target file; must end in ``.png``.
     """
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure; got {type(fig).__name__}")
     if not os.fspath(path).lower().endswith(".png"):
         raise ValueError(f"save_figure writes PNG; the path must end in .png, got {os.fspath(path)!r}")
     try:
-        with atomic_path(path) as tmp:
-            # the temporary name ends in .tmp, so matplotlib cannot infer the format from it
+        with atomic_path(path) as tmp:  # the temporary name ends in .tmp: give matplotlib the format
             fig.savefig(tmp, format="png", dpi=PNG_DPI)
     finally:
         plt.close(fig)
@@ -662,99 +464,89 @@ def _box_strip(
     data: pd.DataFrame,
     x: str,
     y: str,
-    order: Sequence[Any],
     hue: str | None = None,
-    hue_order: Sequence[Any] = (),
-    palette: Mapping[Any, str] | None = None,
-    color: str | None = None,
+    *,
+    nan: str,
+    order: Sequence[Any] | None = None,
+    colors: Mapping[Any, str] | str | None = None,
     legend: bool | None = None,
+    share: tuple[str, float, str] | None = None,
 ) -> None:
     """A box per (x, hue) level, without fliers since every value is drawn over it as a jittered point.
 
-    ``legend`` (default: when there are several hue levels) goes outside the axes, right, clear of the data.
+    nan : what NaN ``y`` values are; counted under the caller's x label (seaborn labels only unlabelled axes).
+    order : the ``x`` levels; default in order of appearance.
+    colors : hue level -> colour, in hue order (default Okabe-Ito); without hue, the one colour.
+    legend : default when there are several hue levels; right of the axes.
+    share : (op "<" or ">", threshold, label): a dashed line at the threshold and, on a top axis above
+        each box, the share of its values op threshold and their number. Default: a line at 0.
     """
-    hue_kws = {"hue": hue, "hue_order": list(hue_order), "palette": dict(palette)} if hue else {"color": color}
-    common = {"data": data, "x": x, "y": y, "order": list(order), "ax": ax, **hue_kws}
-    legend = bool(hue) and (len(hue_order) > 1 if legend is None else legend)
+    order = list(pd.unique(data[x]) if order is None else order)
+    if hue:
+        colors = dict(colors or _palette(pd.unique(data[hue])))
+    n_missing, data = int(data[y].isna().sum()), data.dropna(subset=[y])
+    hue_kws = {"hue": hue, "hue_order": list(colors), "palette": colors} if hue else {"color": colors}
+    common = {"data": data, "x": x, "y": y, "order": order, "ax": ax, **hue_kws}
+    legend = bool(hue) and (len(colors) > 1 if legend is None else legend)
+    box_style = {"width": BOX_WIDTH, "saturation": 1.0, "showfliers": False, "boxprops": {"alpha": 0.4}}
     with warnings.catch_warnings():  # seaborn 0.13 passes Axes.bxp the `vert` that matplotlib 3.11 deprecates
         warnings.filterwarnings("ignore", "vert: bool was deprecated", MatplotlibDeprecationWarning)
-        sns.boxplot(
-            **common,
-            width=BOX_WIDTH,
-            saturation=1.0,
-            showfliers=False,
-            boxprops={"alpha": 0.4},
-            medianprops={"color": "black", "linewidth": 1.5},
-            legend=legend,
-        )
-    with _seeded_global_rng(_JITTER_SEED):  # seaborn's strip jitter draws from numpy's global generator
+        sns.boxplot(**common, **box_style, medianprops={"color": "black", "linewidth": 1.5}, legend=legend)
+    state = np.random.get_state()  # seaborn's strip jitter draws from numpy's global generator
+    np.random.seed(_JITTER_SEED)
+    try:
         sns.stripplot(**common, dodge=bool(hue), size=3, alpha=0.7, linewidth=0, legend=False)
+    finally:
+        np.random.set_state(state)
     if legend:
-        sns.move_legend(
-            ax,
-            "upper left",
-            bbox_to_anchor=(1.0, 1.0),
-            title=hue.replace("_", " "),
-            fontsize=8,
-            title_fontsize=8,
-            frameon=False,
-        )
+        legend_title = {"title": hue.replace("_", " "), "title_fontsize": 8}
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=8, frameon=False, **legend_title)
+    if share is None:
+        ax.axhline(0.0, color="black", linewidth=0.8, zorder=0)
+    else:
+        op, threshold, share_label = share
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=1.0, zorder=0)
+        levels = list(colors) if hue else [None]
+        positions, texts = [], []
+        for g, level in enumerate(order):
+            for h, hue_level in enumerate(levels):
+                values = data.loc[(data[x] == level) & ((data[hue] == hue_level) if hue else True), y].to_numpy(float)
+                if values.size:  # seaborn dodges the boxes of a group by their hue level's index, as here
+                    positions.append(g - BOX_WIDTH / 2 + BOX_WIDTH / len(levels) * (h + 0.5))
+                    shares = values < threshold if op == "<" else values > threshold
+                    texts.append(f"{shares.mean():.0%}\nn={values.size}")
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(positions, texts)
+        top.tick_params(labelsize=7, length=0)
+        top.set_xlabel(share_label, fontsize=8)
+    if n_missing:
+        ax.set_xlabel(f"{ax.get_xlabel()}\n({n_missing} {nan} not shown)")
     _slant_ticks(ax)
 
 
-def _annotate_boxes(
-    ax: Axes,
-    data: pd.DataFrame,
-    x: str,
-    y: str,
-    order: Sequence[Any],
-    hue: str | None,
-    hue_order: Sequence[Any],
-    condition: Callable[[np.ndarray], np.ndarray],
-    title: str,
-) -> None:
-    """Above each box of :func:`_box_strip`, the share of its values meeting ``condition`` and their
-    number, as tick labels of a secondary x axis at the top (clear of the data)."""
-    levels = list(hue_order) or [None]
-    width = BOX_WIDTH / len(levels)
-    positions, texts = [], []
-    for g, level in enumerate(order):
-        for h, hue_level in enumerate(levels):
-            selected = (data[x] == level) & ((data[hue] == hue_level) if hue else True)
-            values = data.loc[selected, y].to_numpy(dtype=float)
-            if values.size:  # seaborn dodges the boxes of a group by their hue level's index, as here
-                positions.append(g - BOX_WIDTH / 2 + width * (h + 0.5))
-                texts.append(f"{np.mean(condition(values)):.0%}\nn={values.size}")
-    top = ax.secondary_xaxis("top")
-    top.set_xticks(positions, texts)
-    top.tick_params(labelsize=7, length=0)
-    top.set_xlabel(title, fontsize=8)
+def _line_kws(x: str, hue: str, data: pd.DataFrame, **kws: Any) -> dict[str, Any]:
+    """seaborn.lineplot arguments shared by the panels of a figure: one Okabe-Ito colour per hue level."""
+    levels = list(pd.unique(data[hue]))
+    return {"x": x, "hue": hue, "hue_order": levels, "palette": _palette(levels), "marker": "o", **kws}
 
 
-def _legend_right_of(fig: Figure, ax: Axes) -> None:
-    """Move seaborn's legend of ``ax`` (hue and style entries) to the right of the figure, clear of the data."""
-    legend = ax.get_legend()
-    if legend is None:  # seaborn draws none when there is nothing to tell apart
-        return
-    fig.legend(
-        legend.legend_handles,
-        [text.get_text() for text in legend.get_texts()],
-        loc="outside right upper",
-        fontsize=8,
-        frameon=False,
-    )
-    legend.remove()
+def _solid_and_dashed(ax: Axes, data: pd.DataFrame, columns: dict[str, str], name: str, line: dict[str, Any]) -> None:
+    """Lines of two columns of ``data`` (column -> label) told apart by style: the first solid, the second dashed."""
+    long = data.melt([line["x"], line["hue"]], list(columns), var_name=name, value_name="value")
+    sns.lineplot(long.replace({name: columns}), y="value", style=name, ax=ax, **line)
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int) -> Iterator[None]:
-    """Seed numpy's global generator for the block and restore its state afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+def _finish_lines(fig: Figure, panels: list[Axes], xlabel: str) -> None:
+    """``xlabel``, a grid and 10-point titles on each panel; seaborn's legends moved right of the figure."""
+    for ax in panels:
+        ax.set_xlabel(xlabel)
+        ax.title.set_fontsize(10)
+        ax.grid(True, alpha=0.3)
+        legend = ax.get_legend()
+        if legend is not None:
+            labels = [text.get_text() for text in legend.get_texts()]
+            fig.legend(legend.legend_handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+            legend.remove()
 
 
 def _slant_ticks(ax: Axes) -> None:
@@ -764,26 +556,25 @@ def _slant_ticks(ax: Axes) -> None:
         plt.setp(labels, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
 
 
-def _require_columns(table: Any, columns: Sequence[str], name: str) -> None:
+def _spread(values: Any) -> float:
+    """max / min of the non-NaN values; 0 when there are none or one is <= 0 (no log axis then)."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    return float(values.max() / values.min()) if values.size and values.min() > 0 else 0.0
+
+
+def _check_table(table: Any, columns: Sequence[str], name: str, unique: bool = False) -> None:
+    """Raise unless ``table`` is a non-empty DataFrame with ``columns`` (if ``unique``: one row per TIDY_COLUMNS)."""
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"{name} must be a pandas DataFrame; got {type(table).__name__}")
     missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{name} is missing columns {missing}; it has {list(table.columns)}")
-
-
-def _require_unique_rows(table: pd.DataFrame, key: list[str]) -> None:
-    duplicated = table.duplicated(key)
-    if duplicated.any():
+    if missing or table.empty:
         raise ValueError(
-            f"table has more than one row for {table.loc[duplicated, key].iloc[0].to_dict()}; it must "
-            f"hold one row per {', '.join(key)}"
+            f"{name} is empty or is missing columns {missing}; it has {len(table)} rows, {list(table.columns)}"
         )
-
-
-def _unique(series: pd.Series) -> list[Any]:
-    """Distinct values in order of first appearance (the caller's order, not alphabetical)."""
-    return list(pd.unique(series))
+    if unique and (duplicated := table.duplicated(list(TIDY_COLUMNS))).any():
+        first = table.loc[duplicated, list(TIDY_COLUMNS)].iloc[0].to_dict()
+        raise ValueError(f"{name} has more than one row for {first}; it must hold one per {', '.join(TIDY_COLUMNS)}")
 
 
 def _palette(keys: Sequence[Any]) -> dict[Any, str]:
@@ -791,24 +582,22 @@ def _palette(keys: Sequence[Any]) -> dict[Any, str]:
 
 
 def _axes(axes: Axes | Sequence[Axes] | None, widths: Sequence[float], height: float) -> tuple[Figure, list[Axes]]:
-    """The caller's Axes, one per panel width, and their figure; or a new one-row figure with panels
-    ``widths`` inches wide and ``height`` high."""
-    n = len(widths)
+    """The caller's Axes (one per panel) and their figure, or a new row of panels ``widths`` x ``height`` inches."""
     if axes is None:
-        fig, grid = plt.subplots(
-            1, n, figsize=(sum(widths), height), width_ratios=widths, squeeze=False, layout="constrained"
-        )
+        fig, grid = _grid(1, len(widths), (sum(widths), height), width_ratios=widths)
         return fig, list(grid[0])
     panels = [axes] if isinstance(axes, Axes) else list(np.ravel(np.asarray(axes, dtype=object)))
-    if len(panels) != n or not all(isinstance(a, Axes) for a in panels):
-        raise ValueError(
-            f"axes must hold {n} matplotlib Axes for this figure; got {len(panels)} "
-            f"({', '.join(type(a).__name__ for a in panels)})"
-        )
+    if len(panels) != len(widths) or not all(isinstance(a, Axes) for a in panels):
+        raise ValueError(f"axes must hold {len(widths)} matplotlib Axes for this figure; got {axes!r}")
     try:
         return panels[0].get_figure(root=True), panels
     except TypeError:  # matplotlib < 3.10
         return panels[0].figure, panels
+
+
+def _grid(n_rows: int, n_cols: int, figsize: tuple[float, float], **kws: Any) -> tuple[Figure, np.ndarray]:
+    """A new figure with an (n_rows, n_cols) array of Axes in constrained layout."""
+    return plt.subplots(n_rows, n_cols, figsize=figsize, squeeze=False, layout="constrained", **kws)
 
 
 def _fmt(value: float) -> str:
@@ -816,79 +605,44 @@ def _fmt(value: float) -> str:
 
 
 # ---- helpers: images ------------------------------------------------------------------------
-def _as_array(value: Any, name: str) -> np.ndarray:
-    """A numeric numpy view of an array-like (torch tensors included)."""
-    arr = as_numpy(value)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
-    return arr
-
-
 def _validate_images(images: Any, name: str = "images") -> np.ndarray:
-    return as_numpy(check_images(as_numpy(images), name, pixel_space=True, channels=(1, 3)))
+    return check_images(as_numpy(images), name, pixel_space=True, channels=(1, 3))
 
 
-def _validate_importance(value: Any, shape: tuple[int, ...], name: str, axes: str) -> np.ndarray:
-    arr = _as_array(value, name)
+def _validate_maps(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``value`` as a non-negative float array of shape (M, N, H, W) = ``shape``."""
+    arr = as_numpy(value)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {axes} = {shape}; got {arr.shape}")
-    return check_importance(arr.reshape(-1, *shape[-2:]), name).reshape(shape)
+        raise ValueError(f"{name} must have shape (M, N, H, W) = {shape}; got {arr.shape}")
+    return check_importance(arr.reshape(-1, *shape[2:]), name).reshape(shape)
 
 
 def _validate_indices(indices: Sequence[int] | None, n: int) -> list[int]:
-    chosen = list(range(n)) if indices is None else [int(i) for i in np.atleast_1d(np.asarray(indices))]
+    chosen = list(range(n)) if indices is None else [int(i) for i in np.atleast_1d(indices)]
     if not chosen or any(not 0 <= i < n for i in chosen):
-        raise ValueError(
-            f"image_indices must be in [0, {n}) for {n} images, at least one, or None for all; got {chosen}"
-        )
+        raise ValueError(f"image_indices must be in [0, {n}), at least one, or None for all; got {chosen}")
     return chosen
 
 
-def _validate_fill(fill: Any, shape: tuple[int, ...]) -> np.ndarray:
-    arr = np.zeros(shape) if fill is None else _as_array(fill, "fill_images")
-    if arr.ndim == 0:
-        if not 0.0 <= float(arr) <= 1.0:
-            raise ValueError(f"fill_images as a number must be in [0, 1]; got {float(arr)}")
-        return np.full(shape, float(arr))
-    if arr.shape != shape:
-        raise ValueError(f"fill_images must have shape (N, C, H, W) = {shape}; got {arr.shape}")
-    return _validate_images(arr, name="fill_images")
-
-
-def _display_max(values: np.ndarray, percentile: float) -> float:
-    """Upper end of a colour scale that starts at 0; positive even for all-zero maps."""
-    vmax = float(np.percentile(values, percentile)) if values.size else 0.0
-    if vmax <= 0.0:
-        vmax = float(values.max()) if values.size else 0.0
-    return vmax if vmax > 0.0 else 1.0
-
-
 def _show_image(ax: Axes, image: np.ndarray, extent: tuple[float, ...] | None = None) -> None:
-    """Show a (C, H, W) pixel-space image: grey for C = 1, RGB for C = 3."""
+    """Show a (C, H, W) pixel-space image without ticks: grey for C = 1, RGB for C = 3."""
     if image.shape[0] == 1:
         ax.imshow(image[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
     else:
         ax.imshow(np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0), interpolation="nearest", extent=extent)
-    _hide_ticks(ax)
-
-
-def _hide_ticks(ax: Axes) -> None:
     ax.set(xticks=[], yticks=[])
 
 
-def _polygon_parts(polygons: Sequence[Any], name: str) -> list[Polygon]:
-    """The non-empty Polygons of a list of Polygons and MultiPolygons (or of one of them)."""
-    parts = []
+def _region_paths(polygons: Sequence[Any], name: str) -> list[Path]:
+    """A Path per non-empty Polygon of a list of Polygons and MultiPolygons (or of one of them): exterior
+    counter-clockwise, holes clockwise, so matplotlib's non-zero fill rule leaves the holes open."""
+    paths = []
     for k, geometry in enumerate([polygons] if isinstance(polygons, (Polygon, MultiPolygon)) else polygons):
         if not isinstance(geometry, (Polygon, MultiPolygon)):
             raise TypeError(f"{name}[{k}] must be a shapely Polygon or MultiPolygon; got {type(geometry).__name__}")
-        parts += [part for part in getattr(geometry, "geoms", [geometry]) if not part.is_empty]
-    return parts
-
-
-def _polygon_path(polygon: Polygon) -> Path:
-    """A Path of the polygon and its holes: exterior counter-clockwise, holes clockwise, so matplotlib's
-    non-zero fill rule leaves the holes open."""
-    polygon = orient(polygon, sign=1.0)
-    rings = [polygon.exterior, *polygon.interiors]
-    return Path.make_compound_path(*[Path(np.asarray(ring.coords), closed=True) for ring in rings])
+        for part in getattr(geometry, "geoms", [geometry]):
+            if not part.is_empty:
+                oriented = orient(part, sign=1.0)
+                rings = [oriented.exterior, *oriented.interiors]
+                paths.append(Path.make_compound_path(*[Path(np.asarray(ring.coords), closed=True) for ring in rings]))
+    return paths

@@ -274,6 +274,10 @@ def test_occlusion_examples_custom_fill(images, occlusion):
     fig = plotting.plot_occlusion_examples(images, masks, drops, fill_images=fill, image_indices=[0])
     shown = np.asarray(fig.axes[1].images[0].get_array())
     assert np.allclose(shown[1:3, 1:3], 0.25)
+    fig = plotting.plot_occlusion_examples(images, masks, drops, fill_images=0.5, image_indices=[0])  # a number
+    assert np.allclose(np.asarray(fig.axes[1].images[0].get_array())[1:3, 1:3], 0.5)
+    with pytest.raises(ValueError, match=r"fill_images must be a number or have shape"):
+        plotting.plot_occlusion_examples(images, masks, drops, fill_images=fill[:2])
 
 
 def test_occlusion_examples_rejects_bad_inputs(images, occlusion):
@@ -455,6 +459,8 @@ def test_support_fidelity_rejects_missing_columns_and_wrong_axes():
     _, axes = plt.subplots(1, 3)
     with pytest.raises(ValueError, match="4 matplotlib Axes"):
         plotting.plot_support_fidelity(_fidelity_table(), axes=axes)
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_support_fidelity(_fidelity_table().iloc[:0])
 
 
 def _sweep_table(rng):
@@ -567,6 +573,7 @@ def test_gad_vs_smoothgrad_zero_baseline_is_left_out():
     fig = plotting.plot_gad_vs_smoothgrad(table)
     labels = [t.get_text() for t in fig.axes[0].child_axes[0].get_xticklabels()]
     assert labels == ["100%\nn=1"]  # image 0 (zero baseline) dropped, image 1 ratio 0.5
+    assert "1 NaN ratios" in fig.axes[0].get_xlabel()  # and counted
 
 
 # --------------------------------------------------------------------------------------------

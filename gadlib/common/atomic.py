@@ -1,7 +1,5 @@
-"""Atomic file output: write to a temporary file beside the target, then rename over it.
-
-An interrupted writer (killed process, full disk) therefore never leaves a half-written file that
-looks finished, and the previous version of the file stays intact until the new one is complete.
+"""Atomic file output: write to a temporary file beside the target, then rename over it, so an
+interrupted writer (killed process, full disk) never leaves a half-written file that looks finished.
 """
 
 from __future__ import annotations
@@ -28,7 +26,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+    umask = os.umask(0)  # read it (the only way) and put it back
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield tmp
         with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
@@ -50,22 +50,12 @@ TEMPORARY_GLOB = ".*.tmp"  # what atomic_path names its temporary files: .<targe
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that writers killed mid-write (kill -9, power loss) left in ``folder``.
-
-    :func:`atomic_path` removes its temporary file on any exception, but a killed process cannot.
-    Call this only where no other process is writing into ``folder``. Returns the removed paths.
-    """
-    folder = Path(folder)
-    stale = sorted(p for p in folder.glob(TEMPORARY_GLOB) if p.is_file()) if folder.is_dir() else []
+    """Delete the temporary files that writers killed mid-write (kill -9, power loss) left in ``folder``;
+    return their paths. Call it only where no other process is writing into ``folder``."""
+    stale = sorted(p for p in Path(folder).glob(TEMPORARY_GLOB) if p.is_file())  # none if no such folder
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -82,8 +72,7 @@ def write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically; NaN is written as null so any JSON reader parses it."""
-    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False, allow_nan=False)
-    write_text(path, text + "\n")
+    write_text(path, json.dumps(_nan_to_none(obj), indent=2, allow_nan=False) + "\n")
 
 
 def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
@@ -91,18 +80,15 @@ def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     for name, arr in arrays.items():
         if np.asarray(arr).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; only numeric arrays are saved (no pickle)")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load an ``.npz`` written by :func:`save_arrays` without unpickling anything.
 
-    Raises
-    ------
-    FileNotFoundError if ``path`` does not exist; ValueError naming the file (and the array) if it is
-    not a readable ``.npz`` or holds Python objects, which would need unpickling (that can run code).
+    Raises FileNotFoundError if ``path`` does not exist; ValueError naming the file (and the array) if
+    it is not a readable ``.npz`` or holds Python objects, which would need unpickling (that can run code).
     """
     path = Path(path)
     if not path.is_file():
@@ -114,10 +100,11 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for name in data.files:
                 arrays[name] = data[name]
             return arrays
-    except ValueError as err:
-        if "allow_pickle" not in str(err):
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if not (isinstance(err, ValueError) and "allow_pickle" in str(err)):
             raise ValueError(
-                f"{path} is not a readable .npz array file ({err}); delete it and re-run the stage that writes it"
+                f"{path} is not a readable .npz array file (truncated or another format: {err}); "
+                f"delete it and re-run the stage that writes it"
             ) from err
         what = (
             f"array {name!r} of {path}: it holds Python objects"
@@ -128,11 +115,6 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"refused to load {what}, and unpickling could run code; only numeric "
             f"arrays written by gadlib.common.atomic.save_arrays are read"
         ) from err
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(
-            f"{path} is not a readable .npz array file (truncated or another format: "
-            f"{err}); delete it and re-run the stage that writes it"
-        ) from err
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -142,9 +124,7 @@ def _nan_to_none(obj: Any) -> Any:
         return [_nan_to_none(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         value = float(obj)
-        return None if not np.isfinite(value) else value
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
+        return value if np.isfinite(value) else None
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     return obj

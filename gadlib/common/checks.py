@@ -1,8 +1,7 @@
 """Checks of the arrays users pass in: image batches, binary masks, per-pixel importance.
 
-Each check raises an exception that names the argument, the bad value and the fix, and accepts
-numpy arrays and torch tensors alike (this module does not import torch, so torch-free modules
-such as :mod:`gadlib.evaluation.regions` can use it).
+Each check accepts numpy arrays and torch tensors alike and raises an exception that names the
+argument, the bad value and the fix. No torch import, so torch-free modules can use it.
 """
 
 from __future__ import annotations
@@ -19,17 +18,10 @@ PIXEL_RANGE_TOLERANCE = 1e-6
 
 
 def check_batch(values: Any, name: str = "inputs", *, require_tensor: bool = False) -> Any:
-    """Return ``values`` if it is a non-empty floating-point batch of shape (N, ...), N >= 1.
+    """Return ``values`` if it is a floating-point (N, ...) batch, N >= 1 (numpy array or torch tensor).
 
-    Parameters
-    ----------
-    values : numpy array or torch tensor.
-    name : the argument's name, for error messages.
-    require_tensor : refuse anything but a torch tensor (for the paths that take gradients).
-
-    Raises
-    ------
-    TypeError for another type or a non-floating dtype; ValueError for a shape without images.
+    ``name`` names the argument in errors; ``require_tensor`` refuses anything but a torch tensor
+    (for the paths that take gradients). Raises TypeError (type, dtype) or ValueError (shape).
     """
     _check_floating(values, name, require_tensor)
     if values.ndim < 2 or values.shape[0] == 0:
@@ -45,21 +37,11 @@ def check_images(
     channels: Sequence[int] | None = None,
     require_tensor: bool = False,
 ) -> Any:
-    """Return ``images`` if it is a non-empty floating-point (N, C, H, W) batch of images.
+    """Return ``images`` if it is a floating-point (N, C, H, W) batch, N >= 1, as :func:`check_batch`.
 
-    Parameters
-    ----------
-    images : (N, C, H, W) numpy array or torch tensor, N >= 1.
-    name : the argument's name, for error messages.
-    pixel_space : also require finite values in [0, 1] (up to ``PIXEL_RANGE_TOLERANCE``): images
-        before normalisation, as gadlib's models take them (each model normalises inside).
-    channels : the allowed numbers of channels C (e.g. ``(1, 3)`` to show images), or None for any.
-    require_tensor : refuse anything but a torch tensor.
-
-    Raises
-    ------
-    TypeError for another type or a non-floating dtype; ValueError for another shape or, with
-    ``pixel_space``, values outside [0, 1].
+    ``pixel_space`` also requires finite values in [0, 1] (up to ``PIXEL_RANGE_TOLERANCE``): images
+    before normalisation, as gadlib's models take them. ``channels``: the allowed numbers of channels
+    C (e.g. ``(1, 3)`` to show images), or None for any. Raises TypeError or ValueError.
     """
     _check_floating(images, name, require_tensor)
     if images.ndim != 4 or images.shape[0] == 0:
@@ -80,23 +62,11 @@ def check_images(
 def check_mask(
     mask: Any, name: str = "mask", *, shape: Sequence[int] | None = None, axes: str = "(N, H, W)"
 ) -> np.ndarray:
-    """``mask`` as a bool numpy array: bool, or numbers that are all 0 or 1 (numpy or torch).
+    """``mask`` (bool, or numbers all 0 or 1; numpy or torch) as a bool numpy array.
 
-    Parameters
-    ----------
-    mask : one (H, W) mask, or, with ``shape``, an array of exactly that shape (e.g. (N, H, W)
-        masks of N images).
-    name : the argument's name, for error messages.
-    shape : the required shape; None = any (H, W).
-    axes : what the axes of ``shape`` are, for error messages.
-
-    Returns
-    -------
-    bool numpy array (the input itself when it is a bool numpy array).
-
-    Raises
-    ------
-    ValueError for a wrong shape or values other than 0 and 1; TypeError for a non-numeric dtype.
+    ``mask`` is one (H, W) mask or, with ``shape``, an array of exactly that shape (e.g. (N, H, W),
+    whose axes ``axes`` names in errors). A bool numpy array is returned as it is. Raises ValueError
+    for a wrong shape or values other than 0 and 1; TypeError for a non-numeric dtype.
     """
     arr = as_numpy(mask)
     if shape is None and arr.ndim != 2:
@@ -110,8 +80,7 @@ def check_mask(
         return arr
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} of shape {arr.shape} has dtype {arr.dtype}; expected bool (or 0/1 numbers).")
-    binary = np.isin(arr, (0, 1))
-    if not binary.all():
+    if not (binary := np.isin(arr, (0, 1))).all():
         raise ValueError(
             f"{name} of shape {arr.shape} and dtype {arr.dtype} holds values other than 0 and 1 "
             f"(e.g. {np.unique(arr[~binary])[:3].tolist()}); binarise it first with "
@@ -123,22 +92,11 @@ def check_mask(
 def check_importance(importance: Any, name: str = "importance", *, shape: Sequence[int] | None = None) -> np.ndarray:
     """``importance`` as a float numpy array of non-negative per-pixel importance.
 
-    Parameters
-    ----------
-    importance : (N, H, W) numpy array or torch tensor (one value per pixel, channels collapsed,
-        e.g. by :func:`gadlib.method.fusion.pixel_importance`).
-    name : the argument's name, for error messages.
-    shape : the required shape, e.g. (N, H, W) of the images; None = any 3-D shape.
-
-    Returns
-    -------
-    (N, H, W) float numpy array: a floating input keeps its dtype, other numbers become float32.
-    NaN and infinite values count as importance 0, as :func:`gadlib.method.fusion.pixel_importance`
-    reads them, with a RuntimeWarning that points at the caller's caller.
-
-    Raises
-    ------
-    ValueError for a wrong shape or negative values.
+    ``importance``: (N, H, W) numpy array or torch tensor, channels collapsed (e.g. by
+    :func:`gadlib.method.fusion.pixel_importance`); ``shape``: the required shape, None = any 3-D.
+    Returns an (N, H, W) float array: a floating input keeps its dtype, other numbers become float32;
+    NaN and infinite values count as importance 0 (as ``pixel_importance`` reads them), with a
+    RuntimeWarning pointing at the caller's caller. Raises ValueError for a wrong shape or negative values.
     """
     arr = as_numpy(importance)
     if (shape is None and arr.ndim != 3) or (shape is not None and arr.shape != tuple(shape)):
@@ -149,13 +107,9 @@ def check_importance(importance: Any, name: str = "importance", *, shape: Sequen
         )
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float32)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        warnings.warn(
-            f"{name}: {int(bad.sum())} values are NaN or infinite; they count as importance 0",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    if (bad := ~np.isfinite(arr)).any():
+        message = f"{name}: {int(bad.sum())} values are NaN or infinite; they count as importance 0"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
         arr = np.where(bad, arr.dtype.type(0), arr)
     if (arr < 0).any():
         raise ValueError(f"{name} must be non-negative per-pixel importance; got minimum {float(arr.min()):.4g}")

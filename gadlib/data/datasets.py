@@ -1,8 +1,8 @@
 """Datasets: the embedded Fashion-MNIST, and the paper's Dogs vs. Cats and CUB-200-2011.
 
-Every loader returns images as float32 tensors in [0, 1] with shape (N, C, H, W), labels as int64,
-and class names. Normalisation is not applied here: each model carries its own (see
-``gadlib.models.architectures``), so occlusion can fill in pixel space. Raw files are only read, never written.
+Loaders return images as (N, C, H, W) float32 tensors in [0, 1], int64 labels and class names.
+They do not normalise: each model carries its own normalisation (``gadlib.models.architectures``),
+so occlusion can fill in pixel space. Raw files are only read, never written.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,6 @@ import torch
 from gadlib.choices import DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
 from gadlib.common.atomic import atomic_path
 
-FASHION_MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
 # md5 of the *decompressed* idx files: the same whatever gzip wrapped them (Debian or upstream).
 FASHION_MNIST_CONTENT_MD5 = {
     "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
@@ -36,10 +31,14 @@ FASHION_MNIST_CONTENT_MD5 = {
     "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
 }
+FASHION_MNIST_FILES = tuple(FASHION_MNIST_CONTENT_MD5)
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
+CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 # What a damaged gzip stream raises: a bad header (OSError), a cut-off file (EOFError), bad deflate data.
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
+_RESTORE_RAW = "restore it with `dvc checkout data.dvc` or delete it and run `make data`"
+_KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png)$", re.IGNORECASE)
 
 # A class selector: one class by name or id, or a group {"name": ..., "ids": [first, last]} of
 # consecutive class ids merged into one label (CUB's sparrows, ids 113-133, for instance).
@@ -52,14 +51,7 @@ class DataError(ValueError):
 
 @dataclass
 class ImageSet:
-    """Images with their labels.
-
-    Attributes
-    ----------
-    images : (N, C, H, W) float32 tensor in [0, 1]
-    labels : (N,) int64 tensor, indices into ``class_names``
-    class_names : list of str
-    """
+    """Images (N, C, H, W) float32 in [0, 1], labels (N,) int64 indexing ``class_names``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -71,36 +63,41 @@ class ImageSet:
 
 # --------------------------------------------------------------------------- Fashion-MNIST
 def obtain_fashion_mnist(
-    dest: str | Path,
-    system_dir: str | Path = DEBIAN_FASHION_MNIST_DIR,
-    use_apt: bool = True,
-    use_download: bool = True,
+    dest: str | Path, system_dir: str | Path = DEBIAN_FASHION_MNIST_DIR, use_apt: bool = True, use_download: bool = True
 ) -> str:
     """Put the four raw Fashion-MNIST files into ``dest``, byte for byte; return where they came from.
 
-    Files already in ``dest`` are kept as they are (raw data is never overwritten). Otherwise the
-    sources are tried in order: the Debian package's folder (installing ``dataset-fashion-mnist``
-    with apt when missing and ``use_apt``), then torchvision's download (``use_download``).
+    Files already in ``dest`` are kept (raw data is never overwritten). Otherwise the sources are
+    tried in order: the Debian package's folder (installed with apt when missing and ``use_apt``),
+    then torchvision's download (``use_download``).
     """
-    dest = Path(dest)
+    dest, system_dir = Path(dest), Path(system_dir)
     missing = [name for name in FASHION_MNIST_FILES if not (dest / name).is_file()]
     if not missing:
         return "already present"
-    system_dir = Path(system_dir)
-    if not _has_files(system_dir) and use_apt and shutil.which("apt-get"):
-        _apt_install(DEBIAN_PACKAGE)
-    if _has_files(system_dir):
+    in_system_dir = lambda: all((system_dir / name).is_file() for name in FASHION_MNIST_FILES)
+    if not in_system_dir() and use_apt and shutil.which("apt-get"):
+        # Best effort: without root or apt sources this fails and the next source is tried.
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", DEBIAN_PACKAGE]):
+            if subprocess.run(cmd, capture_output=True).returncode != 0:
+                break
+    if in_system_dir():
         for name in missing:
             _copy_atomically(system_dir / name, dest / name)
         return f"Debian package {DEBIAN_PACKAGE} ({system_dir})"
+    download_error = ""
     if use_download:
         try:
-            _download_with_torchvision(dest, missing)
+            from torchvision.datasets import FashionMNIST
+
+            with tempfile.TemporaryDirectory() as tmp:
+                FashionMNIST(tmp, train=True, download=True)
+                FashionMNIST(tmp, train=False, download=True)
+                for name in missing:
+                    _copy_atomically(Path(tmp) / "FashionMNIST" / "raw" / name, dest / name)
             return "torchvision download"
         except Exception as exc:  # any network or mirror failure ends in the one message below
             download_error = f"; torchvision's download failed too ({exc})"
-    else:
-        download_error = ""
     raise DataError(
         f"Fashion-MNIST is not available: {system_dir} does not hold the four raw files{download_error}. "
         f"Install the Debian package (apt-get install {DEBIAN_PACKAGE}) or copy "
@@ -110,26 +107,10 @@ def obtain_fashion_mnist(
 
 def verify_fashion_mnist(root: str | Path) -> None:
     """Check the raw files' content against the published Fashion-MNIST; raise naming any that differ."""
-    root = Path(root)
     for name, expected in FASHION_MNIST_CONTENT_MD5.items():
-        path = root / name
-        if not path.is_file():
-            raise _missing_raw_file(path)
-        digest = hashlib.md5()
-        try:
-            with gzip.open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        except _GZIP_ERRORS as exc:
-            raise DataError(
-                f"raw file {path} is not a readable gzip file ({exc}); restore it "
-                f"with `dvc checkout data.dvc` or delete it and run `make data`"
-            ) from exc
-        if digest.hexdigest() != expected:
-            raise DataError(
-                f"raw file {path} differs from the published Fashion-MNIST; restore it "
-                f"with `dvc checkout data.dvc` or delete it and run `make data`"
-            )
+        path = Path(root) / name
+        if hashlib.md5(_gunzip(path)).hexdigest() != expected:
+            raise DataError(f"raw file {path} differs from the published Fashion-MNIST; {_RESTORE_RAW}")
 
 
 def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
@@ -150,55 +131,44 @@ def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
             f"{root}: label {int(labels.max())} in the {split} split is not a Fashion-MNIST "
             f"class (0-9); restore the raw files with `dvc checkout data.dvc`"
         )
-    return ImageSet(
-        images=torch.from_numpy(images).unsqueeze(1).float().div_(255.0),
-        labels=torch.from_numpy(labels.astype(np.int64)),
-        class_names=list(FASHION_MNIST_CLASSES),
-    )
+    images = torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
+    return ImageSet(images, torch.from_numpy(labels.astype(np.int64)), list(FASHION_MNIST_CLASSES))
+
+
+def _gunzip(path: Path) -> bytes:
+    """The decompressed content of a raw gzip file; DataError if it is missing (pointing at a copy in
+    the wrong place, if any) or unreadable."""
+    if not path.is_file():
+        unpacked = path.with_suffix("")  # train-images-idx3-ubyte: gunzipped in place
+        nested = sorted(path.parent.glob(f"*/{path.name}")) + sorted(path.parent.glob(f"*/*/{path.name}"))
+        if unpacked.is_file():
+            hint = f"{unpacked.name} is there uncompressed; the loader reads the .gz files (gzip it again)"
+        elif nested:
+            hint = f"{nested[0].parent} holds it: point the experiment's data_dir in params.yaml there"
+        else:
+            hint = "run `make data` to obtain Fashion-MNIST"
+        raise DataError(f"missing raw file {path}; {hint}")
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    except _GZIP_ERRORS as exc:
+        raise DataError(f"raw file {path} is not a readable gzip file ({exc}); {_RESTORE_RAW}") from exc
 
 
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
-    if not path.is_file():
-        raise _missing_raw_file(path)
-    try:
-        with gzip.open(path, "rb") as fh:
-            raw = fh.read()
-    except _GZIP_ERRORS as exc:
-        raise DataError(
-            f"raw file {path} is not a readable gzip file ({exc}); restore it with `dvc checkout data.dvc`"
-        ) from exc
+    raw = _gunzip(path)
     header = 4 + 4 * expected_dims
     # idx magic: two zero bytes, 0x08 (unsigned bytes), then the number of dimensions.
     if len(raw) < header or raw[:4] != bytes([0, 0, 0x08, expected_dims]):
         raise DataError(
             f"{path} is not an idx file of {expected_dims} dimension(s) of unsigned bytes "
-            f"(it starts {raw[:4].hex() or 'empty'}); restore it with `dvc checkout data.dvc`"
+            f"(it starts {raw[:4].hex() or 'empty'}); {_RESTORE_RAW}"
         )
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_dims))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(shape)):
-        raise DataError(
-            f"{path} holds {data.size} data bytes but its header says shape {shape}; "
-            f"restore it with `dvc checkout data.dvc`"
-        )
+        raise DataError(f"{path} holds {data.size} data bytes but its header says shape {shape}; {_RESTORE_RAW}")
     return data.reshape(shape).copy()
-
-
-def _missing_raw_file(path: Path) -> DataError:
-    """The error for a missing raw Fashion-MNIST file, pointing at a copy in the wrong place if any."""
-    unpacked = path.with_suffix("")  # train-images-idx3-ubyte: gunzipped in place
-    nested = sorted(path.parent.glob(f"*/{path.name}")) + sorted(path.parent.glob(f"*/*/{path.name}"))
-    if unpacked.is_file():
-        hint = f"{unpacked.name} is there uncompressed; the loader reads the .gz files (gzip it again)"
-    elif nested:
-        hint = f"{nested[0].parent} holds it: point the experiment's data_dir in params.yaml there"
-    else:
-        hint = "run `make data` to obtain Fashion-MNIST"
-    return DataError(f"missing raw file {path}; {hint}")
-
-
-def _has_files(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in FASHION_MNIST_FILES)
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
@@ -207,35 +177,12 @@ def _copy_atomically(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def _apt_install(package: str) -> None:
-    # Best effort: without root or apt sources this simply fails and the next source is tried.
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
-        if subprocess.run(cmd, capture_output=True).returncode != 0:
-            return
-
-
-def _download_with_torchvision(dest: Path, names: Sequence[str]) -> None:
-    import tempfile
-
-    from torchvision.datasets import FashionMNIST
-
-    with tempfile.TemporaryDirectory() as tmp:
-        FashionMNIST(tmp, train=True, download=True)
-        FashionMNIST(tmp, train=False, download=True)
-        for name in names:
-            _copy_atomically(Path(tmp) / "FashionMNIST" / "raw" / name, dest / name)
-
-
 # --------------------------------------------------------------------------- folders of images
 def load_dogs_vs_cats(root: str | Path, image_size: int, max_per_class: int | None = None) -> ImageSet:
     """Read Kaggle "Dogs vs. Cats": a folder of ``cat.<n>.jpg`` and ``dog.<n>.jpg`` files.
 
-    Images are resized to ``image_size`` × ``image_size`` RGB. With ``max_per_class`` only the first
-    files of each class, in numeric order, are read. Class names are ``["cat", "dog"]``.
-
-    Returns
-    -------
-    ImageSet with images (N, 3, image_size, image_size), cats first, then dogs.
+    Returns an ImageSet of (N, 3, image_size, image_size) RGB images, cats first, class names
+    ``["cat", "dog"]``; with ``max_per_class`` only the first files of each class in numeric order.
     """
     root = Path(root)
     if not root.is_dir():
@@ -243,32 +190,20 @@ def load_dogs_vs_cats(root: str | Path, image_size: int, max_per_class: int | No
             f"Dogs vs. Cats folder {root} does not exist; put Kaggle's train/ images "
             f"(cat.0.jpg, dog.0.jpg, ...) there, or set the experiment's data_dir in params.yaml"
         )
-    pattern = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png)$", re.IGNORECASE)
     files: dict[str, list[tuple[int, Path]]] = {name: [] for name in DOGS_VS_CATS_CLASSES}
     for path in root.iterdir():
-        match = pattern.match(path.name)
-        if match and path.is_file():
+        if (match := _KAGGLE_NAME.match(path.name)) and path.is_file():
             files[match.group(1).lower()].append((int(match.group(2)), path))
-    paths, labels = [], []
-    for label, name in enumerate(DOGS_VS_CATS_CLASSES):
-        found = sorted(files[name])
+    for name, found in files.items():
         if not found:
-            hint = (
-                f"; its subfolder {root / 'train'} looks like Kaggle's, point data_dir there"
-                if (root / "train").is_dir()
-                else ""
-            )
+            train = root / "train"
+            hint = f"; its subfolder {train} looks like Kaggle's, point data_dir there" if train.is_dir() else ""
             raise DataError(
                 f"{root} holds no {name}.<n>.jpg image; the Kaggle layout is one folder "
                 f"of cat.<n>.jpg and dog.<n>.jpg files{hint}"
             )
-        paths += [p for _, p in found[:max_per_class]]
-        labels += [label] * len(found[:max_per_class])
-    images = _read_images(paths, image_size)
-    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), list(DOGS_VS_CATS_CLASSES))
-
-
-CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
+    per_label = [[path for _, path in sorted(files[name])[:max_per_class]] for name in DOGS_VS_CATS_CLASSES]
+    return _read_images(per_label, image_size, DOGS_VS_CATS_CLASSES)
 
 
 def load_cub200(
@@ -278,25 +213,20 @@ def load_cub200(
     split: str,
     max_per_class: int | None = None,
 ) -> ImageSet:
-    """Read CUB-200-2011 (``CUB_200_2011/`` with images.txt, ...) for the selected classes.
+    """Read CUB-200-2011 (the ``CUB_200_2011`` folder ``root``, with images.txt, ...) for the selected classes.
 
     Parameters
     ----------
-    root : the ``CUB_200_2011`` folder.
-    classes : selectors, one label each in the given order; an int is a CUB class id (1-200), a str a
-        class name from classes.txt (``"113.Baird_Sparrow"`` or ``"Baird_Sparrow"``), a dict
-        ``{"name": "sparrow", "ids": [113, 133]}`` merges the id range into one label. ``"all"``: every
-        class. The paper's task: sparrows 113-133 against warblers 158-178.
+    classes : selectors, one label each in the given order: an int is a CUB class id (1-200), a str
+        a class name from classes.txt (``"113.Baird_Sparrow"`` or ``"Baird_Sparrow"``), a dict
+        ``{"name": "sparrow", "ids": [113, 133]}`` merges the id range into one label; ``"all"``:
+        every class. The paper's task: sparrows 113-133 against warblers 158-178.
     image_size : images are resized to ``image_size`` × ``image_size`` RGB.
     split : "train" or "test", CUB's own split (train_test_split.txt).
     max_per_class : read at most this many images of each label (lowest image ids first).
 
-    Returns
-    -------
-    ImageSet with images (N, 3, image_size, image_size); class names are the selectors' names.
-
-    Every selection problem (unknown class, a class without images, a file listed but missing) is
-    raised before any image is decoded.
+    Returns an ImageSet of (N, 3, image_size, image_size) images named by the selectors; every
+    selection problem is raised before any image is decoded.
     """
     root = Path(root)
     missing = [name for name in CUB_FILES if not (root / name).is_file()]
@@ -308,31 +238,27 @@ def load_cub200(
         )
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-    class_names = {int(k): v for k, v in _read_table(root / "classes.txt", int_keys=True).items()}
-    image_paths = _read_table(root / "images.txt", int_keys=True)
-    image_class = _read_table(root / "image_class_labels.txt", int_keys=True, int_values=True)
-    in_train = _read_table(root / "train_test_split.txt", int_keys=True, int_values=True)
+    class_names = _read_table(root / "classes.txt")
+    image_paths = _read_table(root / "images.txt")
+    image_class = _read_table(root / "image_class_labels.txt", int_values=True)
+    in_train = _read_table(root / "train_test_split.txt", int_values=True)
     for table, name in ((image_class, "image_class_labels.txt"), (in_train, "train_test_split.txt")):
-        if set(table) != set(image_paths):
-            odd = sorted(set(table) ^ set(image_paths))[:5]
+        if odd := sorted(set(table) ^ set(image_paths))[:5]:
             raise DataError(
                 f"{root / name} and images.txt list different image ids (e.g. {odd}); unpack CUB_200_2011.tgz again"
             )
     groups = _resolve_cub_selectors(classes, class_names)
     want_train = 1 if split == "train" else 0
-    paths, labels = [], []
-    for label, (name, ids) in enumerate(groups):
+    per_label = []
+    for name, ids in groups:
         chosen = sorted(k for k, c in image_class.items() if c in ids and in_train[k] == want_train)
         if not chosen:
             raise DataError(
                 f"class {name!r} has no image in CUB's {split} split under {root}; "
                 f"check image_class_labels.txt and train_test_split.txt"
             )
-        chosen = chosen[:max_per_class]
-        paths += [root / "images" / image_paths[k] for k in chosen]
-        labels += [label] * len(chosen)
-    images = _read_images(paths, image_size)
-    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), [name for name, _ in groups])
+        per_label.append([root / "images" / image_paths[k] for k in chosen[:max_per_class]])
+    return _read_images(per_label, image_size, [name for name, _ in groups])
 
 
 def _resolve_cub_selectors(
@@ -345,10 +271,7 @@ def _resolve_cub_selectors(
         raise DataError(
             f"select at least two CUB classes (a list of names, ids or {{name, ids}} groups) or 'all'; got {classes!r}"
         )
-    by_name = {}
-    for cid, name in class_names.items():
-        by_name[name] = cid
-        by_name[name.split(".", 1)[-1]] = cid
+    by_name = {key: cid for cid, name in class_names.items() for key in (name, name.split(".", 1)[-1])}
     id_range = f"ids run from {min(class_names)} to {max(class_names)} (classes.txt)"
     groups = []
     for sel in classes:
@@ -358,11 +281,10 @@ def _resolve_cub_selectors(
                     f"class group {sel!r} must be {{name: <label>, ids: [first, last]}} with integer ids, first <= last"
                 )
             members = set(range(sel["ids"][0], sel["ids"][1] + 1))
-            unknown = sorted(members - set(class_names))
-            if unknown:
+            if unknown := sorted(members - set(class_names)):
                 raise DataError(f"class ids {unknown} of group {sel['name']!r} are not in classes.txt; {id_range}")
             groups.append((str(sel["name"]), members))
-        elif isinstance(sel, int) and not isinstance(sel, bool):
+        elif _is_int(sel):
             if sel not in class_names:
                 raise DataError(f"unknown CUB class id {sel}; {id_range}")
             groups.append((class_names[sel], {sel}))
@@ -388,45 +310,42 @@ def _resolve_cub_selectors(
 def _is_group(sel: dict) -> bool:
     """Whether ``sel`` is ``{"name": ..., "ids": [first, last]}`` with integer ids, first <= last."""
     ids = sel.get("ids")
-    return (
-        set(sel) == {"name", "ids"}
-        and isinstance(ids, (list, tuple))
-        and len(ids) == 2
-        and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        and ids[0] <= ids[1]
-    )
+    pair = isinstance(ids, (list, tuple)) and len(ids) == 2 and all(map(_is_int, ids))
+    return set(sel) == {"name", "ids"} and pair and ids[0] <= ids[1]
 
 
-def _read_table(path: Path, int_keys: bool = False, int_values: bool = False) -> dict:
-    """``<id> <value>`` lines of a CUB metadata file as a dict."""
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_table(path: Path, int_values: bool = False) -> dict:
+    """``<id> <value>`` lines of a CUB metadata file as ``{id: value}``."""
     table = {}
     for line_no, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.split(maxsplit=1)
         try:
-            if len(parts) != 2:
-                raise ValueError
-            key = int(parts[0]) if int_keys else parts[0]
-            value = int(parts[1]) if int_values else parts[1].strip()
+            key, value = line.split(maxsplit=1)
+            table[int(key)] = int(value) if int_values else value.strip()
         except ValueError:
             raise DataError(
                 f"{path}, line {line_no}: expected '<id> <{'id' if int_values else 'value'}>', "
                 f"got {line!r}; unpack CUB_200_2011.tgz again"
             ) from None
-        table[key] = value
     return table
 
 
-def _read_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
-    """Decode image files into (N, 3, image_size, image_size) float32 in [0, 1]."""
+def _read_images(per_label: Sequence[Sequence[Path]], image_size: int, class_names: Sequence[str]) -> ImageSet:
+    """Decode the image files of each label (``per_label[i]``: those of label i) into an ImageSet of
+    (N, 3, image_size, image_size) RGB images."""
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    paths = [path for group in per_label for path in group]
+    labels = torch.tensor([label for label, group in enumerate(per_label) for _ in group], dtype=torch.int64)
+    if not _is_int(image_size) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer; got {image_size!r}")
     # Checked before decoding anything, so a missing file stops the run before the long part.
-    absent = [p for p in paths if not Path(p).is_file()]
-    if absent:
+    if absent := [p for p in paths if not Path(p).is_file()]:
         raise DataError(
             f"{len(absent)} listed image file(s) do not exist, e.g. {absent[0]}; restore the dataset folder"
         )
@@ -438,16 +357,13 @@ def _read_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
                 out[i] = np.asarray(img).transpose(2, 0, 1)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"cannot read image {path} ({exc}); replace or delete the file") from exc
-    return torch.from_numpy(out).float().div_(255.0)
+    return ImageSet(torch.from_numpy(out).float().div_(255.0), labels, list(class_names))
 
 
 # --------------------------------------------------------------------------- selection and splits
 def class_indices(class_names: Sequence[str], classes: Sequence[str | int]) -> list[int]:
-    """Indices into ``class_names`` of the selected classes (names or ids), in the given order.
-
-    Raises :class:`DataError` for fewer than two classes, an unknown name or id, or a repeat, so a
-    selection can be checked before a dataset is read.
-    """
+    """Indices into ``class_names`` of the selected classes (names or ids), in the given order; raises
+    DataError for fewer than two, an unknown name or id, or a repeat (a check before any reading)."""
     if isinstance(classes, str) or len(classes) < 2:
         raise DataError(f"select at least two classes (a pair or a list), or 'all'; got {classes!r}")
     ids = []
@@ -456,7 +372,7 @@ def class_indices(class_names: Sequence[str], classes: Sequence[str | int]) -> l
             if sel not in class_names:
                 raise DataError(f"unknown class {sel!r}; this dataset has {list(class_names)}")
             ids.append(list(class_names).index(sel))
-        elif isinstance(sel, int) and not isinstance(sel, bool) and 0 <= sel < len(class_names):
+        elif _is_int(sel) and 0 <= sel < len(class_names):
             ids.append(sel)
         else:
             raise DataError(
@@ -468,21 +384,17 @@ def class_indices(class_names: Sequence[str], classes: Sequence[str | int]) -> l
 
 
 def select_classes(data: ImageSet, classes: Sequence[str | int] | str) -> ImageSet:
-    """Keep the images of the chosen classes and relabel them 0..len(classes)-1 in the given order.
-
-    ``classes`` holds class names or ids of ``data``; ``"all"`` keeps every class.
-    """
+    """Keep the images of the chosen classes (names or ids of ``data``; ``"all"``: every class) and
+    relabel them 0..len(classes)-1 in the given order."""
     if classes == "all":
         return data
     ids = class_indices(data.class_names, classes)
-    keep = torch.zeros_like(data.labels, dtype=torch.bool)
     new_labels = torch.full_like(data.labels, -1)
     for new, old in enumerate(ids):
-        members = data.labels == old
-        if not members.any():
+        if not (members := data.labels == old).any():
             raise DataError(f"class {data.class_names[old]!r} has no image in this split")
-        keep |= members
         new_labels[members] = new
+    keep = new_labels >= 0
     return ImageSet(data.images[keep], new_labels[keep], [data.class_names[i] for i in ids])
 
 
@@ -495,33 +407,20 @@ def stratified_split(
 ) -> list[torch.Tensor]:
     """Split indices into parts with the given fractions, class by class, deterministically.
 
-    Of a class's n images (in an order shuffled by ``seed``), each part takes ``round(fraction * n)``,
-    but at least one and never so many that a later part would get none. When the fractions sum to
-    1 the last part takes the remainder, so every image is used.
-
-    Parameters
-    ----------
-    labels : (N,) int tensor
-    fractions : positive, summing to at most 1
-    seed : the same seed gives the same split
-    class_names, purpose : name the class (``class_names[label]``) and the split (e.g. "the
-        validation split (data.val_fraction)") in the error for a class with too few images
-
-    Returns
-    -------
-    One sorted (n_part,) int64 index tensor per fraction. Raises if a class has fewer images than
-    there are parts.
+    Of a class's n images (shuffled by ``seed``), each part takes ``round(fraction * n)``, but at
+    least one and never so many that a later part would get none; when the fractions sum to 1 the
+    last part takes the remainder. ``labels``: (N,) int tensor; ``fractions``: positive, summing to
+    at most 1; ``class_names`` and ``purpose`` name the class and the split (e.g. "the validation
+    split (data.val_fraction)") in the error for a class with fewer images than parts. Returns one
+    sorted (n_part,) int64 index tensor per fraction.
     """
     if not fractions or not all(f > 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
         raise ValueError(f"fractions must be positive and sum to at most 1; got {list(fractions)}")
     if len(labels) == 0:
         raise DataError("cannot split an empty set of images")
     takes_rest = sum(fractions) > 1 - 1e-9
-    generator = torch.Generator().manual_seed(int(seed))
     parts: list[list[torch.Tensor]] = [[] for _ in fractions]
-    for cls in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == cls).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
+    for cls, members in _shuffled_classes(labels, seed):
         n = len(members)
         if n < len(fractions):
             name = repr(class_names[cls]) if class_names is not None else str(cls)
@@ -533,10 +432,7 @@ def stratified_split(
         start = 0
         for i, (part, fraction) in enumerate(zip(parts, fractions, strict=True)):
             later = len(fractions) - 1 - i
-            if later == 0 and takes_rest:
-                count = n - start
-            else:
-                count = min(max(1, round(fraction * n)), n - start - later)
+            count = n - start if later == 0 and takes_rest else min(max(1, round(fraction * n)), n - start - later)
             part.append(members[start : start + count])
             start += count
     return [torch.sort(torch.cat(p)).values for p in parts]
@@ -548,21 +444,21 @@ def subsample_per_class(labels: torch.Tensor, max_per_class: int | None, seed: i
         return torch.arange(len(labels))
     if max_per_class < 1:
         raise ValueError(f"max_per_class must be at least 1 or None; got {max_per_class}")
-    if len(labels) == 0:
-        return torch.arange(0)
+    chosen = [members[:max_per_class] for _, members in _shuffled_classes(labels, seed)]
+    return torch.sort(torch.cat(chosen)).values if chosen else torch.arange(0)
+
+
+def _shuffled_classes(labels: torch.Tensor, seed: int):
+    """Yield (class, its indices shuffled) for each class in ascending order; ``seed`` fixes the shuffles."""
     generator = torch.Generator().manual_seed(int(seed))
-    chosen = []
     for cls in torch.unique(labels).tolist():
         members = torch.nonzero(labels == cls).flatten()
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:max_per_class]])
-    return torch.sort(torch.cat(chosen)).values
+        yield cls, members[torch.randperm(len(members), generator=generator)]
 
 
 def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of (N, C, H, W) images: the models' normalisation.
-
-    Returns two lists of C floats; the std is at least 1e-6 so normalising never divides by zero.
-    """
+    """Per-channel mean and std (at least 1e-6) of (N, C, H, W) images, as two lists of C floats:
+    the models' normalisation."""
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor; got {tuple(images.shape)}")
     mean = images.mean(dim=(0, 2, 3))

@@ -22,8 +22,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class PreparedData:
-    """Images (N, C, H, W) float32 in [0, 1] and int64 labels for each split, with class names and
-    the per-channel mean and std that the models normalise with (computed on the training split)."""
+    """Train / val / test ImageSets, and the training split's per-channel mean and std (the models' normalisation)."""
 
     train: datasets.ImageSet
     val: datasets.ImageSet
@@ -56,57 +55,40 @@ def prepare_experiment(
 
     Parameters
     ----------
-    dataset : one of ``gadlib.choices.DATASETS``.
-    root : the dataset's folder.
+    dataset : one of ``gadlib.choices.DATASETS``; root : its folder (only read).
     classes : class names, ids or CUB ``{name, ids}`` groups (at least two), or ``"all"``.
-    image_size : side of the square images returned.
-    seed : makes the subsampling and the splits deterministic.
+    image_size : side of the square images returned; seed : fixes the subsampling and the splits.
     max_train_per_class, max_test_per_class : cap of images per class (``None``: all).
     val_fraction : share of the training images held out for early stopping.
     test_fraction : share held out as the test split, for datasets without their own.
 
-    Returns
-    -------
-    PreparedData whose images are (N, C, image_size, image_size); C is 1 for Fashion-MNIST, else 3.
-    An unknown dataset or class is reported before any image is read. Raw files are only read.
+    Returns PreparedData with (N, C, image_size, image_size) images, C = 1 for Fashion-MNIST, else 3.
+    An unknown dataset or class is reported before any image is read.
     """
-    name, size, max_train, max_test = dataset, image_size, max_train_per_class, max_test_per_class
-    if name not in DATASETS:
-        raise datasets.DataError(f"unknown dataset {name!r}; use one of {list(DATASETS)}")
+    if dataset not in DATASETS:
+        raise datasets.DataError(f"unknown dataset {dataset!r}; use one of {list(DATASETS)}")
     known = {"fashion_mnist": FASHION_MNIST_CLASSES, "dogs_vs_cats": DOGS_VS_CATS_CLASSES}
-    if name in known and classes != "all":
-        datasets.class_indices(known[name], classes)  # raises before the long read
+    if dataset in known and classes != "all":
+        datasets.class_indices(known[dataset], classes)  # raises before the long read
     root = Path(root)
-    if name == "fashion_mnist":
+    if dataset == "fashion_mnist":
         datasets.verify_fashion_mnist(root)
         full_train = datasets.select_classes(datasets.load_fashion_mnist(root, "train"), classes)
         test = datasets.select_classes(datasets.load_fashion_mnist(root, "test"), classes)
-    elif name == "dogs_vs_cats":
+    elif dataset == "dogs_vs_cats":
         # No official test split: hold out test_fraction of the images read, class by class.
-        cap = None if max_train is None or max_test is None else max_train + max_test
-        pool = datasets.select_classes(datasets.load_dogs_vs_cats(root, size, cap), classes)
-        train_idx, test_idx = datasets.stratified_split(
-            pool.labels,
-            [1 - test_fraction, test_fraction],
-            seed,
-            pool.class_names,
-            purpose=f"holding out a test part (data.test_fraction) of {root}",
-        )
-        full_train, test = _subset(pool, train_idx), _subset(pool, test_idx)
+        caps = (max_train_per_class, max_test_per_class)
+        cap = None if None in caps else sum(caps)
+        pool = datasets.select_classes(datasets.load_dogs_vs_cats(root, image_size, cap), classes)
+        full_train, test = _split(pool, test_fraction, seed, f"holding out a test part (data.test_fraction) of {root}")
     else:  # cub200, with its own train/test split
-        full_train = datasets.load_cub200(root, classes, size, "train")
-        test = datasets.load_cub200(root, classes, size, "test")
-    full_train = _subset(full_train, datasets.subsample_per_class(full_train.labels, max_train, seed))
-    test = _subset(test, datasets.subsample_per_class(test.labels, max_test, seed + 1))
-    train_idx, val_idx = datasets.stratified_split(
-        full_train.labels,
-        [1 - val_fraction, val_fraction],
-        seed,
-        full_train.class_names,
-        purpose=f"splitting the training images of {root} into train and validation (data.val_fraction)",
-    )
-    train, val = _subset(full_train, train_idx), _subset(full_train, val_idx)
-    train, val, test = (_resize(s, size) for s in (train, val, test))
+        full_train = datasets.load_cub200(root, classes, image_size, "train")
+        test = datasets.load_cub200(root, classes, image_size, "test")
+    full_train = _subset(full_train, datasets.subsample_per_class(full_train.labels, max_train_per_class, seed))
+    test = _subset(test, datasets.subsample_per_class(test.labels, max_test_per_class, seed + 1))
+    purpose = f"splitting the training images of {root} into train and validation (data.val_fraction)"
+    train, val = _split(full_train, val_fraction, seed, purpose)
+    train, val, test = (_resize(s, image_size) for s in (train, val, test))
     mean, std = datasets.channel_mean_std(train.images)
     return PreparedData(train, val, test, mean, std)
 
@@ -139,15 +121,10 @@ def load_prepared(path: str | Path) -> PreparedData:
             f"{path} lacks {sorted(expected - set(arrays))}, so save_prepared did not write it; "
             f"run the prepare stage again (`dvc repro -f prepare`)"
         )
-    names = [str(n) for n in arrays["class_names"]]
-    parts = {
-        split: datasets.ImageSet(
-            torch.from_numpy(arrays[f"{split}_images"]).float().div_(255.0),
-            torch.from_numpy(arrays[f"{split}_labels"]).long(),
-            names,
-        )
-        for split in SPLITS
-    }
+    names, parts = [str(n) for n in arrays["class_names"]], {}
+    for split in SPLITS:
+        images = torch.from_numpy(arrays[f"{split}_images"]).float().div_(255.0)
+        parts[split] = datasets.ImageSet(images, torch.from_numpy(arrays[f"{split}_labels"]).long(), names)
     return PreparedData(**parts, mean=arrays["mean"].tolist(), std=arrays["std"].tolist())
 
 
@@ -155,8 +132,14 @@ def _subset(data: datasets.ImageSet, index: torch.Tensor) -> datasets.ImageSet:
     return datasets.ImageSet(data.images[index], data.labels[index], data.class_names)
 
 
+def _split(data: datasets.ImageSet, held_out: float, seed: int, purpose: str) -> list[datasets.ImageSet]:
+    """``data`` split class by class into the kept (1 - held_out) and the held-out part."""
+    parts = datasets.stratified_split(data.labels, [1 - held_out, held_out], seed, data.class_names, purpose=purpose)
+    return [_subset(data, index) for index in parts]
+
+
 def _resize(data: datasets.ImageSet, size: int) -> datasets.ImageSet:
-    if data.images.shape[-1] == size and data.images.shape[-2] == size:
+    if data.images.shape[-2:] == (size, size):
         return data
     images = F.interpolate(data.images, size=(size, size), mode="bilinear", align_corners=False)
     return datasets.ImageSet(images.clamp(0, 1), data.labels, data.class_names)

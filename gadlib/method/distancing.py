@@ -1,13 +1,10 @@
 """Algorithm 1: artificial distancing of the logits (pair, One vs All, Split output space).
 
-Every strategy lowers some logits of each image by ``scale * spread[j]``, where ``spread[j]`` is the
-standard deviation of logit column j over the images. A strategy is a boolean "lowering mask"
-(N, C): which logits of which image go down. Lowering the other classes' logits by one constant per
-(image class, column) keeps the order of every logit inside each class (the paper's premise), and
-widens the margin between the image's class and each lowered class by exactly ``scale * spread``.
-
-Labels are indices into the logit vector (for a pair classifier with 2 outputs: 0 and 1). All
-functions are pure: the inputs are never modified.
+A strategy is a boolean "lowering mask" (N, C): which logits of which image go down, each by
+``scale * spread[j]``, ``spread[j]`` the standard deviation of logit column j over the images. One
+constant per (image class, column) keeps the order of every logit inside each class (the paper's
+premise) and widens the margin between the image's class and each lowered class by exactly
+``scale * spread``. Labels index the logit vector. No function modifies its inputs.
 """
 
 from __future__ import annotations
@@ -24,17 +21,12 @@ from gadlib.choices import STRATEGIES
 
 
 def check_alpha_schedule(alphas: Sequence[float]) -> tuple[float, ...]:
-    """Validate an α schedule ``a_1 < a_2 < ... < a_K``: non-empty, positive, finite, strictly increasing.
-
-    Returns
-    -------
-    the schedule as a tuple of floats.
-    """
+    """The α schedule ``a_1 < a_2 < ... < a_K`` as a tuple of floats, checked: non-empty, positive,
+    finite, strictly increasing."""
     values = tuple(float(a) for a in alphas)
     if not values:
         raise ValueError("the alpha schedule is empty; give at least one alpha, e.g. [0.5, 1, 1.5, 2, 2.5]")
-    bad = [a for a in values if not (math.isfinite(a) and a > 0)]
-    if bad:
+    if bad := [a for a in values if not (math.isfinite(a) and a > 0)]:
         raise ValueError(f"every alpha must be positive and finite; got {bad} in {list(values)}")
     if any(later <= earlier for earlier, later in zip(values, values[1:], strict=False)):
         raise ValueError(f"alphas must be strictly increasing; got {list(values)}")
@@ -42,16 +34,7 @@ def check_alpha_schedule(alphas: Sequence[float]) -> tuple[float, ...]:
 
 
 def logit_spread(logits: torch.Tensor) -> torch.Tensor:
-    """Standard deviation of each logit column over the given images (population std, ddof = 0).
-
-    Parameters
-    ----------
-    logits : (N, C) tensor, N >= 2.
-
-    Returns
-    -------
-    (C,) tensor.
-    """
+    """(C,) standard deviation of each column of (N, C) logits, N >= 2 (population std, ddof = 0)."""
     _check_logits(logits)
     if len(logits) < 2:
         raise ValueError(f"the spread of the logits needs at least 2 images; got {len(logits)}")
@@ -72,31 +55,35 @@ def lowering_mask(
 
     Parameters
     ----------
-    labels : (N,) integer class indices in [0, num_classes).
-    num_classes : C, the number of logits.
+    labels : (N,) integer class indices in [0, num_classes); num_classes : C, the number of logits.
     strategy : ``"pair"`` (needs ``pair=(k, l)``), ``"one_vs_all"`` (needs ``cls``) or ``"split"``
         (needs ``groups=(G1, G2)``).
     allow_other : for ``pair`` and ``split``, images of a class outside the pair / groups are left
         unchanged instead of raising ValueError.
 
-    Returns
-    -------
-    (N, C) bool tensor: True where the logit is lowered.
+    Returns an (N, C) bool tensor: True where the logit is lowered.
     """
-    _check_labels(labels, num_classes)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError("labels must be an integer tensor of shape (N,)")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"labels must be indices into the {num_classes} logits; got values from "
+            f"{int(labels.min())} to {int(labels.max())}"
+        )
+    needs = {"pair": (pair, "pair=(k, l)"), "one_vs_all": (cls, "cls"), "split": (groups, "groups=(group1, group2)")}
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown distancing strategy {strategy!r}; use one of {STRATEGIES}")
+    if needs[strategy][0] is None:
+        raise ValueError(f"strategy {strategy!r} needs {needs[strategy][1]}")
     labels = labels.cpu()
     present = set(labels.tolist())
     mask = torch.zeros(len(labels), num_classes, dtype=torch.bool)
     if strategy == "pair":
-        if pair is None:
-            raise ValueError("strategy 'pair' needs pair=(k, l)")
         first, second = _check_pair(pair, num_classes, present)
         mask[labels == first, second] = True
         mask[labels == second, first] = True
         _check_others(labels, (first, second), allow_other, f"pair {(first, second)}")
     elif strategy == "one_vs_all":
-        if cls is None:
-            raise ValueError("strategy 'one_vs_all' needs cls")
         _check_class_index(cls, num_classes, "cls")
         if cls not in present:
             raise ValueError(f"class {cls} has no image among the labels")
@@ -104,19 +91,12 @@ def lowering_mask(
             raise ValueError(f"one_vs_all needs images of a class other than {cls}")
         is_cls = labels == cls
         mask[is_cls] = True
-        mask[is_cls, cls] = False
-        mask[~is_cls, cls] = True
-    elif strategy == "split":
-        if groups is None:
-            raise ValueError("strategy 'split' needs groups=(group1, group2)")
+        mask[:, cls] = ~is_cls
+    else:  # split
         group1, group2 = _check_groups(groups, num_classes, present)
-        in_group1 = torch.isin(labels, torch.tensor(group1))
-        in_group2 = torch.isin(labels, torch.tensor(group2))
-        mask[in_group1.nonzero(), torch.tensor(group2)] = True
-        mask[in_group2.nonzero(), torch.tensor(group1)] = True
+        for own, other in ((group1, group2), (group2, group1)):
+            mask[torch.isin(labels, torch.tensor(own)).nonzero(), torch.tensor(other)] = True
         _check_others(labels, group1 + group2, allow_other, f"groups {group1} and {group2}")
-    else:
-        raise ValueError(f"unknown distancing strategy {strategy!r}; use one of {STRATEGIES}")
     return mask
 
 
@@ -137,20 +117,15 @@ def distancing_targets(
     Parameters
     ----------
     strategy, pair, cls, groups, allow_other : see :func:`lowering_mask`.
-    logits : (N, C) original logits Z.
-    labels : (N,) integer class indices into the logit vector.
+    logits : (N, C) original logits Z; labels : (N,) integer class indices into the logit vector.
     scale : a_s, the step's α in units of each logit's spread (> 0).
     spread : (C,) per-logit spread (tensor or sequence); ``None`` = :func:`logit_spread` of ``logits``.
 
-    Returns
-    -------
-    (N, C) new tensor of targets.
+    Returns a new (N, C) tensor of targets.
     """
-    _check_logits(logits)
+    _check_logits(logits, labels)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number; got {scale!r}")
-    if len(labels) != len(logits):
-        raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
     num_classes = logits.shape[1]
     spread = logit_spread(logits) if spread is None else torch.as_tensor(spread, dtype=logits.dtype)
     if spread.shape != (num_classes,) or not bool(torch.isfinite(spread).all()) or bool((spread < 0).any()):
@@ -158,14 +133,9 @@ def distancing_targets(
             f"spread must be a finite non-negative tensor of shape ({num_classes},); got shape {tuple(spread.shape)}"
         )
     mask = lowering_mask(labels, num_classes, strategy, pair=pair, cls=cls, groups=groups, allow_other=allow_other)
-    flat_columns = mask.any(dim=0) & (spread == 0)
-    if flat_columns.any():
-        warnings.warn(
-            f"logit columns {flat_columns.nonzero().flatten().tolist()} have zero spread, "
-            "so distancing does not move them",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    if flat_columns := (mask.any(dim=0) & (spread == 0)).nonzero().flatten().tolist():
+        message = f"logit columns {flat_columns} have zero spread, so distancing does not move them"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     shift = scale * spread.to(logits.dtype).to(logits.device)
     return logits - mask.to(logits.device) * shift
 
@@ -179,23 +149,14 @@ def distancing_margin(
     cls: int | None = None,
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> torch.Tensor:
-    """Per-image margin that distancing widens: ``z_y`` minus the largest logit the strategy lowers.
-
-    For a pair this is ``z_k - z_l`` on images of k and ``z_l - z_k`` on images of l.
-
-    Returns
-    -------
-    (N,) tensor; NaN for images whose class the strategy does not involve.
-    """
-    _check_logits(logits)
-    if len(labels) != len(logits):
-        raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
-    mask = lowering_mask(labels, logits.shape[1], strategy, pair=pair, cls=cls, groups=groups, allow_other=True).to(
-        logits.device
-    )
+    """(N,) margin that distancing widens: ``z_y`` minus the largest logit the strategy lowers (for a
+    pair ``z_k - z_l`` on images of k, ``z_l - z_k`` on images of l); NaN for images whose class the
+    strategy does not involve."""
+    _check_logits(logits, labels)
+    mask = lowering_mask(labels, logits.shape[1], strategy, pair=pair, cls=cls, groups=groups, allow_other=True)
+    mask = mask.to(logits.device)
     own = logits.gather(1, labels.to(logits.device).long().unsqueeze(1)).squeeze(1)
-    largest_lowered = logits.masked_fill(~mask, -math.inf).amax(dim=1)
-    margin = own - largest_lowered
+    margin = own - logits.masked_fill(~mask, -math.inf).amax(dim=1)
     return torch.where(mask.any(dim=1), margin, torch.full_like(margin, math.nan))
 
 
@@ -204,20 +165,12 @@ def two_means_split(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Split the classes into two groups by 2-means clustering of their class-mean logit vectors.
 
-    Lloyd's algorithm from ``n_init`` starts (the two farthest class means, then random pairs drawn
-    with ``seed``); the split with the lowest within-group sum of squares wins. Deterministic.
-
-    Parameters
-    ----------
-    logits : (N, C) logits; labels : (N,) class indices (at least 2 distinct classes).
-
-    Returns
-    -------
-    (group1, group2): sorted tuples of class indices, both non-empty; group1 holds the smallest class.
+    ``logits`` (N, C), ``labels`` (N,) of at least 2 classes. Lloyd's algorithm from ``n_init`` starts
+    (the two farthest class means, then random pairs drawn with ``seed``); the split with the lowest
+    within-group sum of squares wins. Returns (group1, group2): sorted non-empty tuples of class
+    indices; group1 holds the smallest class.
     """
-    _check_logits(logits)
-    if len(labels) != len(logits):
-        raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
+    _check_logits(logits, labels)
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise ValueError(f"a split needs at least 2 classes among the labels; got {classes}")
@@ -227,7 +180,6 @@ def two_means_split(
     distances = ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=-1)
     if distances.max() == 0:
         raise ValueError("all class-mean logit vectors are identical; there is no split to find")
-
     rng = np.random.default_rng(seed)
     starts = [np.unravel_index(np.argmax(distances), distances.shape)]
     starts += [tuple(rng.choice(len(classes), size=2, replace=False)) for _ in range(n_init - 1)]
@@ -239,9 +191,8 @@ def two_means_split(
         inertia = sum(((points[assignment == g] - points[assignment == g].mean(axis=0)) ** 2).sum() for g in (0, 1))
         if inertia < best_inertia - 1e-12:
             best_assignment, best_inertia = assignment, inertia
-    groups = [tuple(int(c) for c, g in zip(classes, best_assignment, strict=True) if g == group) for group in (0, 1)]
-    groups.sort(key=min)
-    return groups[0], groups[1]
+    groups = (tuple(int(c) for c, g in zip(classes, best_assignment, strict=True) if g == group) for group in (0, 1))
+    return tuple(sorted(groups, key=min))
 
 
 def _lloyd_two_means(points: np.ndarray, centres: np.ndarray, max_iter: int = 100) -> np.ndarray:
@@ -259,22 +210,15 @@ def _lloyd_two_means(points: np.ndarray, centres: np.ndarray, max_iter: int = 10
     return assignment
 
 
-def _check_logits(logits: torch.Tensor) -> None:
+def _check_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    """Finite float (N, C) logits, and, if given, one label per row."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a float tensor of shape (N, C); got {shape}")
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or infinite values")
-
-
-def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError("labels must be an integer tensor of shape (N,)")
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels must be indices into the {num_classes} logits; got values from "
-            f"{int(labels.min())} to {int(labels.max())}"
-        )
+    if labels is not None and len(labels) != len(logits):
+        raise ValueError(f"{len(logits)} rows of logits but {len(labels)} labels")
 
 
 def _check_class_index(value: int, num_classes: int, name: str) -> None:
@@ -285,13 +229,12 @@ def _check_class_index(value: int, num_classes: int, name: str) -> None:
 def _check_pair(pair: Sequence[int], num_classes: int, present: set[int]) -> tuple[int, int]:
     if len(pair) != 2:
         raise ValueError(f"pair must hold two class indices; got {pair!r}")
+    for c in pair:
+        _check_class_index(c, num_classes, "pair class")
     first, second = pair
-    _check_class_index(first, num_classes, "pair class")
-    _check_class_index(second, num_classes, "pair class")
     if first == second:
         raise ValueError(f"the pair's classes must differ; got {tuple(pair)}")
-    missing = [c for c in (first, second) if c not in present]
-    if missing:
+    if missing := [c for c in (first, second) if c not in present]:
         raise ValueError(f"pair {tuple(pair)}: class {missing} has no image among the labels")
     return int(first), int(second)
 
@@ -311,15 +254,13 @@ def _check_groups(groups, num_classes: int, present: set[int]) -> tuple[tuple[in
         if not present & set(group):
             raise ValueError(f"{name} {group}: none of its classes has an image among the labels")
         checked.append(tuple(int(c) for c in group))
-    overlap = set(checked[0]) & set(checked[1])
-    if overlap:
+    if overlap := set(checked[0]) & set(checked[1]):
         raise ValueError(f"groups overlap on classes {sorted(overlap)}; a class belongs to one group")
     return checked[0], checked[1]
 
 
 def _check_others(labels: torch.Tensor, involved: Sequence[int], allow_other: bool, what: str) -> None:
-    others = sorted(set(labels.tolist()) - set(involved))
-    if others and not allow_other:
+    if (others := sorted(set(labels.tolist()) - set(involved))) and not allow_other:
         raise ValueError(
             f"labels hold classes {others} outside {what}; select those images first, "
             "or pass allow_other=True to leave them unchanged"

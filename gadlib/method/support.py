@@ -1,15 +1,9 @@
 """Support regression models: one per α step, trained to output the distanced logits.
 
-The original logits Z = f(D) are computed once, before any support model exists. Support model s
-has the original's architecture and regresses the step-s targets (:mod:`gadlib.method.distancing`) with
-MSE, starting from support s−1 (``init="chained"``; s = 1 starts from the original) or from the
-original (``init="original"``). The original model itself is never modified.
-
-With a checkpoint folder every finished support model is saved as ``support_{s}.pt``, with a
-fingerprint of everything that determines it (original weights, data, distancing and training
-config); a re-run skips the models whose fingerprint matches, so an interrupted run resumes. A run
-with a shorter schedule deletes the files of the steps it no longer has, so the folder always holds
-exactly the K models of the last run (DVC keeps earlier versions in its cache).
+Support model s has the original's architecture and regresses the step-s targets, built from the
+original logits Z = f(D), with MSE, starting from support s−1 (``init="chained"``) or from the
+original (``init="original"``), which is never modified. Each saved ``support_{s}.pt`` carries a
+fingerprint of all that determines it, so a re-run skips (resumes) the models that match.
 """
 
 from __future__ import annotations
@@ -36,6 +30,7 @@ from gadlib.models.checkpoints import load_checkpoint, save_checkpoint
 from gadlib.models.training import predict_logits, select_device, train_model
 
 _CHECKPOINT_NAME = re.compile(r"support_(\d+)\.pt")
+_CREATED_BY = "gadlib.method.support.train_support_models (the support-model stage)"
 
 
 def support_checkpoint_path(checkpoint_dir: str | os.PathLike, step: int) -> Path:
@@ -44,19 +39,10 @@ def support_checkpoint_path(checkpoint_dir: str | os.PathLike, step: int) -> Pat
 
 
 def remove_surplus_checkpoints(checkpoint_dir: str | os.PathLike, n_models: int) -> list[Path]:
-    """Delete ``support_{s}.pt`` for every ``s > n_models`` in ``checkpoint_dir``; the removed paths.
-
-    Left behind by an earlier run with a longer α schedule, they would make the folder depend on
-    the run's history instead of its parameters. Other files are left alone.
-    """
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return []
-    surplus = sorted(
-        path
-        for path in folder.iterdir()
-        if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and int(match.group(1)) > n_models
-    )
+    """Delete ``support_{s}.pt`` for every ``s > n_models`` in ``checkpoint_dir`` (left by a run with a
+    longer α schedule); other files are left alone. Returns the removed paths."""
+    found = Path(checkpoint_dir).glob("support_*.pt")  # nothing if the folder does not exist
+    surplus = sorted(p for p in found if (m := _CHECKPOINT_NAME.fullmatch(p.name)) and int(m.group(1)) > n_models)
     for path in surplus:
         path.unlink()
     return surplus
@@ -82,26 +68,20 @@ def train_support_models(
     resume: bool = True,
     progress: bool = True,
 ) -> list[nn.Module]:
-    """Train one support model per α of the schedule.
+    """Train one support model per α of the schedule; return the K models, in eval mode, on ``device``.
 
     Parameters
     ----------
     original : the trained classifier f; (B, C, H, W) -> (B, K) logits. Left untouched.
-    images : (N, C, H, W) training images D of the classes involved.
-    labels : (N,) int64 class indices into the logit vector.
+    images : (N, C, H, W) training images D of the classes involved; labels : (N,) int64 logit indices.
     alphas : the schedule a_1 < ... < a_K (α in units of each logit's spread).
     strategy, pair, cls, groups : the distancing strategy, see :func:`gadlib.method.distancing.lowering_mask`.
     init : ``"chained"`` (support s starts from support s−1) or ``"original"`` (every one from f).
     epochs, lr, batch_size : Adam regression with MSE; support s shuffles with seed ``seed + s``.
     device : where to train; ``None`` = :func:`gadlib.models.training.select_device`.
     checkpoint_dir : save ``support_{s}.pt`` there (meta: step, alpha, fingerprint, final_loss,
-        train_loss, spread); ``None`` keeps nothing on disk.
-    resume : reuse a saved support model whose fingerprint matches instead of training it again.
-    progress : progress bars.
-
-    Returns
-    -------
-    list of K support models, in eval mode, on ``device``.
+        train_loss, spread), deleting those of steps beyond the schedule; ``None`` keeps nothing on disk.
+    resume : reuse a saved support model whose fingerprint matches; progress : show progress bars.
     """
     alphas = check_alpha_schedule(alphas)
     if init not in INIT_MODES:
@@ -109,18 +89,20 @@ def train_support_models(
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     device = select_device() if device is None else torch.device(device)
-    distancing = {"strategy": strategy, "pair": pair, "cls": cls, "groups": groups}
+    distancing = {"pair": pair, "cls": cls, "groups": groups}
 
     start = copy.deepcopy(original).to(device)
     logits = predict_logits(start, images, batch_size=batch_size)
     spread = logit_spread(logits)
-    # Fail on a bad strategy before any training, not after the first support model.
-    distancing_targets(strategy, logits, labels, scale=alphas[0], spread=spread, pair=pair, cls=cls, groups=groups)
+    targets = lambda alpha: distancing_targets(strategy, logits, labels, scale=alpha, spread=spread, **distancing)
+    targets(alphas[0])  # fails on a bad strategy before any training, not after the first support model
     if checkpoint_dir is not None:  # a run killed while saving left its temporary file behind
         remove_stale_temporaries(checkpoint_dir)
         remove_surplus_checkpoints(checkpoint_dir, len(alphas))
     data_digest = _digest(start.state_dict(), images, labels)
-    config = {**_plain(distancing), "init": init, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    config = {"strategy": strategy, **_plain(distancing), "init": init}
+    config |= {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    training = {"loss": "mse", "epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
 
     supports: list[nn.Module] = []
     for step, alpha in enumerate(tqdm(alphas, desc="support models", disable=not progress), start=1):
@@ -128,36 +110,15 @@ def train_support_models(
         fingerprint = _digest(data_digest, {**config, "alphas": list(alphas_behind)})
         model = copy.deepcopy(supports[-1] if init == "chained" and supports else start)
         path = None if checkpoint_dir is None else support_checkpoint_path(checkpoint_dir, step)
-        if not (resume and path is not None and _load_if_fingerprint_matches(path, model, fingerprint)):
-            targets = distancing_targets(
-                strategy, logits, labels, scale=alpha, spread=spread, pair=pair, cls=cls, groups=groups
-            )
-            history = train_model(
-                model,
-                images,
-                targets,
-                loss="mse",
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed + step,
-                device=device,
-                progress=progress,
-            )
+        state_dict, meta = load_checkpoint(path) if resume and path is not None and path.is_file() else ({}, {})
+        if meta.get("fingerprint") == fingerprint:  # saved by a run that made it the same way
+            model.load_state_dict(state_dict)
+        else:
+            history = train_model(model, images, targets(alpha), seed=seed + step, progress=progress, **training)
             if path is not None:
-                save_checkpoint(
-                    path,
-                    model,
-                    meta={
-                        "step": step,
-                        "alpha": alpha,
-                        "fingerprint": fingerprint,
-                        "final_loss": history.train_loss[-1],
-                        "train_loss": history.train_loss,
-                        "spread": spread.tolist(),
-                        **config,
-                    },
-                )
+                losses = history.train_loss
+                meta = {"step": step, "alpha": alpha, "fingerprint": fingerprint, "final_loss": losses[-1]}
+                save_checkpoint(path, model, meta={**meta, "train_loss": losses, "spread": spread.tolist(), **config})
         supports.append(model.to(device).eval())
     return supports
 
@@ -165,26 +126,19 @@ def train_support_models(
 def load_support_models(
     checkpoint_dir: str | os.PathLike, original: nn.Module, alphas: Sequence[float]
 ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
-    """Load the support models saved by :func:`train_support_models`, one per α.
+    """Load the support models that :func:`train_support_models` saved, one per α.
 
-    Parameters
-    ----------
-    checkpoint_dir : folder holding ``support_1.pt`` ... ``support_K.pt``.
-    original : the classifier they were trained from (gives the architecture; left untouched).
-    alphas : the schedule they were trained with; each file's alpha must match.
-
-    Returns
-    -------
-    (models, metas): K models in eval mode on the original's device, and their checkpoint metadata.
+    ``checkpoint_dir`` holds ``support_1.pt`` ... ``support_K.pt``; ``original``, the classifier they
+    were trained from, gives the architecture (it is left untouched); each file's alpha must match
+    ``alphas``. Returns (models, metas): K models in eval mode on the original's device, and their
+    checkpoint metadata.
     """
     alphas = check_alpha_schedule(alphas)
     models, metas = [], []
     for step, alpha in enumerate(alphas, start=1):
         model = copy.deepcopy(original)
         path = support_checkpoint_path(checkpoint_dir, step)
-        _, meta = load_checkpoint(
-            path, model, created_by="gadlib.method.support.train_support_models (the support-model stage)"
-        )
+        _, meta = load_checkpoint(path, model, created_by=_CREATED_BY)
         if not math.isclose(meta.get("alpha", math.nan), alpha):
             raise ValueError(
                 f"{path} holds the support model for alpha {meta.get('alpha')}, but the "
@@ -220,15 +174,11 @@ def support_fidelity(
     spread : (C,) per-logit spread used for the training targets (the ``spread`` in the support
         checkpoints' meta); ``None`` = the spread of the original's logits on the test images.
     final_losses : the supports' final training losses (``final_loss`` in their meta), or ``None``.
-    batch_size : images per forward pass.
 
-    Returns
-    -------
-    K + 1 dicts, the original first (alpha 0), then supports 1..K, with keys
-    alpha; accuracy (argmax against the labels); agreement (argmax equal to the original's);
-    margin (mean of :func:`gadlib.method.distancing.distancing_margin`, for a pair z_true − z_other);
-    target_margin (the same mean for the step's targets, built from the original's test logits);
-    final_loss (NaN when unknown).
+    Returns K + 1 dicts, the original (alpha 0) then supports 1..K: alpha; accuracy (argmax against
+    the labels); agreement (argmax equal to the original's); margin (mean of
+    :func:`gadlib.method.distancing.distancing_margin`, for a pair z_true − z_other); target_margin
+    (the same for the step's targets, built from the original's test logits); final_loss (NaN if unknown).
     """
     alphas = check_alpha_schedule(alphas)
     if len(supports) != len(alphas):
@@ -240,51 +190,29 @@ def support_fidelity(
     distancing = {"pair": pair, "cls": cls, "groups": groups}
     labels = test_labels.cpu()
     original_logits = predict_logits(original, test_images, batch_size=batch_size)
-    original_prediction = original_logits.argmax(dim=1)
     spread = logit_spread(original_logits) if spread is None else spread
+    mean_margin = lambda logits: float(distancing_margin(logits, labels, strategy, **distancing).nanmean())
 
-    def mean_margin(logits: torch.Tensor) -> float:
-        return float(distancing_margin(logits, labels, strategy, **distancing).nanmean())
-
-    original_margin = mean_margin(original_logits)
-    rows = [
-        {
-            "alpha": 0.0,
-            "accuracy": float((original_prediction == labels).float().mean()),
-            "agreement": 1.0,
-            "margin": original_margin,
-            "target_margin": original_margin,
-            "final_loss": math.nan,
+    def row(alpha: float, logits: torch.Tensor, targets: torch.Tensor, final_loss: float) -> dict[str, Any]:
+        prediction = logits.argmax(dim=1)
+        return {
+            "alpha": alpha,
+            "accuracy": float((prediction == labels).float().mean()),
+            "agreement": float((prediction == original_logits.argmax(dim=1)).float().mean()),
+            "margin": mean_margin(logits),
+            "target_margin": mean_margin(targets),
+            "final_loss": final_loss,
         }
-    ]
-    for step, (support, alpha) in enumerate(zip(supports, alphas, strict=True), start=1):
-        prediction_logits = predict_logits(support, test_images, batch_size=batch_size)
-        prediction = prediction_logits.argmax(dim=1)
+
+    losses = [math.nan] * len(alphas) if final_losses is None else [float(loss) for loss in final_losses]
+    rows = [row(0.0, original_logits, original_logits, math.nan)]
+    for support, alpha, loss in zip(supports, alphas, losses, strict=True):
+        logits = predict_logits(support, test_images, batch_size=batch_size)
         targets = distancing_targets(
             strategy, original_logits, labels, scale=alpha, spread=spread, allow_other=True, **distancing
         )
-        rows.append(
-            {
-                "alpha": alpha,
-                "accuracy": float((prediction == labels).float().mean()),
-                "agreement": float((prediction == original_prediction).float().mean()),
-                "margin": mean_margin(prediction_logits),
-                "target_margin": mean_margin(targets),
-                "final_loss": math.nan if final_losses is None else float(final_losses[step - 1]),
-            }
-        )
+        rows.append(row(alpha, logits, targets, loss))
     return rows
-
-
-def _load_if_fingerprint_matches(path: Path, model: nn.Module, fingerprint: str) -> bool:
-    """Load the saved support model into ``model`` if ``path`` exists and was made the same way."""
-    if not path.is_file():
-        return False
-    state_dict, meta = load_checkpoint(path)
-    if meta.get("fingerprint") != fingerprint:
-        return False
-    model.load_state_dict(state_dict)
-    return True
 
 
 def _digest(*parts: Any) -> str:
@@ -309,8 +237,6 @@ def _plain(value: Any) -> Any:
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
     return value

@@ -1,14 +1,9 @@
 """Classifiers for 28-224 px images: ResNet18 / VGG16 (the paper's networks) and a tiny CNN.
 
-Every model built here is ``Sequential(normalize, backbone)``: it takes pixel-space images in
-[0, 1] of shape (N, C, H, W) and returns logits (N, num_classes). Normalisation lives inside the
-model so attributions and occlusions are computed in pixel space.
-
-Small images: ResNet18 is torchvision's network unchanged except for the first convolution's input
-channels; at 28 px its last feature map is 1x1 and the adaptive average pool takes it as is.
-VGG16 halves the map five times, which would shrink a 28 px image to nothing, so a max-pool that would
-bring the map below 1 px is replaced by ``nn.Identity`` (28 px keeps 4 of the 5 pools). Layer indices
-are unchanged, so ImageNet weights still load by name.
+Every model is ``Sequential(normalize, backbone)``: pixel-space images (N, C, H, W) in [0, 1] ->
+logits (N, num_classes), so attributions and occlusions are computed in pixel space. For small
+images VGG16's max-pools that would bring the map below 1 px become ``nn.Identity`` (28 px keeps 4
+of 5), with layer indices unchanged, so ImageNet weights still load by name.
 """
 
 from __future__ import annotations
@@ -30,17 +25,12 @@ _IMAGENET_WEIGHTS = {
 
 
 class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std``, the first layer of every model built here.
-
-    Parameters
-    ----------
-    mean, std : one value per input channel; every std must be positive.
-    """
+    """Per-channel ``(x - mean) / std`` (one value per input channel, std > 0), the first layer of
+    every model built here."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        mean_t, std_t = (torch.as_tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
         if mean_t.numel() != std_t.numel():
             raise ValueError(f"mean {list(mean)} and std {list(std)} must have the same length")
         if not bool((std_t > 0).all()):
@@ -66,20 +56,15 @@ def build_model(
 
     Parameters
     ----------
-    architecture : one of ``ARCHITECTURES``.
-    num_classes : number of logits.
+    architecture : one of ``ARCHITECTURES``; num_classes : number of logits.
     in_channels : image channels (1 for Fashion-MNIST, 3 for RGB).
-    image_size : side of the square input images, in pixels (sets VGG16's max-pools).
-    mean, std : per-channel normalisation, ``in_channels`` values each.
-    pretrained : start from torchvision's ImageNet weights (resnet18, vgg16). The first convolution
-        is adapted to ``in_channels`` (mean RGB kernel, scaled by 3 / in_channels) and the last layer
-        is replaced by a new one with ``num_classes`` outputs. The weights come from the torch hub
-        cache (``$TORCH_HOME/hub/checkpoints``) or are downloaded.
+    image_size : side of the square input images (sets VGG16's max-pools); mean, std : ``in_channels`` values each.
+    pretrained : start from torchvision's ImageNet weights (resnet18, vgg16), from the torch hub cache
+        (``$TORCH_HOME/hub/checkpoints``) or downloaded; the first convolution is adapted to
+        ``in_channels`` and the last layer replaced by a new one with ``num_classes`` outputs.
     download_timeout_s : socket timeout of the download, so a machine without internet fails fast.
 
-    Returns
-    -------
-    ``nn.Sequential`` with modules ``normalize`` and ``backbone``; (N, in_channels, H, W) -> (N, num_classes).
+    Returns an ``nn.Sequential`` of modules ``normalize`` and ``backbone``: (N, in_channels, H, W) -> (N, num_classes).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; use one of {ARCHITECTURES}")
@@ -91,29 +76,35 @@ def build_model(
     if pretrained and architecture not in _IMAGENET_WEIGHTS:
         raise ValueError(f"no pretrained weights for {architecture!r}; pretrained works for {tuple(_IMAGENET_WEIGHTS)}")
 
-    if architecture == "small_cnn":
-        backbone = _small_cnn(num_classes, in_channels)
-    elif pretrained:
-        backbone = _torchvision_backbone(architecture, 1000)
-        backbone.load_state_dict(_imagenet_state_dict(architecture, download_timeout_s))
-        _adapt_first_conv(backbone, architecture, in_channels)
-        _replace_head(backbone, architecture, num_classes)
+    if architecture == "small_cnn":  # adaptive pooling to 4x4 keeps the head's size whatever the image size
+        backbone = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, num_classes),
+        )
     else:
-        backbone = _torchvision_backbone(architecture, num_classes)
+        constructor = getattr(torchvision.models, architecture)
+        backbone = constructor(weights=None, num_classes=1000 if pretrained else num_classes)
+        if pretrained:
+            backbone.load_state_dict(_imagenet_state_dict(architecture, download_timeout_s))
         if in_channels != 3:
-            _set_first_conv(backbone, architecture, _new_first_conv(backbone, architecture, in_channels))
+            _replace_first_conv(backbone, architecture, in_channels, from_rgb=pretrained)
+        if pretrained:  # a new last layer (initialised after the first convolution, as ever)
+            if architecture == "resnet18":
+                backbone.fc = nn.Linear(backbone.fc.in_features, num_classes)
+            else:
+                backbone.classifier[-1] = nn.Linear(backbone.classifier[-1].in_features, num_classes)
     if architecture == "vgg16":
         _drop_vanishing_max_pools(backbone.features, image_size)
     return nn.Sequential(OrderedDict(normalize=Normalize(mean, std), backbone=backbone))
 
 
 def architecture_signature(model: nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """Names and shapes of the model's parameters: equal signatures mean interchangeable weights.
-
-    Returns
-    -------
-    tuple of ``(parameter name, shape)`` pairs, in registration order.
-    """
+    """``(parameter name, shape)`` pairs in registration order: equal signatures mean interchangeable weights."""
     return tuple((name, tuple(param.shape)) for name, param in model.named_parameters())
 
 
@@ -124,75 +115,22 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _small_cnn(num_classes: int, in_channels: int) -> nn.Sequential:
-    # Adaptive pooling to 4x4 keeps the head's size fixed whatever the image size.
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, kernel_size=3, padding=1, stride=2),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(),
-        nn.Linear(32 * 4 * 4, num_classes),
-    )
-
-
-def _torchvision_backbone(architecture: str, num_classes: int) -> nn.Module:
-    constructor = getattr(torchvision.models, architecture)
-    return constructor(weights=None, num_classes=num_classes)
-
-
-def _first_conv(backbone: nn.Module, architecture: str) -> nn.Conv2d:
-    return backbone.conv1 if architecture == "resnet18" else backbone.features[0]
-
-
-def _set_first_conv(backbone: nn.Module, architecture: str, conv: nn.Conv2d) -> None:
-    if architecture == "resnet18":
-        backbone.conv1 = conv
-    else:
-        backbone.features[0] = conv
-
-
-def _new_first_conv(backbone: nn.Module, architecture: str, in_channels: int) -> nn.Conv2d:
-    """A first convolution like the backbone's, with ``in_channels`` inputs and torchvision's init."""
-    old = _first_conv(backbone, architecture)
-    conv = nn.Conv2d(
-        in_channels,
-        old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        bias=old.bias is not None,
-    )
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-    return conv
-
-
-def _adapt_first_conv(backbone: nn.Module, architecture: str, in_channels: int) -> None:
-    """Give the pretrained first convolution ``in_channels`` inputs: mean RGB kernel, rescaled.
-
-    The 3 / in_channels factor keeps the response to an image whose channels are all equal the same
-    as the RGB network's response to that grey image (for one channel: the sum of the RGB kernels).
-    """
-    if in_channels == 3:
-        return
-    old = _first_conv(backbone, architecture)
-    new = _new_first_conv(backbone, architecture, in_channels)
-    with torch.no_grad():
-        mean_kernel = old.weight.mean(dim=1, keepdim=True)
-        new.weight.copy_(mean_kernel.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    _set_first_conv(backbone, architecture, new)
-
-
-def _replace_head(backbone: nn.Module, architecture: str, num_classes: int) -> None:
-    if architecture == "resnet18":
-        backbone.fc = nn.Linear(backbone.fc.in_features, num_classes)
-    else:
-        backbone.classifier[-1] = nn.Linear(backbone.classifier[-1].in_features, num_classes)
+def _replace_first_conv(backbone: nn.Module, architecture: str, in_channels: int, from_rgb: bool) -> None:
+    """Give the backbone a first convolution with ``in_channels`` inputs and torchvision's init or,
+    ``from_rgb``, the pretrained mean RGB kernel times 3 / in_channels (so an image whose channels are
+    all equal gets the RGB network's response to that grey image)."""
+    parent, name = (backbone, "conv1") if architecture == "resnet18" else (backbone.features, "0")
+    old = getattr(parent, name)
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    if from_rgb:
+        with torch.no_grad():
+            new.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+    setattr(parent, name, new)
 
 
 def _drop_vanishing_max_pools(features: nn.Sequential, image_size: int) -> None:

@@ -1,11 +1,7 @@
-"""Model checkpoints: atomic save, safe load.
+"""Model checkpoints ``{"state_dict": ..., "meta": plain values describing how the weights were made}``.
 
-Every file is written through :func:`gadlib.common.atomic.atomic_path`, so an interrupted writer never leaves
-a half-written checkpoint, and read back with ``torch.load(..., weights_only=True)``, so a file that
-was crafted to run code when unpickled is refused instead of executed.
-
-A model checkpoint is ``{"state_dict": ..., "meta": ...}``; ``meta`` holds plain values (numbers,
-strings, lists, dicts) that describe how the weights were made.
+Saved atomically; loaded with ``torch.load(..., weights_only=True)``, so a file crafted to run code
+when unpickled is refused instead of executed.
 """
 
 from __future__ import annotations
@@ -38,14 +34,7 @@ def save_torch_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
 def load_torch_state(path: str | os.PathLike, created_by: str = DEFAULT_CREATOR) -> dict[str, Any]:
     """Read a dict written by :func:`save_torch_state`, refusing anything but tensors and plain values.
 
-    Parameters
-    ----------
-    path : path of the file.
-    created_by : what writes this file, named in the error when it is missing.
-
-    Returns
-    -------
-    dict, with every tensor on the CPU.
+    Tensors are loaded on the CPU; ``created_by`` names what writes the file, in the error when it is missing.
     """
     path = Path(path)
     if not path.is_file():
@@ -73,20 +62,16 @@ def save_checkpoint(
     model_or_state_dict: nn.Module | dict[str, torch.Tensor],
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Save model weights and a dict of plain metadata to ``path`` atomically.
+    """Save model weights and a dict of plain metadata to ``path`` atomically (folder created if needed).
 
-    Parameters
-    ----------
-    path : destination file (``.pt``); its folder is created if needed.
-    model_or_state_dict : a module (its ``state_dict()`` is saved, moved to the CPU) or a state dict.
-    meta : plain values describing the weights (config, alpha, losses ...); ``None`` saves ``{}``.
+    ``model_or_state_dict``: a module (its ``state_dict()`` is saved) or a state dict; tensors are moved
+    to the CPU. ``meta``: plain values describing the weights (config, alpha, losses ...); ``None``: ``{}``.
     """
-    if isinstance(model_or_state_dict, nn.Module):
-        state_dict = model_or_state_dict.state_dict()
-    elif isinstance(model_or_state_dict, dict):
-        state_dict = model_or_state_dict
-    else:
-        raise TypeError(f"expected an nn.Module or a state dict; got {type(model_or_state_dict).__name__}")
+    state_dict = model_or_state_dict
+    if isinstance(state_dict, nn.Module):
+        state_dict = state_dict.state_dict()
+    elif not isinstance(state_dict, dict):
+        raise TypeError(f"expected an nn.Module or a state dict; got {type(state_dict).__name__}")
     cpu_state = {name: value.detach().cpu() for name, value in state_dict.items()}
     save_torch_state(path, {"state_dict": cpu_state, "meta": dict(meta or {})})
 
@@ -94,17 +79,10 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | os.PathLike, model: nn.Module | None = None, created_by: str = DEFAULT_CREATOR
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint`, optionally into ``model``.
+    """Load a checkpoint written by :func:`save_checkpoint`: (state_dict of CPU tensors, meta dict).
 
-    Parameters
-    ----------
-    path : the checkpoint file.
-    model : if given, the weights are loaded into it (strictly: names and shapes must match).
-    created_by : what writes this file, named in the error when it is missing.
-
-    Returns
-    -------
-    (state_dict, meta): the weights (CPU tensors) and the metadata dict.
+    ``model``, if given, gets the weights (strictly: names and shapes must match); ``created_by``
+    names what writes the file, in the error when it is missing.
     """
     state = load_torch_state(path, created_by)
     if set(state) != {"state_dict", "meta"}:

@@ -25,37 +25,30 @@ PIN_FILE = ROOT / "data.dvc"
 def check_pin(dvc: str = "dvc", pin_file: str | Path = PIN_FILE) -> str:
     """Compare the raw data with its pin (``data.dvc``); return "clean", or raise if a raw file changed.
 
-    On a fresh clone the files are not yet in DVC's cache, and then ``dvc status`` reports only "not
-    in cache" even for a modified file. In that case the content is hashed here as DVC would and
-    compared with the pin; only if it matches is it committed to the cache (the pin is unchanged).
+    On a fresh clone, with the files not yet in DVC's cache, ``dvc status`` says only "not in cache"
+    even for a modified file: then the content is hashed here as DVC would and compared with the pin,
+    and only if it matches is it committed to the cache (the pin is unchanged).
     """
     pin_file = Path(pin_file)
-    root = pin_file.parent
-    result = _run([dvc, "status", "--json", str(pin_file)], root)
-    if result.returncode != 0:
-        raise DataError(f"`dvc status {pin_file.name}` failed: {result.stderr.strip()}")
+    stdout = _dvc(dvc, "status", pin_file, "--json")
     try:
-        status = json.loads(result.stdout or "{}")
+        status = json.loads(stdout or "{}")
     except json.JSONDecodeError as exc:
-        raise DataError(
-            f"`dvc status --json {pin_file.name}` printed no JSON ({exc}): {result.stdout[:200]!r}"
-        ) from exc
+        raise DataError(f"`dvc status --json {pin_file.name}` printed no JSON ({exc}): {stdout[:200]!r}") from exc
     changes: dict[str, str] = {}
     for entries in status.values():
         for entry in entries:
             if isinstance(entry, dict):
-                for out, state in entry.get("changed outs", {}).items():
-                    changes[out] = state
+                changes.update(entry.get("changed outs", {}))
             else:  # e.g. "changed checksum": the pin file itself was edited
                 changes[pin_file.name] = str(entry)
     if not changes:
         return "clean"
     if set(changes.values()) == {"not in cache"}:
         pins = pinned_hashes(pin_file)
-        differ = {out: "modified" for out in changes if dvc_md5(root / out) != pins.get(out)}
+        differ = {out: "modified" for out in changes if dvc_md5(pin_file.parent / out) != pins.get(out)}
         if not differ:
-            if _run([dvc, "commit", "--force", "--quiet", str(pin_file)], root).returncode != 0:
-                raise DataError(f"`dvc commit {pin_file.name}` failed; run it by hand to see why")
+            _dvc(dvc, "commit", pin_file, "--force", "--quiet")
             return "clean (added to DVC's cache)"
         changes = differ
     raise DataError(
@@ -78,31 +71,30 @@ def dvc_md5(path: str | Path) -> str | None:
     if not path.is_dir():
         return None
     # DVC 3 hashes a folder as the JSON list of its files' {md5, relpath}, sorted by relpath.
-    listing = [
-        {"md5": _file_md5(f), "relpath": f.relative_to(path).as_posix()} for f in sorted(path.rglob("*")) if f.is_file()
-    ]
-    listing.sort(key=lambda e: e["relpath"])
+    files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file())
+    listing = [{"md5": _file_md5(f), "relpath": relpath} for relpath, f in files]
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
 def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _dvc(dvc: str, command: str, pin_file: Path, *options: str) -> str:
+    """Run ``dvc <command> <options> <pin_file>`` in the pin file's folder; its output, or DataError."""
+    cmd = [dvc, command, *options, str(pin_file)]
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        result = subprocess.run(cmd, cwd=pin_file.parent, capture_output=True, text=True)
     except FileNotFoundError as exc:
-        raise DataError(f"cannot run {cmd[0]!r} ({exc}); install DVC (`make setup`)") from exc
+        raise DataError(f"cannot run {dvc!r} ({exc}); install DVC (`make setup`)") from exc
+    if result.returncode != 0:
+        raise DataError(f"`dvc {command} {pin_file.name}` failed: {result.stderr.strip()}; run it by hand to see why")
+    return result.stdout
 
 
 def main() -> int:
-    params = load_params()
-    dest = resolve_path(params.data.fashion_mnist_dir)
+    dest = resolve_path(load_params().data.fashion_mnist_dir)
     try:
         source = obtain_fashion_mnist(dest)
         verify_fashion_mnist(dest)
@@ -111,10 +103,8 @@ def main() -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"Fashion-MNIST in {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}: "
-        f"{source}; content verified; pin {pin}"
-    )
+    shown = dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest
+    print(f"Fashion-MNIST in {shown}: {source}; content verified; pin {pin}")
     return 0
 
 

@@ -1,8 +1,7 @@
 """The report's figures, assembled from what the pipeline's stages saved.
 
-Each figure function takes the saved outputs of one or all experiments and calls one plot helper of
-:mod:`gadlib.plots`, returning the figure; :func:`save_report_figures` draws every figure of the
-report and is the one that writes them.
+Each figure function turns the saved outputs of one or all experiments into one figure of
+:mod:`gadlib.plots`; :func:`save_report_figures` draws them all and writes them.
 """
 
 from __future__ import annotations
@@ -29,21 +28,19 @@ from gadlib.pipeline.paths import ExperimentPaths
 def save_report_figures(params: Params, experiments: list[str], folder: str | Path | None = None) -> dict[str, str]:
     """Draw every figure of the report from the saved outputs and write each as a PNG.
 
-    Per experiment: the attribution grid (every method), the hulls and the occlusion examples (the
-    first method, on the first ``figures.n_examples`` images); then, across experiments, the RC
-    distributions, the RS comparison and the support models' fidelity.
+    Per experiment: the attribution grid (every method), then the hulls and the occlusion examples
+    (the first method); across experiments: the RC distributions, the RS comparison and the support
+    models' fidelity. Examples are the first ``figures.n_examples`` images.
 
     Parameters
     ----------
     params : the validated params.yaml
     experiments : names of the experiments to draw, as in params.yaml
-    folder : where the PNGs go; default ``reports/figures`` (under ``paths.REPORTS_DIR`` as it is
-        at call time).
+    folder : where the PNGs go; default ``reports/figures`` (under ``paths.REPORTS_DIR`` at call time).
 
     Returns
     -------
-    dict figure title -> PNG path relative to ``reports/`` (as the report links it), in the order
-    the report shows the figures.
+    dict figure title -> PNG path relative to ``reports/`` (as the report links it), in report order.
     """
     folder = Path(paths.REPORTS_DIR) / "figures" if folder is None else Path(folder)
     hull, fidelity = read_tables(experiments)
@@ -58,23 +55,14 @@ def save_report_figures(params: Params, experiments: list[str], folder: str | Pa
 
     for name in experiments:
         saved = {method: load_attributions(name, method) for method in methods}
-        save(
-            f"Attribution maps, {name}",
-            f"attribution_grid_{name}",
-            attribution_grid(saved, params.support.alpha_schedule, n_examples),
-        )
+        fig = attribution_grid(saved, params.support.alpha_schedule, n_examples)
+        save(f"Attribution maps, {name}", f"attribution_grid_{name}", fig)
         sets = example_region_sets(saved[first], params.regions, params.seed, n_examples)
-        save(
-            f"Hull regions, {name}",
-            f"hulls_{name}",
-            hulls_figure(saved[first], sets, f"{name}, {first}: original hulls against GAD hulls"),
-        )
+        fig = hulls_figure(saved[first], sets, f"{name}, {first}: original hulls against GAD hulls")
+        save(f"Hull regions, {name}", f"hulls_{name}", fig)
         mean = pixel_mean(name) if sensitivity.fill == "mean" else None  # the other fills need no prepared data
-        save(
-            f"Occlusion examples, {name}",
-            f"occlusion_{name}",
-            occlusion_figure(saved[first], sets, hull, name, first, sensitivity.fill, mean, sensitivity.blur_sigma),
-        )
+        fig = occlusion_figure(saved[first], sets, hull, name, first, sensitivity.fill, mean, sensitivity.blur_sigma)
+        save(f"Occlusion examples, {name}", f"occlusion_{name}", fig)
     save("RC per method and experiment", "rc_distributions", plotting.plot_rc_distributions(hull))
     save("RS: GAD regions, rest, random", "rs_comparison", plotting.plot_rs_comparison(hull))
     save("Support-model fidelity against α", "support_fidelity", plotting.plot_support_fidelity(fidelity))
@@ -103,28 +91,17 @@ def attribution_grid(saved_by_method: dict[str, dict], alphas: list[float], n_ex
     alphas : the α schedule of the M - 1 support models
     n_examples : how many images, from the first
     """
-    first = next(iter(saved_by_method.values()))
-    n = min(n_examples, len(first["images"]))
-    importance = {m: s["importance"][:, :n] for m, s in saved_by_method.items()}
-    gad = {m: s["gad_importance"][:n] for m, s in saved_by_method.items()}
-    return plotting.plot_attribution_grid(first["images"][:n], importance, gad, model_labels(alphas))
+    images = next(iter(saved_by_method.values()))["images"][:n_examples]
+    importance = {m: s["importance"][:, : len(images)] for m, s in saved_by_method.items()}
+    gad = {m: s["gad_importance"][: len(images)] for m, s in saved_by_method.items()}
+    return plotting.plot_attribution_grid(images, importance, gad, model_labels(alphas))
 
 
 def example_region_sets(saved: dict, regions: RegionParams, seed: int, n_examples: int) -> RegionSets:
     """Region sets (original, gad, rest, random) and hull polygons of the first ``n_examples`` images,
     built by the same function, with the same settings, as the hull-metrics stage."""
-    n = min(n_examples, len(saved["images"]))
-    return build_region_sets(
-        saved["importance"][0, :n],
-        saved["gad_importance"][:n],
-        threshold_mode=regions.threshold_mode,
-        q=regions.q,
-        tau=regions.tau,
-        dilation=regions.dilation,
-        min_pixels=regions.min_pixels,
-        rng=np.random.default_rng(seed),
-        progress=False,
-    )
+    importance, gad = saved["importance"][0, :n_examples], saved["gad_importance"][:n_examples]
+    return build_region_sets(importance, gad, **regions.model_dump(), rng=np.random.default_rng(seed), progress=False)
 
 
 def hulls_figure(saved: dict, region_sets: RegionSets, title: str) -> Figure:
@@ -157,17 +134,15 @@ def occlusion_figure(
     hull_table : the per-image hull-metrics table (columns experiment, image, method, region_set, drop, ...)
     fill, mean, blur_sigma : the occlusion's settings (``mean`` is needed for fill "mean" only)
     """
-    n = len(region_sets.polygons)
-    images = torch.from_numpy(saved["images"][:n])
+    images = saved["images"][: len(region_sets.polygons)]
     rows = hull_table[(hull_table["method"] == method) & (hull_table["experiment"] == experiment)]
-    drops = {}
-    for name in region_sets.masks:
-        by_image = rows[rows["region_set"] == name].set_index("image")["drop"]
-        drops[name] = np.array([by_image.get(int(i), np.nan) for i in saved["index"][:n]])
+    by_set = rows.pivot(index="image", columns="region_set", values="drop")
+    by_set = by_set.reindex(index=saved["index"][: len(images)], columns=list(region_sets.masks))
+    drops = {name: by_set[name].to_numpy(float) for name in region_sets.masks}
     # Occluding every pixel yields exactly what the fill puts in place of the occluded ones.
     everything = torch.ones(images.shape[0], *images.shape[2:], dtype=torch.bool)
-    fill_images = occlude(images, everything, fill=fill, mean=mean, blur_sigma=blur_sigma).numpy()
-    return plotting.plot_occlusion_examples(saved["images"][:n], region_sets.masks, drops, fill_images=fill_images)
+    fill_images = occlude(torch.from_numpy(images), everything, fill=fill, mean=mean, blur_sigma=blur_sigma).numpy()
+    return plotting.plot_occlusion_examples(images, region_sets.masks, drops, fill_images=fill_images)
 
 
 def pixel_mean(name: str) -> list[float]:

@@ -1,10 +1,8 @@
-"""The paper's open questions as DVC experiments: the effect of α, multi-class GAD, and GAD against
-SmoothGrad.
+"""The paper's open questions (the effect of α, multi-class GAD, GAD against SmoothGrad) as DVC experiments.
 
-``python -m gadlib.pipeline.open_questions run`` (``make open-questions``) queues one DVC experiment per
-entry of ``open_questions.yaml`` (``dvc exp run --queue -S ...``), runs the queue
-(``dvc queue start``), waits, and then ``collect`` reads each finished experiment's per-image tables
-from its Git ref and writes ``reports/open_questions.md`` with its figures.
+``python -m gadlib.pipeline.open_questions run`` (``make open-questions``) queues one DVC experiment per entry
+of ``open_questions.yaml`` (``dvc exp run --queue -S ...``), runs the queue (``dvc queue start``) and waits;
+``collect`` then writes ``reports/open_questions.md`` and its figures from the finished experiments' Git refs.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ REPORT = REPORTS_DIR / "open_questions.md"
 DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else "dvc"
 # The α-sweep table's columns from each run's metrics.json (gadlib.evaluation.table.summarize).
 SWEEP_KEYS = ("rc_median", "rc_below_1", "gad_empty", "rs_gad_mean", "rs_rest_mean", "rs_gad_beats_rest")
+FIDELITY_COLUMNS = ["experiment", "support_set", "model", "alpha", "accuracy", "agreement", "margin", "target_margin"]
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -42,10 +41,8 @@ def override_value(value) -> str:
         return "{" + ", ".join(f"{k}: {override_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(override_value(v) for v in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
     if isinstance(value, (int, float)):
         return repr(value)
     text = str(value)
@@ -55,55 +52,32 @@ def override_value(value) -> str:
 
 
 def planned_runs(plan: dict, experiments: list[str]) -> dict[str, list[str]]:
-    """DVC experiment name -> its ``-S`` overrides, for every run the plan asks for, on top of a
-    params.yaml that defines ``experiments``."""
-    runs: dict[str, list[str]] = {}
-    sweep = plan["alpha_sweep"]
-    others = [name for name in experiments if name != sweep["experiment"]]
-    common = [f"~experiments.{name}" for name in others]
-    common += [f"{k}={override_value(v)}" for k, v in sweep.get("set", {}).items()]
-    for scale in sweep["scales"]:
-        runs[f"alpha-{scale:g}"] = common + [f"support.alpha_scale={scale!r}"]
-    multi = plan["multiclass"]
-    runs["multiclass"] = ["~experiments", f"+experiments={override_value(multi['experiments'])}"] + [
-        f"{k}={override_value(v)}" for k, v in multi.get("set", {}).items()
-    ]
-    runs["smoothgrad"] = [f"{k}={override_value(v)}" for k, v in plan["smoothgrad"].get("set", {}).items()]
+    """DVC experiment name -> its ``-S`` overrides for each run of the plan, over a params.yaml of ``experiments``."""
+    sweep, multi = plan["alpha_sweep"], plan["multiclass"]
+    common = [f"~experiments.{name}" for name in experiments if name != sweep["experiment"]] + _settings(sweep)
+    runs = {f"alpha-{scale:g}": common + [f"support.alpha_scale={scale!r}"] for scale in sweep["scales"]}
+    runs["multiclass"] = ["~experiments", f"+experiments={override_value(multi['experiments'])}", *_settings(multi)]
+    runs["smoothgrad"] = _settings(plan["smoothgrad"])
     return runs
 
 
 def queue_and_run(runs: dict[str, list[str]], jobs: int = 1, poll_s: float = 20.0) -> None:
     """Queue every run as a DVC experiment, start the queue and wait until it is empty."""
     for name, overrides in runs.items():
-        cmd = [DVC, "exp", "run", "--queue", "--force", "-n", name]
-        for override in overrides:
-            cmd += ["-S", override]
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        options = [arg for override in overrides for arg in ("-S", override)]
+        subprocess.run([DVC, "exp", "run", "--queue", "--force", "-n", name, *options], cwd=ROOT, check=True)
     subprocess.run([DVC, "queue", "start", "--jobs", str(jobs)], cwd=ROOT, check=True)
-    while True:
-        status = subprocess.run([DVC, "queue", "status"], cwd=ROOT, capture_output=True, text=True).stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
+    while re.search(r"\b(Queued|Running)\b", status := _stdout(DVC, "queue", "status", check=False)):
         time.sleep(poll_s)
     print(status)
 
 
 def experiment_revisions() -> dict[str, str]:
-    """Name -> Git revision of every finished DVC experiment (the newest, where a name repeats).
-
-    DVC keeps a finished experiment as the ref ``refs/exps/<baseline>/<name>``; queued and running
-    ones live under ``refs/exps/celery`` and ``refs/exps/exec`` and are left out.
-    """
-    out = subprocess.run(
-        ["git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)", "refs/exps"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    """Name -> Git revision of every finished DVC experiment (the newest, where a name repeats): the refs
+    ``refs/exps/<baseline>/<name>``, not the queued and running ones under ``refs/exps/celery`` and ``exec``."""
+    out = _stdout("git", "for-each-ref", "--sort=committerdate", "--format=%(objectname) %(refname)", "refs/exps")
     revs = {}
-    for line in out.splitlines():
-        rev, ref = line.split(" ", 1)
+    for rev, ref in (line.split(" ", 1) for line in out.splitlines()):
         parts = ref.split("/")
         if len(parts) == 5 and parts[2] not in ("celery", "exec", "runs"):
             revs[parts[-1]] = rev
@@ -112,20 +86,12 @@ def experiment_revisions() -> dict[str, str]:
 
 def read_at(rev: str, path: str) -> str:
     """A Git-tracked file as it is in revision ``rev``."""
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return _stdout("git", "show", f"{rev}:{path}")
 
 
 def read_tables(rev: str, experiments: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image hull metrics and support fidelity of some experiments, at revision ``rev``."""
-    hull = pd.concat(
-        [pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/hull_metrics.csv"))) for e in experiments],
-        ignore_index=True,
-    )
-    fidelity = pd.concat(
-        [pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/fidelity.csv"))) for e in experiments],
-        ignore_index=True,
-    )
-    return hull, fidelity
+    return _tables_at(rev, experiments, "hull_metrics.csv"), _tables_at(rev, experiments, "fidelity.csv")
 
 
 def sweep_table(hull: pd.DataFrame, fidelity: pd.DataFrame, scale: float) -> pd.DataFrame:
@@ -142,135 +108,98 @@ def sweep_table(hull: pd.DataFrame, fidelity: pd.DataFrame, scale: float) -> pd.
 
 def collect(plan: dict, revs: dict[str, str]) -> str:
     """Write the open-questions tables, figures and report from the finished DVC experiments."""
-    lines = [
+    blocks = [
         "# GAD: the paper's open questions",
-        "",
         "Each section comes from DVC experiments queued by `make open-questions` "
         "(`open_questions.yaml`); the per-image tables are in `reports/open_questions/`.",
-        "",
+        "## 1. The effect of α",
     ]
-    sweep = plan["alpha_sweep"]
-    rows, summary = [], []
-    for scale in sweep["scales"]:
-        name = f"alpha-{scale:g}"
-        if name in revs:
-            hull, fidelity = read_tables(revs[name], [sweep["experiment"]])
-            table = sweep_table(hull, fidelity, scale)
-            rows.append(table)
-            # the run's own summary (gadlib.evaluation.table.summarize, in its metrics.json), not a recount
-            methods = json.loads(read_at(revs[name], "reports/metrics.json"))[sweep["experiment"]]["methods"]
-            # metrics.json keeps no count of the images with both RS defined: taken from the table
-            pairs = table.dropna(subset=["rs_gad", "rs_rest"]).groupby("method").size()
-            summary += [
-                {
-                    "scale": scale,
-                    "method": method,
-                    **{key: m.get(key) for key in SWEEP_KEYS},
-                    "n_rs_pairs": int(pairs.get(method, 0)),
-                    "agreement_mean": table["agreement"].iloc[0],
-                    "agreement_min": table["agreement_min"].iloc[0],
-                }
-                for method, m in sorted(methods.items())
-            ]
-    lines += ["## 1. The effect of α", ""]
-    if rows:
-        table = pd.concat(rows, ignore_index=True)
+    sweep, tables, summary = plan["alpha_sweep"], [], []
+    finished = {scale: revs[f"alpha-{scale:g}"] for scale in sweep["scales"] if f"alpha-{scale:g}" in revs}
+    for scale, rev in finished.items():
+        table = sweep_table(*read_tables(rev, [sweep["experiment"]]), scale)
+        tables.append(table)
+        # the run's own summary (gadlib.evaluation.table.summarize, in its metrics.json), not a recount
+        methods = json.loads(read_at(rev, "reports/metrics.json"))[sweep["experiment"]]["methods"]
+        # metrics.json keeps no count of the images with both RS defined: taken from the table
+        pairs = table.dropna(subset=["rs_gad", "rs_rest"]).groupby("method").size()
+        agreement = {"agreement_mean": table["agreement"].iloc[0], "agreement_min": table["agreement_min"].iloc[0]}
+        for method, m in sorted(methods.items()):
+            row = {"scale": scale, "method": method, **{key: m.get(key) for key in SWEEP_KEYS}}
+            summary.append({**row, "n_rs_pairs": int(pairs.get(method, 0)), **agreement})
+    if tables:
+        table = pd.concat(tables, ignore_index=True)
         write_text(OUT_DIR / "alpha_sweep.csv", table.to_csv(index=False))
-        plotting.save_figure(plotting.plot_alpha_sweep(table), OUT_DIR / "alpha_sweep.png")
-        lines += [
+        blocks += [
             f"Experiment `{sweep['experiment']}`; the α schedule {sweep['scales']} × the default "
             "schedule. Agreement = argmax agreement of the support models with the original "
             "(mean and lowest over the K models).",
-            "",
             pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3g"),
-            "",
-            "![α sweep](open_questions/alpha_sweep.png)",
-            "",
+            _figure(plotting.plot_alpha_sweep(table), "alpha_sweep.png", "α sweep"),
         ]
     else:
-        lines += ["No α-sweep experiment has finished yet.", ""]
-    lines += ["## 2. Multi-class GAD: One vs. All and Split output space", ""]
+        blocks.append("No α-sweep experiment has finished yet.")
+    blocks.append("## 2. Multi-class GAD: One vs. All and Split output space")
     if "multiclass" in revs:
-        names = list(plan["multiclass"]["experiments"])
-        hull, fidelity = read_tables(revs["multiclass"], names)
+        hull, fidelity = read_tables(revs["multiclass"], list(plan["multiclass"]["experiments"]))
         write_text(OUT_DIR / "multiclass_hull_metrics.csv", hull.to_csv(index=False))
         write_text(OUT_DIR / "multiclass_fidelity.csv", fidelity.to_csv(index=False))
-        metrics = json.loads(read_at(revs["multiclass"], "reports/metrics.json"))
-        plotting.save_figure(plotting.plot_rc_distributions(hull), OUT_DIR / "multiclass_rc.png")
-        plotting.save_figure(plotting.plot_rs_comparison(hull), OUT_DIR / "multiclass_rs.png")
-        lines += [
-            _methods_table(metrics),
-            "",
-            _fidelity_table(fidelity),
-            "",
-            "![RC](open_questions/multiclass_rc.png)",
-            "",
-            "![RS](open_questions/multiclass_rs.png)",
-            "",
+        blocks += [
+            _methods_table(json.loads(read_at(revs["multiclass"], "reports/metrics.json"))),
+            fidelity[FIDELITY_COLUMNS].to_markdown(index=False, floatfmt=".3g"),
+            _figure(plotting.plot_rc_distributions(hull), "multiclass_rc.png", "RC"),
+            _figure(plotting.plot_rs_comparison(hull), "multiclass_rs.png", "RS"),
         ]
     else:
-        lines += ["The multi-class experiment has not finished yet.", ""]
-    lines += ["## 3. GAD against SmoothGrad", ""]
+        blocks.append("The multi-class experiment has not finished yet.")
+    blocks.append("## 3. GAD against SmoothGrad")
     if "smoothgrad" in revs:
         metrics = json.loads(read_at(revs["smoothgrad"], "reports/metrics.json"))
-        experiments = list(metrics)
-        hull, _ = read_tables(revs["smoothgrad"], experiments)
+        hull = _tables_at(revs["smoothgrad"], list(metrics), "hull_metrics.csv")
         write_text(OUT_DIR / "smoothgrad_hull_metrics.csv", hull.to_csv(index=False))
-        cost_file = "reports/experiments/{}/attribution_cost.csv"
-        cost = pd.concat(
-            [pd.read_csv(io.StringIO(read_at(revs["smoothgrad"], cost_file.format(e)))) for e in experiments],
-            ignore_index=True,
-        )
-        per_image = cost.groupby("method")[["plain_seconds_per_image", "seconds_per_image"]].mean()
-        variant_cost = {}
-        for method, row in per_image.iterrows():
-            variant_cost[method] = row["plain_seconds_per_image"]
-            variant_cost[f"GAD({method})"] = row["seconds_per_image"]
-        plotting.save_figure(plotting.plot_gad_vs_smoothgrad(hull, cost=variant_cost), OUT_DIR / "smoothgrad.png")
-        lines += [
+        timing = _tables_at(revs["smoothgrad"], list(metrics), "attribution_cost.csv")
+        cost = {}  # seconds per image of each variant: the plain method, then with GAD
+        for method, row in timing.groupby("method")[["plain_seconds_per_image", "seconds_per_image"]].mean().iterrows():
+            cost[method] = row["plain_seconds_per_image"]
+            cost[f"GAD({method})"] = row["seconds_per_image"]
+        seconds = ", ".join(f"{m} {s:.3g} s" for m, s in cost.items())
+        blocks += [
             _methods_table(metrics),
-            "",
-            "Cost, seconds per image on the machine that ran the experiment (attribution stage): "
-            + ", ".join(f"{m} {s:.3g} s" for m, s in variant_cost.items())
-            + ".",
-            "",
-            "![GAD against SmoothGrad](open_questions/smoothgrad.png)",
-            "",
+            f"Cost, seconds per image on the machine that ran the experiment (attribution stage): {seconds}.",
+            _figure(plotting.plot_gad_vs_smoothgrad(hull, cost=cost), "smoothgrad.png", "GAD against SmoothGrad"),
         ]
     else:
-        lines += ["The SmoothGrad experiment has not finished yet.", ""]
-    text = "\n".join(lines) + "\n"
+        blocks.append("The SmoothGrad experiment has not finished yet.")
+    text = "\n\n".join(blocks) + "\n\n"
     write_text(REPORT, text)
     return text
 
 
+def _settings(section: dict) -> list[str]:
+    """The ``-S`` overrides of a plan section's ``set`` mapping."""
+    return [f"{k}={override_value(v)}" for k, v in section.get("set", {}).items()]
+
+
+def _stdout(*cmd: str, check: bool = True) -> str:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=check).stdout
+
+
+def _tables_at(rev: str, experiments: list[str], file: str) -> pd.DataFrame:
+    """The experiments' ``reports/experiments/<experiment>/<file>`` tables at revision ``rev``, concatenated."""
+    tables = [pd.read_csv(io.StringIO(read_at(rev, f"reports/experiments/{e}/{file}"))) for e in experiments]
+    return pd.concat(tables, ignore_index=True)
+
+
+def _figure(fig, file: str, alt: str) -> str:
+    """Save ``fig`` as ``OUT_DIR / file``; the report's Markdown that shows it."""
+    plotting.save_figure(fig, OUT_DIR / file)
+    return f"![{alt}](open_questions/{file})"
+
+
 def _methods_table(metrics: dict) -> str:
-    rows = [
-        {
-            "experiment": e,
-            "method": m,
-            **{
-                k: v.get(k)
-                for k in (
-                    "n_images",
-                    "rc_median",
-                    "rc_below_1",
-                    "rs_gad_mean",
-                    "rs_rest_mean",
-                    "rs_random_mean",
-                    "rs_gad_beats_rest",
-                )
-            },
-        }
-        for e, exp in metrics.items()
-        for m, v in exp["methods"].items()
-    ]
-    return pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g")
-
-
-def _fidelity_table(fidelity: pd.DataFrame) -> str:
-    cols = ["experiment", "support_set", "model", "alpha", "accuracy", "agreement", "margin", "target_margin"]
-    return fidelity[cols].to_markdown(index=False, floatfmt=".3g")
+    keys = ("n_images", "rc_median", "rc_below_1", "rs_gad_mean", "rs_rest_mean", "rs_random_mean", "rs_gad_beats_rest")
+    rows = [(e, m, *(v.get(k) for k in keys)) for e, exp in metrics.items() for m, v in exp["methods"].items()]
+    return pd.DataFrame(rows, columns=["experiment", "method", *keys]).to_markdown(index=False, floatfmt=".3g")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = yaml.safe_load(Path(args.plan).read_text())
     runs = planned_runs(plan, load_params().experiment_names)
     if args.only:
-        unknown = sorted(set(args.only) - set(runs))
-        if unknown:
+        if unknown := sorted(set(args.only) - set(runs)):
             parser.error(f"unknown run(s) {unknown}; the plan has {list(runs)}")
         runs = {name: runs[name] for name in args.only}
     if args.action == "plan":

@@ -47,3 +47,27 @@ def test_sweep_table_pairs_rs_per_image():
     assert list(table["rc"]) == [0.5, 1.5]
     assert table["agreement"].iloc[0] == 0.8  # mean over the support models, the original left out
     assert (table["scale"] == 4.0).all()
+
+
+def test_experiment_revisions_keep_finished_runs_only(monkeypatch):
+    refs = [
+        "a1 refs/exps/ab/cdef/alpha-1",
+        "b2 refs/exps/celery/stash",
+        "c3 refs/exps/ab/cdef/alpha-1",
+        "d4 refs/exps/exec/x",
+    ]
+    monkeypatch.setattr(oq, "_stdout", lambda *cmd, check=True: "\n".join(refs))
+    assert oq.experiment_revisions() == {"alpha-1": "c3"}  # the newest of a repeated name
+
+
+def test_collect_without_finished_runs_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(oq, "REPORT", tmp_path / "open_questions.md")
+    plan = {"alpha_sweep": {"experiment": "a", "scales": [1.0]}, "multiclass": {"experiments": {}}, "smoothgrad": {}}
+    text = oq.collect(plan, {})
+    assert text == (tmp_path / "open_questions.md").read_text()
+    assert [line for line in text.splitlines() if line.startswith("##")] == [
+        "## 1. The effect of α",
+        "## 2. Multi-class GAD: One vs. All and Split output space",
+        "## 3. GAD against SmoothGrad",
+    ]
+    assert text.count("not finished yet") == 2 and "No α-sweep experiment has finished yet." in text
