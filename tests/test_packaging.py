@@ -89,3 +89,14 @@ def test_a_wheel_installed_into_a_clean_venv_imports_every_subpackage(tmp_path):
     result = subprocess.run([python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).is_relative_to(Path(target)), result.stdout
+
+
+def test_the_main_names_are_exported_lazily():
+    code = (
+        "import sys, gadlib; assert 'torch' not in sys.modules, 'import gadlib loaded torch'; "
+        "from gadlib import GAD, evaluate_maps, train_support_models; "
+        "print(GAD.__module__, evaluate_maps.__module__, train_support_models.__module__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["gadlib.method.gad", "gadlib.evaluation.table", "gadlib.method.support"]
