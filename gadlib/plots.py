@@ -32,7 +32,22 @@ from gadlib.common.checks import as_numpy, check_images, check_importance, check
 
 # Okabe & Ito (2008): safe for deuteranopia, protanopia and tritanopia.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
-REGION_SET_COLORS = {"original": "#E69F00", "gad": "#0072B2", "rest": "#D55E00", "random": "#999999"}
+REGION_SET_COLORS = {
+    "original": "#E69F00",
+    "gad": "#0072B2",
+    "rest": "#D55E00",
+    "random": "#999999",
+    "top_n": "#009E73",
+    "random_subset": "#F0E442",
+    "gad_alpha0": "#CC79A7",
+}
+VERDICT_COLORS = {
+    "supported": "#009E73",
+    "not significant": "#999999",
+    "contradicted": "#D55E00",
+    "degenerate": "#F0E442",
+    "by construction": "#56B4E9",
+}
 IMPORTANCE_CMAP = "viridis"  # perceptually uniform, colour-blind safe, readable in greyscale
 PNG_DPI = 150
 BOX_WIDTH = 0.8  # of each box group (seaborn's default); the per-box annotations are placed with it
@@ -436,6 +451,85 @@ def plot_gad_vs_smoothgrad(
         panels[2].set(xlabel="variant", ylabel="seconds per image")
         panels[2].set_title("Cost", fontsize=10)
         _slant_ticks(panels[2])
+    return fig
+
+
+def plot_claims(tests: pd.DataFrame) -> Figure:
+    """Each claim's effect with its 95% CI, per experiment and method, coloured by verdict.
+
+    Parameters
+    ----------
+    tests : one row per test with columns claim, label (e.g. "method, experiment"), median_diff,
+        ci_low, ci_high, verdict, n; claims of different units get their own panel.
+
+    Returns
+    -------
+    The Figure, one panel per claim, a point and an interval per test, the 0 line dashed.
+    """
+    _check_table(tests, ("claim", "label", "median_diff", "ci_low", "ci_high", "verdict", "n"), "tests")
+    claims = list(pd.unique(tests["claim"]))
+    labels = list(pd.unique(tests["label"]))
+    columns = min(4, len(claims))
+    rows_of_panels = -(-len(claims) // columns)
+    fig, axes = plt.subplots(
+        rows_of_panels,
+        columns,
+        figsize=(3.3 * columns + 2.6, (0.3 * len(labels) + 1.0) * rows_of_panels + 0.6),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    y = np.arange(len(labels))
+    for ax, claim in zip(axes.flat, claims, strict=False):
+        rows = tests[tests["claim"] == claim].set_index("label").reindex(labels)
+        for verdict, color in VERDICT_COLORS.items():
+            hit = (rows["verdict"] == verdict).to_numpy()
+            ax.hlines(y[hit], rows["ci_low"][hit], rows["ci_high"][hit], color=color, lw=1.2)
+            ax.plot(rows["median_diff"][hit], y[hit], "o", color=color, ms=4)
+        ax.axvline(0, color="black", lw=0.8, ls="--")
+        ax.set_title(claim, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks(y, labels)
+    for ax in axes.flat[len(claims) :]:
+        ax.set_visible(False)
+    axes[0, 0].invert_yaxis()  # the first test on top (the axes share y)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.supxlabel("median paired difference (GAD minus the baseline or control), 95% bootstrap CI", fontsize=9)
+    return fig
+
+
+def plot_agreement(agreement: pd.DataFrame) -> Figure:
+    """How many of the K + 1 binarised maps keep a pixel: observed against independent maps.
+
+    Parameters
+    ----------
+    agreement : columns label (e.g. "method, experiment"), maps (0..K+1), observed, independent
+        (shares of pixels, each summing to 1 per label).
+
+    Returns
+    -------
+    The Figure, one panel per label: bars of the observed shares, the independent shares as a line,
+    log scale (the share kept by every map, GAD's pixels, is tiny under independence).
+    """
+    _check_table(agreement, ("label", "maps", "observed", "independent"), "agreement")
+    labels = list(pd.unique(agreement["label"]))
+    columns = min(4, len(labels))
+    rows = -(-len(labels) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.1 * columns, 2.5 * rows), squeeze=False, sharey=True, layout="constrained"
+    )
+    for ax, label in zip(axes.flat, labels, strict=False):
+        data = agreement[agreement["label"] == label]
+        ax.bar(data["maps"], data["observed"].clip(lower=1e-9), color=REGION_SET_COLORS["gad"], label="observed")
+        ax.plot(data["maps"], data["independent"].clip(lower=1e-9), "o-", color="black", ms=3, label="independent")
+        ax.set(yscale="log", ylim=(1e-7, 1.5), xticks=data["maps"])
+        ax.set_title(label, fontsize=8)
+    for ax in axes.flat[len(labels) :]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=7)
+    fig.supxlabel("number of the K + 1 maps that keep the pixel", fontsize=9)
+    fig.supylabel("share of pixels", fontsize=9)
     return fig
 
 

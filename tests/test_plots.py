@@ -72,7 +72,7 @@ def _tidy_table(rng, experiments=("fmnist", "cats"), methods=("Saliency", "IG"),
                             "area_pixels": area,
                             "score": 3.0,
                             "occluded_score": 3.0 - drop,
-                            "drop": drop,
+                            "score_drop": drop,
                             "rs": drop / area,
                             "rc": complexity / orig_c if region_set == "gad" else np.nan,
                         }

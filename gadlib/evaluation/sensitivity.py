@@ -30,14 +30,14 @@ class OcclusionResult:
     ----------
     score : s(I), the score of the un-occluded image.
     occluded_score : s(I with M occluded).
-    drop : score - occluded_score. Higher means the region mattered more for the score.
+    score_drop : score - occluded_score. Higher means the region mattered more for the score.
     area : a, the number of occluded pixels of M.
     rs : drop / area, the drop per occluded pixel (higher = more sensitive); NaN where area == 0.
     """
 
     score: np.ndarray
     occluded_score: np.ndarray
-    drop: np.ndarray
+    score_drop: np.ndarray
     area: np.ndarray
     rs: np.ndarray
 
@@ -269,30 +269,3 @@ def _check_score_args(mode: str, other, n_outputs: int | None = None) -> None:
             f'score mode "margin" with a {n_outputs}-output model needs other=, the class whose '
             f"logit is subtracted (only a 2-output model has an implied other class)"
         )
-
-
-def random_region_mask(reference, rng) -> np.ndarray:
-    """Random control region of exactly the reference's area and shape: a random cyclic shift.
-
-    The reference mask is translated by a uniform random offset (dy in [0, H), dx in [0, W)) with
-    wrap-around (``np.roll`` on both axes). This keeps the pixel count exactly and the shape up to
-    the wrap. Limitations: a region crossing the border is split into pieces on opposite sides, and
-    the control may overlap the reference itself or other important regions (it is not
-    conditioned on avoiding them); the zero shift (probability 1/(H W)) returns the reference.
-
-    Parameters
-    ----------
-    reference : (H, W) bool array (or tensor)
-    rng : numpy.random.Generator or int seed
-
-    Returns
-    -------
-    (H, W) bool numpy array with ``mask.sum() == reference.sum()``.
-    """
-    if rng is None:
-        raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
-    rng = np.random.default_rng(rng)
-    ref = check_mask(reference, "reference")
-    h, w = ref.shape
-    dy, dx = int(rng.integers(h)), int(rng.integers(w))
-    return np.roll(ref, (dy, dx), axis=(0, 1))

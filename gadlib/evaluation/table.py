@@ -13,6 +13,7 @@ JSON-ready numbers of metrics.json.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,14 +21,16 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from gadlib.common.checks import check_images, check_importance
+from gadlib.common.checks import as_numpy, check_images, check_importance
 from gadlib.common.progress import tqdm
 from gadlib.common.targets import class_indices
+from gadlib.evaluation import baselines
 from gadlib.evaluation.regions import EIGHT_CONNECTED, hull_complexity, hull_polygons, rasterize, relative_complexity
-from gadlib.evaluation.sensitivity import occlusion_sensitivity, random_region_mask
+from gadlib.evaluation.sensitivity import OcclusionResult, occlusion_sensitivity
 from gadlib.method.fusion import binarize
 
-REGION_SETS = ("original", "gad", "rest", "random")
+REGION_SETS = ("original", "gad", "rest", "random", "top_n", "random_subset")
+CONTROL_SET = "gad_alpha0"  # GAD of the support models trained without distancing (optional)
 TABLE_COLUMNS = (
     "image",
     "method",
@@ -38,16 +41,18 @@ TABLE_COLUMNS = (
     "complexity",
     "hull_area",
     "area_pixels",
+    "rc",
     "score",
     "occluded_score",
-    "drop",
+    "score_drop",
     "rs",
-    "rc",
 )
+# region sets made from a map's pixels (hulls of groups) rather than from other sets' rasters
+_PIXEL_SETS = ("original", "gad", "top_n", CONTROL_SET)
 
 
 def significant_pixels(
-    importance: torch.Tensor, threshold_mode: str = "quantile", q: float = 0.9, tau: float = 0.5
+    importance: torch.Tensor, threshold_mode: str = "quantile", q: float = 0.9, tau: float = 0.5, quiet: bool = False
 ) -> torch.Tensor:
     """Significant pixels of each map: :func:`gadlib.method.fusion.binarize`, minus zero-importance pixels.
 
@@ -59,27 +64,34 @@ def significant_pixels(
     ----------
     importance : (N, H, W) non-negative tensor
     threshold_mode, q, tau : as in :func:`gadlib.method.fusion.binarize`
+    quiet : no warning for all-zero maps (an empty GAD map is GAD's documented outcome, not a fault)
 
     Returns
     -------
     (N, H, W) bool tensor.
     """
-    return binarize(importance, mode=threshold_mode, q=q, tau=tau) & (importance > 0)
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.filterwarnings("ignore", message=".*maps are all zero")
+        return binarize(importance, mode=threshold_mode, q=q, tau=tau) & (importance > 0)
 
 
 @dataclass(frozen=True)
 class RegionSets:
-    """The four region sets of N images and their statistics (see :func:`build_region_sets`).
+    """The region sets of N images and their statistics (see :func:`build_region_sets`).
 
     Attributes
     ----------
-    masks : dict name -> (N, H, W) bool array, for name in REGION_SETS
+    masks : name -> (N, H, W) bool array, the occluded raster of each set (``random_subset``: its
+        first draw)
+    subset_draws : (R, N, H, W) bool array, the rasters of every random-subset draw
     polygons : list of N pairs (original hull polygons, GAD hull polygons)
-    n_pixels, n_regions, complexity, hull_area : dict name -> (N,) array, as the columns of the
-        table of :func:`evaluate_maps`
+    n_pixels, n_regions, complexity, hull_area : name -> (N,) array, as the columns of the table of
+        :func:`evaluate_maps` (``random_subset``: the median over the draws)
     """
 
     masks: dict
+    subset_draws: np.ndarray
     polygons: list
     n_pixels: dict
     n_regions: dict
@@ -88,71 +100,111 @@ class RegionSets:
 
 
 def build_region_sets(
+    images,
     original_importance,
     gad_importance,
     *,
+    control_importance=None,
     threshold_mode: str = "quantile",
     q: float = 0.9,
     tau: float = 0.5,
     dilation: int = 1,
     min_pixels: int = 1,
+    random_subset_draws: int = 20,
     rng,
     progress: bool = True,
     desc: str = "hulls",
 ) -> RegionSets:
-    """Region sets original, gad, rest and random of each image, as the evaluation occludes them.
+    """The region sets of each image, as the evaluation measures and occludes them.
+
+    - ``original``, ``gad`` (and ``gad_alpha0`` with ``control_importance``): the significant pixels
+      of the map (:func:`significant_pixels`), grouped, each group's convex hull, rasterised;
+    - ``rest``: ``original`` minus ``gad``, pixelwise (the original's regions that GAD dropped);
+    - ``random``: random regions with the GAD raster's pixel count and component sizes, grown on
+      the object (:func:`gadlib.evaluation.baselines.on_object_blobs` inside the pixels a black fill
+      changes);
+    - ``top_n``: the original map's own n most important pixels, n = GAD's significant pixel count;
+    - ``random_subset``: n pixels drawn from the original's significant pixels, ``random_subset_draws``
+      times (its statistics are medians over the draws).
 
     Parameters
     ----------
-    original_importance, gad_importance : (N, H, W) non-negative per-pixel importance
+    images : (N, C, H, W) pixel-space images (numpy or torch), for the on-object control
+    original_importance, gad_importance, control_importance : (N, H, W) non-negative per-pixel
+        importance (``control_importance`` optional)
     threshold_mode, q, tau : evaluation binarisation (see :func:`significant_pixels`)
     dilation, min_pixels : grouping (see :func:`gadlib.evaluation.regions.group_pixels`)
-    rng : numpy.random.Generator or int seed; one random control is drawn per image, in order
+    random_subset_draws : R >= 1, draws of the random subset
+    rng : numpy.random.Generator or int seed; the random sets are drawn image by image, in order
     progress : show a progress bar; desc : its label
 
     Returns
     -------
-    RegionSets. original / gad: rasterised union of the hull polygons of the significant pixels;
-    rest: original minus gad, pixelwise; random: :func:`gadlib.evaluation.sensitivity.random_region_mask` of
-    gad. Complexity is the hull-union area fraction for original and gad, the raster area fraction
-    for rest and random; n_regions counts hull polygons, or 8-connected raster components for rest
-    and random.
+    RegionSets. Complexity is the hull-union area fraction for the sets made from pixels, the raster
+    area fraction for rest and random; n_regions counts hull polygons, or 8-connected raster
+    components for rest and random.
     """
     if rng is None:
         raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
+    if random_subset_draws < 1:
+        raise ValueError(f"random_subset_draws must be >= 1; got {random_subset_draws}")
     rng = np.random.default_rng(rng)
-    orig_imp = torch.from_numpy(check_importance(original_importance, "original_importance"))
-    n, h, w = orig_imp.shape
-    gad_imp = torch.from_numpy(check_importance(gad_importance, "gad_importance", shape=(n, h, w)))
-    orig_bin = significant_pixels(orig_imp, threshold_mode, q, tau).numpy()
-    gad_bin = significant_pixels(gad_imp, threshold_mode, q, tau).numpy()
-
-    rasters = {name: np.zeros((n, h, w), dtype=bool) for name in REGION_SETS}
-    n_pixels = {name: np.zeros(n, dtype=np.int64) for name in REGION_SETS}
-    n_regions = {name: np.zeros(n, dtype=np.int64) for name in REGION_SETS}
-    complexity = {name: np.zeros(n) for name in REGION_SETS}
-    hull_area = {name: np.full(n, np.nan) for name in REGION_SETS}
+    pixels = check_images(as_numpy(images), "images", pixel_space=True)
+    n, _, h, w = pixels.shape
+    importance = {"original": original_importance, "gad": gad_importance, CONTROL_SET: control_importance}
+    significant = {
+        name: significant_pixels(
+            torch.from_numpy(check_importance(value, f"{name}_importance", shape=(n, h, w))),
+            threshold_mode,
+            q,
+            tau,
+            quiet=name != "original",
+        ).numpy()
+        for name, value in importance.items()
+        if value is not None
+    }
+    original_scores = check_importance(original_importance, "original_importance", shape=(n, h, w))
+    names = [*REGION_SETS, *([CONTROL_SET] if CONTROL_SET in significant else [])]
+    rasters = {name: np.zeros((n, h, w), dtype=bool) for name in names}
+    subset_draws = np.zeros((random_subset_draws, n, h, w), dtype=bool)
+    n_pixels = {name: np.zeros(n, dtype=np.int64) for name in names}
+    n_regions = {name: np.zeros(n) for name in names}
+    complexity = {name: np.zeros(n) for name in names}
+    hull_area = {name: np.full(n, np.nan) for name in names}
     polygons = []
+
+    def hulls(name: str, i: int, mask: np.ndarray) -> list:
+        polys = hull_polygons(mask, dilation=dilation, min_pixels=min_pixels)
+        measured = hull_complexity(polys, (h, w))
+        rasters[name][i] = rasterize(polys, (h, w))
+        n_pixels[name][i], n_regions[name][i] = int(mask.sum()), measured.n_regions
+        complexity[name][i], hull_area[name][i] = measured.fraction, measured.area_pixels
+        return polys
+
     for i in tqdm(range(n), desc=desc, disable=not progress):
-        pair = []
-        for name, binary in (("original", orig_bin[i]), ("gad", gad_bin[i])):
-            polys = hull_polygons(binary, dilation=dilation, min_pixels=min_pixels)
-            hc = hull_complexity(polys, (h, w))
-            rasters[name][i] = rasterize(polys, (h, w))
-            n_pixels[name][i] = int(binary.sum())
-            n_regions[name][i] = hc.n_regions
-            complexity[name][i] = hc.fraction
-            hull_area[name][i] = hc.area_pixels
-            pair.append(polys)
-        polygons.append(tuple(pair))
+        n_gad = int(significant["gad"][i].sum())
+        masks = {name: significant[name][i] for name in significant}
+        masks["top_n"] = baselines.top_n_mask(original_scores[i], n_gad)
+        polygons.append(tuple(hulls(name, i, masks[name]) for name in _PIXEL_SETS if name in masks)[:2])
         rasters["rest"][i] = rasters["original"][i] & ~rasters["gad"][i]
-        rasters["random"][i] = random_region_mask(rasters["gad"][i], rng)
+        rasters["random"][i] = baselines.on_object_blobs(rasters["gad"][i], baselines.foreground(pixels[i]), rng)
         for name in ("rest", "random"):
+            n_pixels[name][i] = int(rasters[name][i].sum())
             n_regions[name][i] = ndimage.label(rasters[name][i], structure=EIGHT_CONNECTED)[1]
-    for name in ("rest", "random"):
-        n_pixels[name] = rasters[name].sum(axis=(1, 2))
-        complexity[name] = n_pixels[name] / (h * w)
-    return RegionSets(rasters, polygons, n_pixels, n_regions, complexity, hull_area)
+            complexity[name][i] = n_pixels[name][i] / (h * w)
+        draws = []
+        for r in range(random_subset_draws):
+            subset = baselines.random_subset_mask(significant["original"][i], n_gad, rng)
+            polys = hull_polygons(subset, dilation=dilation, min_pixels=min_pixels)
+            subset_draws[r, i] = rasterize(polys, (h, w))
+            measured = hull_complexity(polys, (h, w))
+            draws.append((measured.n_regions, measured.fraction, measured.area_pixels))
+        n_pixels["random_subset"][i] = min(n_gad, int(significant["original"][i].sum()))
+        n_regions["random_subset"][i], complexity["random_subset"][i], hull_area["random_subset"][i] = np.median(
+            draws, axis=0
+        )
+    rasters["random_subset"] = subset_draws[0]
+    return RegionSets(rasters, subset_draws, polygons, n_pixels, n_regions, complexity, hull_area)
 
 
 def evaluate_maps(
@@ -163,23 +215,26 @@ def evaluate_maps(
     gad_importance,
     *,
     method: str,
+    control_importance=None,
     threshold_mode: str = "quantile",
     q: float = 0.9,
     tau: float = 0.5,
     dilation: int = 1,
     min_pixels: int = 1,
     fill: str = "black",
+    other_fills: tuple[str, ...] = (),
     mean=None,
     blur_sigma: float = 2.0,
     score_mode: str = "logit",
     other=None,
+    random_subset_draws: int = 20,
     rng,
     batch_size: int = 256,
     occlusion: bool = True,
     progress: bool = True,
     image_ids=None,
 ) -> pd.DataFrame:
-    """Tidy per-image table of hull complexity, RC and occlusion sensitivity RS of four region sets.
+    """Tidy per-image table of hull complexity, RC and occlusion sensitivity RS of every region set.
 
     Parameters
     ----------
@@ -190,105 +245,125 @@ def evaluate_maps(
         original and GAD maps (:func:`gadlib.method.fusion.pixel_importance`), tensors or arrays;
         NaN or infinite values count as 0, with a warning
     method : str, attribution method name written in the ``method`` column
+    control_importance : optional (N, H, W) importance of a control GAD map (e.g. the support models
+        trained without distancing), evaluated as region set ``gad_alpha0``
     threshold_mode, q, tau : evaluation binarisation (see :func:`significant_pixels`)
     dilation, min_pixels : grouping (see :func:`gadlib.evaluation.regions.group_pixels`)
-    fill, mean, blur_sigma : occlusion fill (see :func:`gadlib.evaluation.sensitivity.occlude`)
+    fill : the occlusion fill of the ``score``, ``occluded_score``, ``score_drop`` and ``rs`` columns
+        (see :func:`gadlib.evaluation.sensitivity.occlude`)
+    other_fills : further fills, each measured into its own ``rs_<fill>`` column (``rs_<fill>`` of
+        ``fill`` itself is written too)
+    mean, blur_sigma : parameters of the ``mean`` and ``blur`` fills
     score_mode, other : score (see :func:`gadlib.evaluation.sensitivity.score`)
-    rng : numpy.random.Generator or int seed, for the random control sets
+    random_subset_draws : draws of the ``random_subset`` baseline (its values are medians over them)
+    rng : numpy.random.Generator or int seed, for the random sets
     batch_size : inputs per forward pass
-    occlusion : if False, skip the forward passes; score, occluded_score, drop and rs are NaN
+    occlusion : if False, skip the forward passes; score, occluded_score, score_drop and rs are NaN
     progress : show progress bars
     image_ids : (N,) identifiers for the ``image`` column; default 0..N-1
 
     Returns
     -------
-    DataFrame with 4 N rows (image-major, region sets in the order original, gad, rest, random) and
-    columns:
+    DataFrame with one row per image and region set (image-major; sets in the order of
+    :data:`REGION_SETS`, then ``gad_alpha0``; see :func:`build_region_sets`) and columns:
 
     - ``image``, ``method``, ``target``, ``region_set``;
-    - ``n_pixels``: significant pixels before grouping (original, gad), raster pixels (rest, random);
-    - ``n_regions``: hull polygons (original, gad); 8-connected raster components (rest, random);
-    - ``complexity``: hull-union area / (H W) for original and gad (lower = simpler map); raster
-      area fraction for rest and random;
-    - ``hull_area``: hull-union area in pixels (original, gad; NaN otherwise);
+    - ``n_pixels``: significant pixels before grouping (original, gad, top_n, random_subset,
+      gad_alpha0), raster pixels (rest, random);
+    - ``n_regions``: hull polygons, or 8-connected raster components for rest and random;
+    - ``complexity``: hull-union area / (H W) (lower = simpler); raster area fraction for rest and random;
+    - ``hull_area``: hull-union area in pixels (NaN for rest and random);
     - ``area_pixels``: occluded pixels a (raster area), the RS denominator;
-    - ``score``, ``occluded_score``, ``drop``, ``rs``: see
+    - ``rc``: complexity / complexity(original) of the same image (lower = simpler than the
+      original; NaN when the original map is empty);
+    - ``score``, ``occluded_score``, ``score_drop``, ``rs``: see
       :func:`gadlib.evaluation.sensitivity.occlusion_sensitivity` (higher rs = more sensitive; NaN if a = 0);
-    - ``rc``: on the gad row, complexity(gad) / complexity(original) (lower = GAD simpler; NaN with
-      one warning per call when the original map is empty); NaN on the other rows.
+    - ``rs_<fill>`` for ``fill`` and each of ``other_fills``.
     """
     check_images(images, pixel_space=True, require_tensor=True)
-    if rng is None:
-        raise TypeError("rng must be a numpy.random.Generator or an int seed (not None), for reproducibility")
-    rng = np.random.default_rng(rng)
     n, _, h, w = images.shape
-    orig_imp = check_importance(original_importance, "original_importance", shape=(n, h, w))
-    gad_imp = check_importance(gad_importance, "gad_importance", shape=(n, h, w))
     target_t = class_indices(targets, n, device="cpu")
     ids = np.arange(n) if image_ids is None else np.asarray(image_ids)
     if ids.shape != (n,):
         raise ValueError(f"image_ids must have shape ({n},); got {ids.shape}")
+    fills = list(dict.fromkeys((fill, *other_fills)))
     sets = build_region_sets(
-        orig_imp,
-        gad_imp,
+        images,
+        original_importance,
+        gad_importance,
+        control_importance=control_importance,
         threshold_mode=threshold_mode,
         q=q,
         tau=tau,
         dilation=dilation,
         min_pixels=min_pixels,
+        random_subset_draws=random_subset_draws,
         rng=rng,
         progress=progress,
         desc=f"hulls {method}",
     )
-    rasters, complexity = sets.masks, sets.complexity
-    rc = relative_complexity(complexity["gad"], complexity["original"])
+    names = list(sets.masks)
+    rc = {"gad": relative_complexity(sets.complexity["gad"], sets.complexity["original"])}  # warns: empty originals
+    with warnings.catch_warnings():  # the same images again: one warning is enough
+        warnings.simplefilter("ignore")
+        rc |= {name: relative_complexity(sets.complexity[name], sets.complexity["original"]) for name in names}
 
     nan = np.full(n, np.nan)
-    sens = {name: {"score": nan, "occluded_score": nan, "drop": nan, "rs": nan} for name in REGION_SETS}
+    measured = {fill_name: {name: {} for name in names} for fill_name in fills}
     if occlusion:
-        # Empty sets (e.g. rest when GAD keeps every original region) give RS NaN and one warning.
-        results = occlusion_sensitivity(
-            model,
-            images,
-            {k: torch.from_numpy(v) for k, v in rasters.items()},
-            target_t,
-            fill=fill,
-            score_mode=score_mode,
-            other=other,
-            mean=mean,
-            blur_sigma=blur_sigma,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        sens = {k: vars(r) for k, r in results.items()}
+        occluded = {name: torch.from_numpy(sets.masks[name]) for name in names if name != "random_subset"}
+        occluded |= {f"random_subset_{r}": torch.from_numpy(draw) for r, draw in enumerate(sets.subset_draws)}
+        for fill_name in fills:
+            with warnings.catch_warnings():  # empty region sets (an empty GAD map) give NaN, counted later
+                warnings.filterwarnings("ignore", message="RS undefined")
+                results = occlusion_sensitivity(
+                    model,
+                    images,
+                    occluded,
+                    target_t,
+                    fill=fill_name,
+                    score_mode=score_mode,
+                    other=other,
+                    mean=mean,
+                    blur_sigma=blur_sigma,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            draws = [results[f"random_subset_{r}"] for r in range(len(sets.subset_draws))]
+            results["random_subset"] = OcclusionResult(
+                **{key: np.median([getattr(d, key) for d in draws], axis=0) for key in vars(draws[0])}
+            )
+            measured[fill_name] = {name: vars(results[name]) for name in names}
 
-    frames = [
-        pd.DataFrame(
-            {
-                "image": ids,
-                "method": method,
-                "target": target_t.numpy(),
-                "region_set": name,
-                "n_pixels": sets.n_pixels[name],
-                "n_regions": sets.n_regions[name],
-                "complexity": complexity[name],
-                "hull_area": sets.hull_area[name],
-                "area_pixels": rasters[name].sum(axis=(1, 2)).astype(np.int64),
-                "score": sens[name]["score"],
-                "occluded_score": sens[name]["occluded_score"],
-                "drop": sens[name]["drop"],
-                "rs": sens[name]["rs"],
-                "rc": rc if name == "gad" else nan,
-                "_order": np.arange(n),
-            }
-        )
-        for name in REGION_SETS
-    ]
+    frames = []
+    for name in names:
+        primary = measured[fills[0]][name]
+        frame = {
+            "image": ids,
+            "method": method,
+            "target": target_t.numpy(),
+            "region_set": name,
+            "n_pixels": sets.n_pixels[name],
+            "n_regions": sets.n_regions[name],
+            "complexity": sets.complexity[name],
+            "hull_area": sets.hull_area[name],
+            "area_pixels": sets.masks[name].sum(axis=(1, 2)).astype(np.int64)
+            if name != "random_subset"
+            else np.median(sets.subset_draws.sum(axis=(2, 3)), axis=0),
+            "rc": rc[name],
+            "score": primary.get("score", nan),
+            "occluded_score": primary.get("occluded_score", nan),
+            "score_drop": primary.get("score_drop", nan),
+            "rs": primary.get("rs", nan),
+            **{f"rs_{f}": measured[f][name].get("rs", nan) for f in fills},
+            "_order": np.arange(n),
+        }
+        frames.append(pd.DataFrame(frame))
     table = pd.concat(frames, ignore_index=True)
-    table["region_set"] = pd.Categorical(table["region_set"], categories=REGION_SETS)
+    table["region_set"] = pd.Categorical(table["region_set"], categories=names)
     table = table.sort_values(["_order", "region_set"], kind="stable").drop(columns="_order")
     table["region_set"] = table["region_set"].astype(str)
-    return table.reset_index(drop=True)[list(TABLE_COLUMNS)]
+    return table.reset_index(drop=True)[[*TABLE_COLUMNS, *(f"rs_{f}" for f in fills)]]
 
 
 def _stats(values: np.ndarray, prefix: str) -> dict:
@@ -331,7 +406,7 @@ def summarize(table: pd.DataFrame) -> dict:
       finite (``n_rs_gad_rest_pairs`` of them); ``rs_gad_beats_random`` likewise;
     - ``complexity_original_mean``, ``complexity_gad_mean``;
     - ``gad_empty``: fraction of images whose GAD map keeps no pixel (RC = 0 there, which counts
-      toward ``rc_below_1``).
+      toward ``rc_below_1``); ``rc_median_nonempty``: the median RC over the other images.
 
     NaN values are ignored; a statistic with no finite value is NaN (written as null by
     :func:`gadlib.common.atomic.write_json`).
@@ -361,6 +436,8 @@ def summarize(table: pd.DataFrame) -> dict:
         # An empty GAD map has RC = 0 and counts as RC < 1: say how often that happened.
         gad_complexity = comp["gad"].to_numpy(dtype=np.float64)
         out["gad_empty"] = _fraction(gad_complexity == 0, np.isfinite(gad_complexity))
+        nonempty = rc[(gad_complexity > 0) & np.isfinite(rc)]
+        out["rc_median_nonempty"] = float(np.median(nonempty)) if nonempty.size else float("nan")
         for name in REGION_SETS:
             out.update(_stats(rs[name].to_numpy(dtype=np.float64), f"rs_{name}"))
         g, r, c = (rs[k].to_numpy(dtype=np.float64) for k in ("gad", "rest", "random"))

@@ -22,10 +22,13 @@ from gadlib.choices import STRATEGIES
 
 def check_alpha_schedule(alphas: Sequence[float]) -> tuple[float, ...]:
     """The α schedule ``a_1 < a_2 < ... < a_K`` as a tuple of floats, checked: non-empty, positive,
-    finite, strictly increasing."""
+    finite, strictly increasing; or all zeros (K support models trained without distancing, the
+    control that separates distancing from ensembling)."""
     values = tuple(float(a) for a in alphas)
     if not values:
         raise ValueError("the alpha schedule is empty; give at least one alpha, e.g. [0.5, 1, 1.5, 2, 2.5]")
+    if not any(values):
+        return values
     if bad := [a for a in values if not (math.isfinite(a) and a > 0)]:
         raise ValueError(f"every alpha must be positive and finite; got {bad} in {list(values)}")
     if any(later <= earlier for earlier, later in zip(values, values[1:], strict=False)):
@@ -118,14 +121,14 @@ def distancing_targets(
     ----------
     strategy, pair, cls, groups, allow_other : see :func:`lowering_mask`.
     logits : (N, C) original logits Z; labels : (N,) integer class indices into the logit vector.
-    scale : a_s, the step's α in units of each logit's spread (> 0).
+    scale : a_s, the step's α in units of each logit's spread (>= 0; 0 returns the logits unchanged).
     spread : (C,) per-logit spread (tensor or sequence); ``None`` = :func:`logit_spread` of ``logits``.
 
     Returns a new (N, C) tensor of targets.
     """
     _check_logits(logits, labels)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number; got {scale!r}")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale must be a finite number >= 0; got {scale!r}")
     num_classes = logits.shape[1]
     spread = logit_spread(logits) if spread is None else torch.as_tensor(spread, dtype=logits.dtype)
     if spread.shape != (num_classes,) or not bool(torch.isfinite(spread).all()) or bool((spread < 0).any()):

@@ -17,7 +17,7 @@ from gadlib.method import support
 from gadlib.method.fusion import pixel_importance
 from gadlib.models import training
 from gadlib.models.architectures import model_device
-from gadlib.pipeline.experiment import SupportSet, load_classifier, support_sets
+from gadlib.pipeline.experiment import SupportSet, load_classifier, trained_sets
 from gadlib.pipeline.params import Params
 from gadlib.pipeline.paths import ExperimentPaths
 
@@ -25,7 +25,7 @@ from gadlib.pipeline.paths import ExperimentPaths
 def load_supports(params: Params, name: str, original: torch.nn.Module, spec: SupportSet) -> list:
     """The K trained support models of one support set, in eval mode, where the original is."""
     folder = ExperimentPaths(name).support_dir / spec.name
-    supports, _ = support.load_support_models(folder, original, params.support.alpha_schedule)
+    supports, _ = support.load_support_models(folder, original, spec.alphas(params))
     return supports
 
 
@@ -51,45 +51,39 @@ def explained_images(params: Params, prepared: PreparedData, original, spec: Sup
 def run(params: Params, name: str) -> pd.DataFrame:
     """Explain the chosen test images with every method, original and GAD; save one file per method.
 
-    Returns the cost per method (seconds, images), also saved as attribution_cost.csv.
+    With the distancing control (``support.alpha0_control``) the same images are also explained with
+    GAD over the support models trained with α = 0 (keys ``gad_alpha0``, ``gad_alpha0_importance``,
+    ``consistency_alpha0``). Returns the cost per method (seconds, images), also saved as
+    attribution_cost.csv.
     """
     paths = ExperimentPaths(name)
     prepared = load_prepared(paths.prepared)
     original = load_classifier(params, name, prepared).to(training.select_device())
     cfg = params.attribution
+    sets = trained_sets(params, name, prepared.class_names)
+    control = next((spec for spec in sets if not spec.distancing), None)
+    control_supports = None if control is None else load_supports(params, name, original, control)
     cost = []
     for method in cfg.methods:
         torch.manual_seed(params.seed)  # SmoothGrad's noise: the seed's, whatever ran before
         parts = []
-        for set_index, spec in enumerate(support_sets(params.experiments[name], prepared.class_names)):
+        for set_index, spec in enumerate(s for s in sets if s.distancing):
             supports = load_supports(params, name, original, spec)
             index = explained_images(params, prepared, original, spec)
             if len(index) == 0:
                 continue
             images = prepared.test.images[index].to(model_device(original))
-            gad = attr.GAD(
-                method,
-                original,
-                supports,
-                importance=cfg.importance,
-                threshold_mode=cfg.threshold_mode,
-                q=cfg.q,
-                tau=cfg.tau,
-                min_agreement=cfg.min_agreement,
-                batch_size=cfg.batch_size,
-                internal_batch_size=cfg.internal_batch_size,
-                fast=cfg.fast,
+            noise = torch.get_rng_state()  # the control sees the same SmoothGrad noise as GAD
+            kwargs = _method_kwargs(method, cfg)
+            seconds, result = _timed(
+                _gad(method, original, supports, cfg).attribute_detailed, images, target=spec.target, **kwargs
             )
-            kwargs = {"n_steps": cfg.n_steps} if method == "IntegratedGradients" else {}
-            start = time.perf_counter()
-            result = gad.attribute_detailed(images, target=spec.target, **kwargs)
-            seconds = time.perf_counter() - start
             # saved with the maps: spec.target, or the class the original predicts (batches of 256)
             targets = attr.resolve_target(original, images, spec.target, batch_size=256)
             # Plain Captum on the original model alone, on the same images: GAD's cost is quoted
             # against it (the benchmark's ratio, here under the pipeline's own settings).
-            start = time.perf_counter()
-            attr.attribute(
+            plain_seconds, _ = _timed(
+                attr.attribute,
                 method,
                 original,
                 images,
@@ -98,34 +92,33 @@ def run(params: Params, name: str) -> pd.DataFrame:
                 internal_batch_size=cfg.internal_batch_size,
                 n_steps=cfg.n_steps,
             )
-            plain_seconds = time.perf_counter() - start
-            parts.append(
-                {
-                    "index": index.numpy(),
-                    "images": images.cpu().numpy(),
-                    "targets": targets.cpu().numpy(),
-                    "labels": prepared.test.labels[index].numpy(),
-                    "support_set": np.full(len(index), set_index),
-                    "importance": result.importance.cpu().numpy(),
-                    "masks": result.masks.cpu().numpy(),
-                    "consistency": result.consistency.cpu().numpy(),
-                    "gad": result.gad.cpu().numpy(),
-                    "gad_importance": pixel_importance(result.gad, cfg.importance).cpu().numpy(),
+            part = {
+                "index": index.numpy(),
+                "images": images.cpu().numpy(),
+                "targets": targets.cpu().numpy(),
+                "labels": prepared.test.labels[index].numpy(),
+                "support_set": np.full(len(index), set_index),
+                "importance": result.importance.cpu().numpy(),
+                "masks": result.masks.cpu().numpy(),
+                "consistency": result.consistency.cpu().numpy(),
+                "gad": result.gad.cpu().numpy(),
+                "gad_importance": pixel_importance(result.gad, cfg.importance).cpu().numpy(),
+            }
+            if control_supports is not None:
+                torch.set_rng_state(noise)
+                control_seconds, controlled = _timed(
+                    _gad(method, original, control_supports, cfg).attribute_detailed, images, target=targets, **kwargs
+                )
+                part |= {
+                    "gad_alpha0": controlled.gad.cpu().numpy(),
+                    "gad_alpha0_importance": pixel_importance(controlled.gad, cfg.importance).cpu().numpy(),
+                    "consistency_alpha0": controlled.consistency.cpu().numpy(),
                 }
-            )
-            cost.append(
-                {
-                    "method": method,
-                    "support_set": spec.name,
-                    "images": len(index),
-                    "models": len(supports) + 1,
-                    "seconds": seconds,
-                    "seconds_per_image": seconds / len(index),
-                    "plain_seconds": plain_seconds,
-                    "plain_seconds_per_image": plain_seconds / len(index),
-                    "gad_over_plain": seconds / plain_seconds,
-                }
-            )
+                cost.append(
+                    _cost(method, control.name, len(index), len(control_supports) + 1, control_seconds, plain_seconds)
+                )
+            parts.append(part)
+            cost.append(_cost(method, spec.name, len(index), len(supports) + 1, seconds, plain_seconds))
         arrays = {
             key: np.concatenate([p[key] for p in parts], axis=1 if key in ("importance", "masks") else 0)
             for key in parts[0]
@@ -134,3 +127,44 @@ def run(params: Params, name: str) -> pd.DataFrame:
     cost = pd.DataFrame(cost)
     write_text(paths.attribution_cost, cost.to_csv(index=False))
     return cost
+
+
+def _gad(method: str, original, supports: list, cfg) -> attr.GAD:
+    return attr.GAD(
+        method,
+        original,
+        supports,
+        importance=cfg.importance,
+        threshold_mode=cfg.threshold_mode,
+        q=cfg.q,
+        tau=cfg.tau,
+        min_agreement=cfg.min_agreement,
+        batch_size=cfg.batch_size,
+        internal_batch_size=cfg.internal_batch_size,
+        fast=cfg.fast,
+    )
+
+
+def _method_kwargs(method: str, cfg) -> dict:
+    return {"n_steps": cfg.n_steps} if method == "IntegratedGradients" else {}
+
+
+def _timed(work, *args, **kwargs):
+    """(seconds, result) of ``work(*args, **kwargs)``."""
+    start = time.perf_counter()
+    result = work(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def _cost(method: str, support_set: str, images: int, models: int, seconds: float, plain_seconds: float) -> dict:
+    return {
+        "method": method,
+        "support_set": support_set,
+        "images": images,
+        "models": models,
+        "seconds": seconds,
+        "seconds_per_image": seconds / images,
+        "plain_seconds": plain_seconds,
+        "plain_seconds_per_image": plain_seconds / images,
+        "gad_over_plain": seconds / plain_seconds,
+    }

@@ -7,7 +7,7 @@ work, writes its outputs atomically and returns what the notebook shows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -41,12 +41,15 @@ def load_classifier(params: Params, name: str, prepared: PreparedData) -> torch.
     return model.eval()
 
 
-@dataclass
+CONTROL = "alpha0"  # the support set trained without distancing
+
+
+@dataclass(frozen=True)
 class SupportSet:
     """One set of K support models and the distancing that trained it.
 
     ``name`` names its folder; ``target`` is the class it explains (one_vs_all) or None (every
-    image, for a pair or a split).
+    image, for a pair or a split); ``distancing`` is False for the control trained with α = 0.
     """
 
     name: str
@@ -55,6 +58,21 @@ class SupportSet:
     cls: int | None = None
     groups: tuple[list[int], list[int]] | None = None
     target: int | None = None
+    distancing: bool = True
+
+    def alphas(self, params: Params) -> list[float]:
+        """The set's α schedule: params' (``support.alphas`` × ``alpha_scale``), or K zeros for the control."""
+        schedule = params.support.alpha_schedule
+        return schedule if self.distancing else [0.0] * len(schedule)
+
+
+def trained_sets(params: Params, name: str, class_names: list[str]) -> list[SupportSet]:
+    """Every support set the experiment trains: :func:`support_sets`, then the distancing control
+    (``support.alpha0_control``; not when ``alpha_scale`` is 0, where GAD's own set has α = 0)."""
+    sets = support_sets(params.experiments[name], class_names)
+    if params.support.alpha0_control and params.support.alpha_scale > 0:
+        sets.append(replace(sets[0], name=CONTROL, target=None, distancing=False))
+    return sets
 
 
 def support_sets(experiment: Experiment, class_names: list[str]) -> list[SupportSet]:

@@ -25,17 +25,21 @@ from gadlib.pipeline.params import Params, RegionParams
 from gadlib.pipeline.paths import ExperimentPaths
 
 
-def save_report_figures(params: Params, experiments: list[str], folder: str | Path | None = None) -> dict[str, str]:
+def save_report_figures(
+    params: Params, experiments: list[str], metrics: dict | None = None, folder: str | Path | None = None
+) -> dict[str, str]:
     """Draw every figure of the report from the saved outputs and write each as a PNG.
 
-    Per experiment: the attribution grid (every method), then the hulls and the occlusion examples
-    (the first method); across experiments: the RC distributions, the RS comparison and the support
-    models' fidelity. Examples are the first ``figures.n_examples`` images.
+    With ``metrics``: the claims' effects and verdicts, and the agreement of the maps against
+    chance, first. Per experiment: the attribution grid (every method), then the hulls and the
+    occlusion examples (the first method); across experiments: the RC distributions, the RS
+    comparison and the support models' fidelity. Examples are the first ``figures.n_examples`` images.
 
     Parameters
     ----------
     params : the validated params.yaml
     experiments : names of the experiments to draw, as in params.yaml
+    metrics : the judged metrics (:func:`gadlib.pipeline.report.collect_metrics`), or None
     folder : where the PNGs go; default ``reports/figures`` (under ``paths.REPORTS_DIR`` at call time).
 
     Returns
@@ -53,18 +57,30 @@ def save_report_figures(params: Params, experiments: list[str], folder: str | Pa
         plotting.save_figure(fig, path)
         saved_paths[title] = Path(os.path.relpath(path, paths.REPORTS_DIR)).as_posix()
 
+    if metrics is not None:
+        save("The claims: effects, 95% CIs and verdicts", "claims", plotting.plot_claims(claims_table(metrics)))
+        save(
+            "Agreement of the K + 1 maps against chance", "agreement", plotting.plot_agreement(agreement_table(metrics))
+        )
     for name in experiments:
         saved = {method: load_attributions(name, method) for method in methods}
         fig = attribution_grid(saved, params.support.alpha_schedule, n_examples)
         save(f"Attribution maps, {name}", f"attribution_grid_{name}", fig)
-        sets = example_region_sets(saved[first], params.regions, params.seed, n_examples)
+        sets = example_region_sets(
+            saved[first], params.regions, params.seed, n_examples, params.statistics.random_subset_draws
+        )
         fig = hulls_figure(saved[first], sets, f"{name}, {first}: original hulls against GAD hulls")
         save(f"Hull regions, {name}", f"hulls_{name}", fig)
         mean = pixel_mean(name) if sensitivity.fill == "mean" else None  # the other fills need no prepared data
         fig = occlusion_figure(saved[first], sets, hull, name, first, sensitivity.fill, mean, sensitivity.blur_sigma)
         save(f"Occlusion examples, {name}", f"occlusion_{name}", fig)
     save("RC per method and experiment", "rc_distributions", plotting.plot_rc_distributions(hull))
-    save("RS: GAD regions, rest, random", "rs_comparison", plotting.plot_rs_comparison(hull))
+    rs_sets = ("gad", "rest", "random", "top_n", "random_subset", "gad_alpha0")
+    save(
+        "RS: GAD regions against the rest, the controls and the baselines",
+        "rs_comparison",
+        plotting.plot_rs_comparison(hull, region_sets=rs_sets),
+    )
     save("Support-model fidelity against α", "support_fidelity", plotting.plot_support_fidelity(fidelity))
     return saved_paths
 
@@ -97,11 +113,22 @@ def attribution_grid(saved_by_method: dict[str, dict], alphas: list[float], n_ex
     return plotting.plot_attribution_grid(images, importance, gad, model_labels(alphas))
 
 
-def example_region_sets(saved: dict, regions: RegionParams, seed: int, n_examples: int) -> RegionSets:
-    """Region sets (original, gad, rest, random) and hull polygons of the first ``n_examples`` images,
-    built by the same function, with the same settings, as the hull-metrics stage."""
-    importance, gad = saved["importance"][0, :n_examples], saved["gad_importance"][:n_examples]
-    return build_region_sets(importance, gad, **regions.model_dump(), rng=np.random.default_rng(seed), progress=False)
+def example_region_sets(
+    saved: dict, regions: RegionParams, seed: int, n_examples: int, random_subset_draws: int = 20
+) -> RegionSets:
+    """The region sets and hull polygons of the first ``n_examples`` images, built by the same
+    function, with the same settings and random draws, as the hull-metrics stage."""
+    control = saved.get("gad_alpha0_importance")
+    return build_region_sets(
+        saved["images"][:n_examples],
+        saved["importance"][0, :n_examples],
+        saved["gad_importance"][:n_examples],
+        control_importance=None if control is None else control[:n_examples],
+        **regions.model_dump(),
+        random_subset_draws=random_subset_draws,
+        rng=np.random.default_rng(seed),
+        progress=False,
+    )
 
 
 def hulls_figure(saved: dict, region_sets: RegionSets, title: str) -> Figure:
@@ -131,12 +158,12 @@ def occlusion_figure(
     Parameters
     ----------
     saved, region_sets : the method's saved outputs and its example region sets
-    hull_table : the per-image hull-metrics table (columns experiment, image, method, region_set, drop, ...)
+    hull_table : the per-image hull-metrics table (columns experiment, image, method, region_set, score_drop, ...)
     fill, mean, blur_sigma : the occlusion's settings (``mean`` is needed for fill "mean" only)
     """
     images = saved["images"][: len(region_sets.polygons)]
     rows = hull_table[(hull_table["method"] == method) & (hull_table["experiment"] == experiment)]
-    by_set = rows.pivot(index="image", columns="region_set", values="drop")
+    by_set = rows.pivot(index="image", columns="region_set", values="score_drop")
     by_set = by_set.reindex(index=saved["index"][: len(images)], columns=list(region_sets.masks))
     drops = {name: by_set[name].to_numpy(float) for name in region_sets.masks}
     # Occluding every pixel yields exactly what the fill puts in place of the occluded ones.
@@ -148,3 +175,48 @@ def occlusion_figure(
 def pixel_mean(name: str) -> list[float]:
     """Per-channel mean of the experiment's training images (the occlusion's "mean" fill)."""
     return load_prepared(ExperimentPaths(name).prepared).mean
+
+
+def claims_table(metrics: dict) -> pd.DataFrame:
+    """Every judged test of the metrics as rows: claim, label ("method, experiment"), median_diff,
+    ci_low, ci_high, verdict, n (the controls' empty-map rate test is left out: it is not a median)."""
+    rows = []
+    for experiment, exp in metrics.items():
+        for method, values in exp["methods"].items():
+            tests = {
+                **values["tests"],
+                **{
+                    f"rs_gad_vs_rest ({fill} fill)": t
+                    for fill, t in values["rs_by_fill"].items()
+                    if fill != exp["fills"][0]
+                },
+            }
+            control = exp.get("controls", {}).get("alpha0", {}).get("methods", {}).get(method, {}).get("tests", {})
+            tests |= {key: t for key, t in control.items() if "median_diff" in t}
+            for claim, t in tests.items():
+                low, high = t["ci95"] if t.get("ci95") else (np.nan, np.nan)
+                rows.append(
+                    {
+                        "claim": claim,
+                        "label": f"{method}, {experiment}",
+                        "median_diff": t["median_diff"],
+                        "ci_low": low,
+                        "ci_high": high,
+                        "verdict": t["verdict"],
+                        "n": t["n"],
+                    }
+                )
+    return pd.DataFrame(rows).astype({"median_diff": float, "ci_low": float, "ci_high": float})
+
+
+def agreement_table(metrics: dict) -> pd.DataFrame:
+    """The agreement distributions of the metrics as rows: label, maps (0..K+1), observed, independent."""
+    rows = []
+    for experiment, exp in metrics.items():
+        for method, values in exp["methods"].items():
+            shares = values["agreement"]
+            rows += [
+                {"label": f"{method}, {experiment}", "maps": k, "observed": o, "independent": i}
+                for k, (o, i) in enumerate(zip(shares["observed"], shares["independent"], strict=True))
+            ]
+    return pd.DataFrame(rows)

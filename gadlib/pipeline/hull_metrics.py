@@ -1,4 +1,5 @@
-"""Stage ``hull_metrics``: hull complexity, RC and occlusion sensitivity RS per image and method."""
+"""Stage ``hull_metrics``: hull complexity, RC and occlusion sensitivity RS per image and method, and
+the raw paired tests of the paper's claims (the figures stage corrects them across the report)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,31 @@ import torch
 
 from gadlib.common.atomic import write_json, write_text
 from gadlib.data.prepared import load_prepared
-from gadlib.evaluation.table import evaluate_maps, summarize
+from gadlib.evaluation.agreement import agreement_distribution
+from gadlib.evaluation.claims import method_claims, rc_bounded_by_construction
+from gadlib.evaluation.table import CONTROL_SET, evaluate_maps, summarize
 from gadlib.pipeline.experiment import load_attributions, load_classifier
 from gadlib.pipeline.params import Params
 from gadlib.pipeline.paths import ExperimentPaths
 
+CONTROL_SUMMARY = ("n_images", "rc_median", "rc_median_nonempty", "gad_empty", "rs_gad_mean", "rs_gad_median")
+
 
 def run(params: Params, name: str, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Evaluate every method's original and GAD maps; save the per-image table and its summary."""
+    """Evaluate every method's original and GAD maps; save the per-image table and its summary.
+
+    The summary (``summary.json``) holds, per method, :func:`gadlib.evaluation.table.summarize`'s
+    numbers, the agreement of the K + 1 binarised maps against chance, and the raw tests of
+    :func:`gadlib.evaluation.claims.method_claims`; with the distancing control, the same for GAD(α = 0).
+    """
     paths = ExperimentPaths(name)
     prepared = load_prepared(paths.prepared)
     original = load_classifier(params, name, prepared)
-    regions, sens = params.regions, params.sensitivity
-    tables = []
+    regions, sens, stats, fusion = params.regions, params.sensitivity, params.statistics, params.attribution
+    tables, agreement = [], {}
     for method in params.attribution.methods:
         saved = load_attributions(name, method)
-        other = None
-        if sens.score == "margin":
-            other = 1 - saved["targets"] if len(prepared.class_names) == 2 else None
+        other = 1 - saved["targets"] if sens.score == "margin" and len(prepared.class_names) == 2 else None
         table = evaluate_maps(
             original,
             torch.from_numpy(saved["images"]),
@@ -33,24 +41,71 @@ def run(params: Params, name: str, progress: bool = True) -> tuple[pd.DataFrame,
             saved["importance"][0],
             saved["gad_importance"],
             method=method,
+            control_importance=saved.get("gad_alpha0_importance"),
             threshold_mode=regions.threshold_mode,
             q=regions.q,
             tau=regions.tau,
             dilation=regions.dilation,
             min_pixels=regions.min_pixels,
             fill=sens.fill,
+            other_fills=tuple(sens.other_fills),
             mean=prepared.mean,
             blur_sigma=sens.blur_sigma,
             score_mode=sens.score,
             other=other,
+            random_subset_draws=stats.random_subset_draws,
             rng=np.random.default_rng(params.seed),
             progress=progress,
             image_ids=saved["index"],
         )
         tables.append(table)
+        agreement[method] = agreement_distribution(saved["masks"])
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "experiment", name)
-    summary = summarize(table)
+    summary = {
+        "fills": sens.fills,
+        "rc_bounded_by_construction": rc_bounded_by_construction(
+            fusion_mode=fusion.threshold_mode,
+            fusion_q=fusion.q,
+            fusion_tau=fusion.tau,
+            min_agreement=fusion.min_agreement,
+            n_maps=len(params.support.alphas) + 1,
+            eval_mode=regions.threshold_mode,
+            eval_q=regions.q,
+            eval_tau=regions.tau,
+        ),
+        "methods": summarize(table[table["region_set"] != CONTROL_SET]),
+        "controls": {},
+    }
+    for method, rows in table.groupby("method", sort=False):
+        claims = method_claims(
+            rows, fills=sens.fills, rng=np.random.default_rng(params.seed), n_resamples=stats.bootstrap_resamples
+        )
+        summary["methods"][method] |= {
+            "agreement": agreement[method],
+            "tests": claims["tests"],
+            "rs_by_fill": {fill: test for fill, test in claims["rs_by_fill"].items() if fill != sens.fill},
+        }
+        if "controls" in claims:
+            control = rows[rows["region_set"].isin(["original", CONTROL_SET])].replace(
+                {"region_set": {CONTROL_SET: "gad"}}
+            )
+            numbers = summarize(control)[method]
+            summary["controls"].setdefault("alpha0", {"methods": {}})["methods"][method] = {
+                **{key: numbers[key] for key in CONTROL_SUMMARY},
+                "tests": claims["controls"],
+            }
     write_text(paths.hull_metrics, table.to_csv(index=False))
     write_json(paths.summary, summary)
     return table, summary
+
+
+def expected_conditions(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, how often GAD keeps no pixel and RS is undefined (an empty region set): GAD's
+    documented behaviour, shown as counts rather than as warnings."""
+    rows = table[table["region_set"] != CONTROL_SET]
+    counts = rows.assign(empty=rows["n_pixels"].eq(0) & rows["region_set"].eq("gad"), undefined=rows["rs"].isna())
+    out = counts.groupby("method", sort=False).agg(
+        images=("image", "nunique"), empty_gad_maps=("empty", "sum"), rs_undefined=("undefined", "sum")
+    )
+    return out

@@ -121,11 +121,12 @@ class SupportParams(Section):
             min_length=1, description="a non-empty, strictly increasing list of positive numbers (K = its length >= 1)"
         ),
     ]
-    alpha_scale: Positive
+    alpha_scale: _number("a number >= 0 (0: no distancing)", ge=0)
     init: _choice(choices.INIT_MODES)
     epochs: _integer(1)
     lr: Positive
     batch_size: _integer(1)
+    alpha0_control: Flag
 
     @field_validator("alphas")
     @classmethod
@@ -176,8 +177,30 @@ class RegionParams(Section):
 
 class SensitivityParams(Section):
     fill: _choice(choices.FILLS)
+    other_fills: Annotated[
+        list[_choice(choices.FILLS)], Field(description=f"a list of distinct fills from {list(choices.FILLS)}")
+    ]
     score: _choice(choices.SCORE_MODES)
     blur_sigma: Positive
+
+    @field_validator("other_fills")
+    @classmethod
+    def _distinct(cls, values):
+        if len(set(values)) != len(values):
+            raise ValueError("a fill is listed twice")
+        return values
+
+    @property
+    def fills(self) -> list[str]:
+        """Every fill measured, the main one first."""
+        return list(dict.fromkeys([self.fill, *self.other_fills]))
+
+
+class StatisticsParams(Section):
+    alpha: _number("a number strictly between 0 and 1", gt=0, lt=1)
+    min_pairs: _integer(2)
+    bootstrap_resamples: _integer(100)
+    random_subset_draws: _integer(1)
 
 
 class FigureParams(Section):
@@ -197,6 +220,7 @@ class Params(Section):
     attribution: AttributionParams
     regions: RegionParams
     sensitivity: SensitivityParams
+    statistics: StatisticsParams
     figures: FigureParams
 
     @field_validator("experiments", mode="before")

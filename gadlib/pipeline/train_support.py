@@ -12,7 +12,7 @@ from gadlib.data.prepared import load_prepared
 from gadlib.method import support
 from gadlib.method.distancing import two_means_split
 from gadlib.models import training
-from gadlib.pipeline.experiment import load_classifier, support_sets
+from gadlib.pipeline.experiment import load_classifier, trained_sets
 from gadlib.pipeline.params import Params
 from gadlib.pipeline.paths import ExperimentPaths
 
@@ -24,12 +24,11 @@ def run(params: Params, name: str) -> tuple[dict[str, list], pd.DataFrame]:
     device = training.select_device()
     original = load_classifier(params, name, prepared).to(device)
     cfg = params.support
-    alphas = cfg.alpha_schedule
     trained, rows = {}, []
-    sets = support_sets(params.experiments[name], prepared.class_names)
+    sets = trained_sets(params, name, prepared.class_names)
     remove_unused_support_sets(paths.support_dir, {spec.name for spec in sets})
     for spec in sets:
-        groups = spec.groups
+        alphas, groups = spec.alphas(params), spec.groups
         if spec.strategy == "split" and groups is None:
             logits = training.predict_logits(original, prepared.train.images)
             groups = two_means_split(logits, prepared.train.labels, seed=params.seed)

@@ -1,4 +1,4 @@
-"""Per-image evaluation table (RC, RS of four region sets) and its summary."""
+"""Per-image evaluation table (RC, RS of every region set, baselines and controls) and its summary."""
 
 import json
 import math
@@ -54,26 +54,50 @@ def run(original, gad, **kwargs):
 def test_two_blob_table_has_the_known_answers():
     original, gad = two_blob_maps()
     table = run(original, gad)
-    assert list(table.columns) == list(TABLE_COLUMNS)
-    assert len(table) == 2 * 4
+    assert list(table.columns) == [*TABLE_COLUMNS, "rs_black"]
+    assert len(table) == 2 * len(REGION_SETS)
     assert table["region_set"].tolist() == list(REGION_SETS) * 2
     row = table[table.image == 0].set_index("region_set")
     assert row.loc["original", "n_regions"] == 2
     assert row.loc["original", "complexity"] == pytest.approx(8 / 100)
     assert row.loc["gad", "n_regions"] == 1
     assert row.loc["gad", "complexity"] == pytest.approx(4 / 100)
-    assert row.loc["gad", "rc"] == pytest.approx(0.5)
-    assert np.isnan(row.drop("gad")["rc"]).all()
+    assert row.loc["gad", "rc"] == pytest.approx(0.5) and row.loc["original", "rc"] == 1.0
     assert row.loc["rest", "area_pixels"] == 4  # blob B
     assert row.loc["random", "area_pixels"] == row.loc["gad", "area_pixels"] == 4
+    # GAD keeps 4 pixels: the original's own top 4 are blob A; 4 random pixels of its 8 significant ones
+    assert row.loc["top_n", "n_pixels"] == row.loc["random_subset", "n_pixels"] == 4
+    assert row.loc["top_n", "complexity"] == pytest.approx(4 / 100)
     # Blob A is seen by the model (weights 1, pixel 0.9 -> 0 when black): drop 4 * 0.9.
-    assert row.loc["gad", "drop"] == pytest.approx(3.6, abs=1e-5)
-    assert row.loc["gad", "rs"] == pytest.approx(0.9, abs=1e-6)
-    assert row.loc["rest", "drop"] == pytest.approx(0.0, abs=1e-5)  # blob B is in the ignored half
-    assert row.loc["original", "drop"] == pytest.approx(3.6, abs=1e-5)
+    assert row.loc["gad", "score_drop"] == pytest.approx(3.6, abs=1e-5)
+    assert row.loc["gad", "rs"] == pytest.approx(0.9, abs=1e-6) == row.loc["top_n", "rs"]
+    assert row.loc["rest", "score_drop"] == pytest.approx(0.0, abs=1e-5)  # blob B is in the ignored half
+    assert row.loc["original", "score_drop"] == pytest.approx(3.6, abs=1e-5)
     assert (table["score"] == table["score"].iloc[0]).all()
-    np.testing.assert_allclose(table["drop"], table["score"] - table["occluded_score"])
+    np.testing.assert_allclose(table["score_drop"], table["score"] - table["occluded_score"])
+    np.testing.assert_array_equal(table["rs"], table["rs_black"])
     assert summarize(table)["ig"]["rs_gad_beats_rest"] == 1.0
+
+
+def test_the_random_control_stays_on_the_object():
+    # the image is black (background) outside a square; the control may only land inside it
+    original, gad = two_blob_maps(5)
+    images = torch.zeros(5, 1, H, W)
+    images[:, :, 2:8, 2:8] = 0.7
+    sets = build_region_sets(images, original, gad, threshold_mode="fraction_of_max", rng=1, progress=False)
+    assert (sets.masks["random"].sum(axis=(1, 2)) == sets.masks["gad"].sum(axis=(1, 2))).all()
+    assert not (sets.masks["random"] & (images[:, 0] == 0).numpy()).any()
+
+
+def test_other_fills_get_their_own_columns_and_the_control_its_rows():
+    original, gad = two_blob_maps()
+    control = torch.zeros_like(gad)
+    control[:, 6:8, 7:9] = 1.0  # the control keeps blob B, which the model ignores
+    table = run(original, gad, other_fills=("mean", "blur"), mean=(0.5,), control_importance=control)
+    assert {"rs_black", "rs_mean", "rs_blur"} <= set(table.columns)
+    row = table[table.image == 0].set_index("region_set")
+    assert row.loc["gad", "rs_mean"] == pytest.approx(0.4, abs=1e-6)  # 0.9 -> 0.5 per pixel
+    assert row.loc["gad_alpha0", "n_pixels"] == 4 and row.loc["gad_alpha0", "rs"] == pytest.approx(0, abs=1e-6)
 
 
 def test_sparse_gad_map_keeps_only_its_nonzero_pixels_under_quantile_thresholding():
@@ -87,11 +111,11 @@ def test_sparse_gad_map_keeps_only_its_nonzero_pixels_under_quantile_thresholdin
 
 
 @pytest.mark.filterwarnings("ignore:.*all zero:RuntimeWarning")
-def test_empty_original_map_gives_nan_rc_with_a_warning():
+def test_empty_original_map_gives_nan_rc():
     original, gad = two_blob_maps(2)
     original[1] = 0.0
     gad[1] = 0.0
-    with pytest.warns(RuntimeWarning, match="undefined"):
+    with pytest.warns(RuntimeWarning, match="relative complexity undefined for 1 of 2 maps"):
         table = run(original, gad)
     row = table[table.image == 1].set_index("region_set")
     assert row.loc["original", "complexity"] == 0.0
@@ -108,7 +132,7 @@ def test_without_occlusion_the_model_is_not_called():
     original, gad = two_blob_maps()
     images = torch.full((2, 1, H, W), 0.5)
     table = evaluate_maps(Refuses(), images, 0, original, gad, method="ig", rng=0, occlusion=False, progress=False)
-    assert table[["score", "occluded_score", "drop", "rs"]].isna().all().all()
+    assert table[["score", "occluded_score", "score_drop", "rs"]].isna().all().all()
     assert table["complexity"].notna().all()
 
 
@@ -197,16 +221,20 @@ def test_mean_fill_reaches_the_occlusion():
     original, gad = two_blob_maps(1)
     table = run(original, gad, fill="mean", mean=(0.5,))
     # Blob A: 4 pixels seen with weight 1 go from 0.9 to the mean 0.5.
-    assert table.set_index("region_set").loc["gad", "drop"] == pytest.approx(1.6, abs=1e-5)
+    assert table.set_index("region_set").loc["gad", "score_drop"] == pytest.approx(1.6, abs=1e-5)
 
 
 def test_region_sets_are_the_ones_the_table_reports():
     original, gad = two_blob_maps(3)
-    sets = build_region_sets(original, gad, threshold_mode="fraction_of_max", rng=4, progress=False)
+    images = torch.full((3, 1, H, W), 0.9)
+    sets = build_region_sets(images, original, gad, threshold_mode="fraction_of_max", rng=4, progress=False)
     table = run(original, gad, rng=4)
     for name in REGION_SETS:
         rows = table[table.region_set == name]
-        np.testing.assert_array_equal(rows["area_pixels"], sets.masks[name].sum(axis=(1, 2)))
+        areas = np.median(sets.subset_draws.sum(axis=(2, 3)), axis=0) if name == "random_subset" else None
+        np.testing.assert_array_equal(
+            rows["area_pixels"], sets.masks[name].sum(axis=(1, 2)) if areas is None else areas
+        )
     np.testing.assert_array_equal(sets.masks["rest"], sets.masks["original"] & ~sets.masks["gad"])
     assert (sets.masks["original"] | ~significant_pixels(original, "fraction_of_max").numpy()).all()
     assert [len(o) for o, g in sets.polygons] == [2, 2, 2]

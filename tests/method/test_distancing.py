@@ -155,10 +155,9 @@ def test_two_means_refuses_degenerate_input():
         ({"pair": (1, 1)}, "must differ"),
         ({"pair": (0, 2)}, r"not a logit index in \[0, 2\)"),
         ({"labels": torch.tensor([0, 0, 0, 0, 0, 0])}, "has no image"),
-        ({"scale": 0.0}, "positive finite"),
-        ({"scale": -1.0}, "positive finite"),
-        ({"scale": math.nan}, "positive finite"),
-        ({"scale": math.inf}, "positive finite"),
+        ({"scale": -1.0}, "finite number >= 0"),
+        ({"scale": math.nan}, "finite number >= 0"),
+        ({"scale": math.inf}, "finite number >= 0"),
         ({"logits": PAIR_LOGITS[:, 0]}, r"shape \(N, C\)"),
         ({"logits": torch.full((6, 2), math.nan)}, "NaN"),
         ({"labels": torch.tensor([0, 1, 2, 0, 1, 0])}, "indices into the 2 logits"),
@@ -214,3 +213,11 @@ def test_alpha_schedule_checks():
         check_alpha_schedule([1.0, 1.0])
     with pytest.raises(ValueError, match="strictly increasing"):
         check_alpha_schedule([2.0, 1.0])
+
+
+def test_scale_zero_is_the_control_without_distancing():
+    # alpha = 0: the targets are the original logits, bit for bit (the support set of the distancing control)
+    assert torch.equal(distancing_targets("pair", PAIR_LOGITS, PAIR_LABELS, pair=(0, 1), scale=0.0), PAIR_LOGITS)
+    assert check_alpha_schedule([0, 0, 0]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        check_alpha_schedule([0.0, 1.0])  # zeros only as the whole schedule

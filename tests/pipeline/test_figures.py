@@ -20,7 +20,7 @@ from gadlib.pipeline.paths import ExperimentPaths  # noqa: E402
 SIZE = 12
 INDEX = np.array([11, 30, 38])  # dataset indices of the explained images: not 0, 1, 2
 METHODS = ["Saliency", "InputXGradient"]
-REGION_SETS = ("original", "gad", "rest", "random")
+from gadlib.evaluation.table import REGION_SETS  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def hull_table(experiments, methods, drop=lambda experiment, method, region_set,
                             "area_pixels": 20,
                             "score": 3.0,
                             "occluded_score": 3.0 - value,
-                            "drop": value,
+                            "score_drop": value,
                             "rs": value / 20,
                             "rc": 0.25 if region_set == "gad" else np.nan,
                         }
@@ -188,8 +188,9 @@ def test_occlusion_figure_takes_the_drops_of_its_own_experiment_and_method(tiny_
     assert all("drop 9" not in title for title in titles)
     assert "drop 0.1 " in titles[1] and titles[1].startswith("original")  # image 11
     assert "drop 1.1 " in titles[2] and titles[2].startswith("gad")
-    assert "drop 3.2 " in titles[5 + 4] and titles[5 + 4].startswith("random")  # image 30
-    assert "drop n/a" in titles[5 + 3]  # image 30 has no "rest" row
+    row = 1 + len(REGION_SETS)  # the fill, then one panel per region set
+    assert "drop 3.2 " in titles[row + 4] and titles[row + 4].startswith("random")  # image 30
+    assert "drop n/a" in titles[row + 3]  # image 30 has no "rest" row
 
 
 def test_occlusion_figure_fills_with_the_given_mean(tiny_params):
@@ -237,7 +238,7 @@ def test_save_report_figures_writes_every_figure_in_report_order(stage_outputs, 
     ]
     assert list(saved.items()) == per_experiment + [
         ("RC per method and experiment", "figures/rc_distributions.png"),
-        ("RS: GAD regions, rest, random", "figures/rs_comparison.png"),
+        ("RS: GAD regions against the rest, the controls and the baselines", "figures/rs_comparison.png"),
         ("Support-model fidelity against α", "figures/support_fidelity.png"),
     ]
     folder = stage_outputs.parent / "reports" / "figures"
@@ -259,3 +260,38 @@ def test_save_report_figures_to_another_folder_links_it_from_reports(stage_outpu
     assert saved["Hull regions, a"] == "../elsewhere/hulls_a.png"
     assert (stage_outputs.parent / "elsewhere" / "hulls_a.png").is_file()
     assert not (stage_outputs.parent / "reports" / "figures").exists()
+
+
+def judged_metrics(names, methods) -> dict:
+    test = {
+        "n": 30,
+        "median_diff": 0.1,
+        "ci95": [0.05, 0.2],
+        "p": 0.01,
+        "share_positive": 0.7,
+        "share_negative": 0.3,
+        "p_adjusted": 0.02,
+        "verdict": "supported",
+    }
+    method = {
+        "tests": {
+            "rs_gad_vs_rest": test,
+            "rc_vs_top_n": {**test, "median_diff": -0.1, "ci95": [-0.2, 0.0], "verdict": "not significant"},
+        },
+        "rs_by_fill": {"black": test, "mean": {**test, "verdict": "contradicted", "median_diff": -0.3}},
+        "agreement": {"observed": [0.6, 0.3, 0.1], "independent": [0.81, 0.18, 0.01]},
+    }
+    return {name: {"fills": ["black", "mean"], "methods": {m: method for m in methods}} for name in names}
+
+
+def test_claims_and_agreement_figures_come_first_from_the_metrics(stage_outputs, tiny_params):
+    names = tiny_params.experiment_names
+    write_stage_outputs(tiny_params, names)
+    metrics = judged_metrics(names, METHODS)
+    table = figures.claims_table(metrics)
+    assert len(table) == len(names) * len(METHODS) * 3  # two claims and the mean-fill test
+    assert set(table["verdict"]) == {"supported", "not significant", "contradicted"}
+    saved = figures.save_report_figures(tiny_params, names, metrics)
+    assert list(saved.values())[:2] == ["figures/claims.png", "figures/agreement.png"]
+    agreement = figures.agreement_table(metrics)
+    assert list(agreement["maps"][:3]) == [0, 1, 2] and agreement["observed"].iloc[2] == 0.1

@@ -1,0 +1,214 @@
+"""Paired tests with effect sizes, the correction for multiple comparisons, and the verdicts.
+
+Every claim of the report compares two numbers per image (RS of the GAD regions against RS of a
+control, or the complexity of GAD's regions against a baseline's). :func:`paired_test` gives the
+number of images where both exist, the median paired difference with a bootstrap confidence
+interval, and the two-sided Wilcoxon signed-rank p-value; :func:`adjust` applies the
+Benjamini-Hochberg correction across every test of a report; :func:`verdict` reads the result in the
+paper's direction with a fixed vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+SUPPORTED = "supported"
+NOT_SIGNIFICANT = "not significant"
+CONTRADICTED = "contradicted"
+DEGENERATE = "degenerate"
+BY_CONSTRUCTION = "by construction"
+VERDICTS = (SUPPORTED, NOT_SIGNIFICANT, CONTRADICTED, DEGENERATE, BY_CONSTRUCTION)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison of ``a`` against ``b`` over the images where both are finite.
+
+    Attributes
+    ----------
+    n : number of pairs.
+    median_diff : median of ``a - b``.
+    ci95 : (low, high) percentile-bootstrap confidence interval of the median difference.
+    p : two-sided Wilcoxon signed-rank p-value (zero differences dropped); 1.0 when every difference
+        is 0, NaN when n = 0.
+    share_positive, share_negative : fraction of pairs with ``a > b`` and with ``a < b``.
+    """
+
+    n: int
+    median_diff: float
+    ci95: tuple[float, float]
+    p: float
+    share_positive: float
+    share_negative: float
+
+    @property
+    def effect(self) -> float:
+        """The signed effect a verdict reads (:func:`signed_effect`)."""
+        return signed_effect(self.median_diff, self.share_positive, self.share_negative)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+
+def signed_effect(median_diff: float, share_positive: float, share_negative: float) -> float:
+    """The median difference, or when it is 0 (more than half the pairs tie) the balance of the
+    pairs that do not tie: its sign is the direction a verdict reads."""
+    if median_diff != 0 or not math.isfinite(median_diff):
+        return median_diff
+    return share_positive - share_negative
+
+
+def paired_test(
+    a, b, *, rng: np.random.Generator | int, n_resamples: int = 2000, confidence: float = 0.95
+) -> PairedTest:
+    """Compare ``a`` and ``b`` image by image.
+
+    Parameters
+    ----------
+    a, b : (N,) arrays (or a scalar ``b``, e.g. 1 for "RC < 1"); pairs with a NaN on either side are left out.
+    rng : generator or seed of the bootstrap resampling.
+    n_resamples : bootstrap resamples of the median difference.
+    confidence : level of the interval.
+
+    Returns
+    -------
+    PairedTest
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.broadcast_to(np.asarray(b, dtype=np.float64), a.shape)
+    if a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D arrays of per-image values; got shape {a.shape}")
+    both = np.isfinite(a) & np.isfinite(b)
+    diffs = a[both] - b[both]
+    n = int(diffs.size)
+    if n == 0:
+        return PairedTest(0, math.nan, (math.nan, math.nan), math.nan, math.nan, math.nan)
+    median = float(np.median(diffs))
+    if n >= 2 and np.ptp(diffs) > 0:
+        interval = stats.bootstrap(
+            (diffs,),
+            np.median,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(rng),
+        ).confidence_interval
+        ci = (float(interval.low), float(interval.high))
+    else:  # one pair, or all differences equal: nothing to resample
+        ci = (median, median)
+    p = 1.0 if not np.any(diffs) else float(stats.wilcoxon(diffs, alternative="two-sided").pvalue)
+    return PairedTest(n, median, ci, p, float(np.mean(diffs > 0)), float(np.mean(diffs < 0)))
+
+
+@dataclass(frozen=True)
+class RateTest:
+    """Paired comparison of two yes/no outcomes (e.g. "the GAD map is empty") on the same images.
+
+    Attributes
+    ----------
+    n : number of images.
+    rate_a, rate_b : share of images with the outcome under ``a`` and under ``b``.
+    diff : ``rate_a - rate_b``; ci95 its percentile-bootstrap interval (images resampled).
+    p : exact McNemar test (two-sided binomial test on the discordant images); 1.0 without any.
+    """
+
+    n: int
+    rate_a: float
+    rate_b: float
+    diff: float
+    ci95: tuple[float, float]
+    p: float
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+
+def paired_rate_test(
+    a, b, *, rng: np.random.Generator | int, n_resamples: int = 2000, confidence: float = 0.95
+) -> RateTest:
+    """Compare the rate of a yes/no outcome between two conditions on the same images.
+
+    Parameters
+    ----------
+    a, b : (N,) bool arrays.
+    rng, n_resamples, confidence : as in :func:`paired_test`.
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D bool arrays of the same length; got {a.shape} and {b.shape}")
+    n = int(a.size)
+    if n == 0:
+        return RateTest(0, math.nan, math.nan, math.nan, (math.nan, math.nan), math.nan)
+    diffs = a.astype(np.float64) - b.astype(np.float64)
+    diff = float(diffs.mean())
+    if n >= 2 and np.ptp(diffs) > 0:
+        interval = stats.bootstrap(
+            (diffs,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(rng),
+        ).confidence_interval
+        ci = (float(interval.low), float(interval.high))
+    else:
+        ci = (diff, diff)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    p = 1.0 if only_a + only_b == 0 else float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return RateTest(n, float(a.mean()), float(b.mean()), diff, ci, p)
+
+
+def adjust(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate); NaN entries stay NaN and do not count.
+
+    Parameters
+    ----------
+    p_values : (T,) raw p-values of every test in one report.
+
+    Returns
+    -------
+    (T,) float64 array.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        out[finite] = stats.false_discovery_control(p[finite], method="bh")
+    return out
+
+
+def verdict(
+    effect: float,
+    n: int,
+    p_adjusted: float,
+    *,
+    direction: int,
+    alpha: float = 0.05,
+    min_pairs: int = 10,
+    by_construction: bool = False,
+) -> str:
+    """The verdict on one claim, from the fixed vocabulary :data:`VERDICTS`.
+
+    Parameters
+    ----------
+    effect : the estimated effect (median or rate difference); its sign is compared with ``direction``.
+    n : pairs the test used.
+    p_adjusted : the test's p-value after :func:`adjust`.
+    direction : +1 when the paper expects a positive effect, -1 a negative one.
+    alpha : significance level of the adjusted p-value.
+    min_pairs : with fewer pairs the claim cannot be tested ("degenerate").
+    by_construction : the claim holds for every input under the current settings.
+    """
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1; got {direction!r}")
+    if by_construction:
+        return BY_CONSTRUCTION
+    if n < min_pairs or not math.isfinite(p_adjusted):
+        return DEGENERATE
+    if p_adjusted >= alpha or effect == 0 or not math.isfinite(effect):
+        return NOT_SIGNIFICANT
+    return SUPPORTED if math.copysign(1, effect) == direction else CONTRADICTED
