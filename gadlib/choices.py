@@ -23,6 +23,7 @@ CUB200_CLASS_COUNT = 200
 
 ARCHITECTURES = ("resnet18", "vgg16", "small_cnn")
 LOSSES = ("cross_entropy", "mse")
+SCHEDULES = ("constant", "one_cycle")  # learning rate over the training run
 
 # Algorithm 1 and the support models
 STRATEGIES = ("pair", "one_vs_all", "split")

@@ -1,9 +1,8 @@
 """One training loop, for the classifier (cross-entropy) and for support models (MSE on logits).
 
-Determinism: the shuffling order and the model's own randomness (dropout) of epoch ``e`` come from a
-seed derived from ``(seed, e)``, so two CPU runs with the same seed give bit-identical weights, and a
-run resumed from its epoch checkpoint continues exactly as the uninterrupted run would have. GPU
-runs are close but not bit-identical (cuDNN picks its algorithms).
+Determinism: the shuffling order, the augmentation draws and the model's own randomness (dropout)
+of epoch ``e`` come from a seed derived from ``(seed, e)``, so two CPU runs with the same seed give
+bit-identical weights. GPU runs are close but not bit-identical (cuDNN picks its algorithms).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gadlib.choices import LOSSES
+from gadlib.choices import LOSSES, SCHEDULES
 from gadlib.common.batching import batch_results
 from gadlib.common.checks import check_images
 from gadlib.common.modes import evaluation_mode
@@ -46,6 +45,42 @@ class TrainHistory:
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes of each training image, drawn anew every epoch (for the classifier only: the
+    support models regress the logits of the images as they are).
+
+    Attributes
+    ----------
+    crop_padding : p > 0 pads each image with p black pixels on every side and crops a random
+        window of the original size (shifts of up to p pixels); 0 = no crop.
+    horizontal_flip : mirror each image left-right with probability 1/2.
+    """
+
+    crop_padding: int = 0
+    horizontal_flip: bool = False
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W), the draws taken from ``generator`` (a CPU generator)."""
+        n, _, height, width = batch.shape
+        if self.crop_padding > 0:
+            pad = self.crop_padding
+            padded = F.pad(batch, (pad, pad, pad, pad))
+            dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(batch.device)
+            rows = (dy[:, None] + torch.arange(height, device=batch.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(width, device=batch.device))[:, None, None, :]
+            batch = padded[
+                torch.arange(n, device=batch.device)[:, None, None, None],
+                torch.arange(batch.shape[1], device=batch.device)[None, :, None, None],
+                rows,
+                cols,
+            ]
+        if self.horizontal_flip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(batch.device)
+            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        return batch
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -80,6 +115,8 @@ def train_model(
     val_images: torch.Tensor | None = None,
     val_targets: torch.Tensor | None = None,
     early_stopping_patience: int | None = None,
+    augment: Augmentation | None = None,
+    schedule: str = "constant",
     progress: bool = True,
 ) -> TrainHistory:
     """Train ``model`` in place with Adam; it is left on ``device``.
@@ -96,6 +133,9 @@ def train_model(
     val_images, val_targets : optional validation set, evaluated after every epoch.
     early_stopping_patience : stop after this many epochs without a lower validation loss and restore
         the best weights; needs validation data. ``None`` trains all epochs and keeps the last weights.
+    augment : random crops and flips of the training batches (:class:`Augmentation`), or None.
+    schedule : ``"constant"`` (``lr`` throughout) or ``"one_cycle"`` (PyTorch's ``OneCycleLR`` over
+        all the epochs' steps: warm-up to ``lr`` in the first 30%, then cosine annealing to ~0).
     progress : show a progress bar over epochs.
 
     Returns
@@ -114,6 +154,8 @@ def train_model(
         val_targets=val_targets,
         early_stopping_patience=early_stopping_patience,
     )
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
     device = select_device() if device is None else torch.device(device)
     if loss == "mse":
         targets = targets.float()
@@ -121,6 +163,10 @@ def train_model(
     has_val = val_images is not None
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = None
+    if schedule == "one_cycle":
+        steps = epochs * math.ceil(len(images) / batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     loss_fn = _loss_function(loss)
     history = TrainHistory()
     best_state: dict[str, torch.Tensor] | None = None
@@ -128,7 +174,17 @@ def train_model(
     epoch_bar = tqdm(range(epochs), desc=f"train ({loss})", disable=not progress, leave=False)
     for epoch in epoch_bar:
         train_loss = train_epoch(
-            model, images, targets, optimizer, loss=loss, batch_size=batch_size, seed=seed, epoch=epoch, device=device
+            model,
+            images,
+            targets,
+            optimizer,
+            loss=loss,
+            batch_size=batch_size,
+            seed=seed,
+            epoch=epoch,
+            device=device,
+            augment=augment,
+            scheduler=scheduler,
         )
         history.train_loss.append(train_loss)
         if not has_val:
@@ -277,6 +333,8 @@ def train_epoch(
     seed: int,
     epoch: int,
     device: torch.device,
+    augment: Augmentation | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     """One pass of mini-batch steps over ``(images, targets)`` in a seeded order; the mean loss.
 
@@ -293,6 +351,8 @@ def train_epoch(
     batch_size : images per step.
     seed, epoch : the run's seed and the 0-based epoch number.
     device : where the model is.
+    augment : changes each batch before the step (drawn from the epoch's seeded generator), or None.
+    scheduler : stepped after every optimiser step, or None.
 
     Returns
     -------
@@ -302,15 +362,20 @@ def train_epoch(
     loss_fn = _loss_function(loss)
     with _seeded_rng(epoch_seed, device):
         model.train()
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
+        generator = torch.Generator().manual_seed(epoch_seed)
+        order = torch.randperm(len(images), generator=generator)
         total = torch.zeros((), device=device)  # summed on the device: no sync per batch
         for start in range(0, len(images), batch_size):
             index = order[start : start + batch_size]
             batch, batch_targets = images[index].to(device), targets[index].to(device)
+            if augment is not None:
+                batch = augment(batch, generator)
             optimizer.zero_grad(set_to_none=True)
             batch_loss = loss_fn(model(batch), batch_targets)
             batch_loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += batch_loss.detach() * len(index)
     return float(total) / len(images)
 

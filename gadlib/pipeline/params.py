@@ -110,6 +110,9 @@ class ClassifierParams(Section):
     epochs: _integer(1)
     batch_size: _integer(1)
     lr: Positive
+    schedule: _choice(choices.SCHEDULES)
+    crop_padding: _integer(0)
+    horizontal_flip: Flag
     patience: _integer(1, null=True)
     pretrained: Flag
 
@@ -126,6 +129,7 @@ class SupportParams(Section):
     epochs: _integer(1)
     lr: Positive
     batch_size: _integer(1)
+    max_train_per_class: _integer(1, null=True)
     alpha0_control: Flag
 
     @field_validator("alphas")

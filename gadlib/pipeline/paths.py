@@ -10,6 +10,7 @@ REPORTS_DIR = ROOT / "reports"
 FIGURES_DIR = REPORTS_DIR / "figures"
 METRICS_FILE = REPORTS_DIR / "metrics.json"
 REPORT_FILE = REPORTS_DIR / "report.md"
+TIMINGS_FILE = REPORTS_DIR / "timings.json"
 
 
 class ExperimentPaths:

@@ -181,7 +181,9 @@ def claim_sentence(key: str, claim_text: str, direction: int, results: list[tupl
     return f"- **{claim_text}**: " + "; ".join(parts) + "."
 
 
-def render_report(metrics: dict, params: Params, figures: dict[str, str], run_notes: list[str] = ()) -> str:
+def render_report(
+    metrics: dict, params: Params, figures: dict[str, str], timings: dict | None = None, run_notes: list[str] = ()
+) -> str:
     """The Markdown report.
 
     Parameters
@@ -189,7 +191,8 @@ def render_report(metrics: dict, params: Params, figures: dict[str, str], run_no
     metrics : from :func:`collect_metrics`
     params : the validated params.yaml
     figures : figure title -> path relative to reports/
-    run_notes : extra lines for the "This run" section (sizes, timings)
+    timings : from :func:`gadlib.pipeline.timings.collect_timings`, or None
+    run_notes : extra lines for the "This run" section (sizes, budget reductions)
     """
     stats = params.statistics
     k = len(params.support.alphas)
@@ -276,6 +279,7 @@ def render_report(metrics: dict, params: Params, figures: dict[str, str], run_no
         f"logit's std), {support.epochs} epochs, Adam lr {support.lr}, {support.init} initialisation."
     )
     lines += [f"- {note}" for note in run_notes]
+    lines += _timing_lines(timings)
     lines += [
         "",
         "## Support models",
@@ -298,6 +302,28 @@ def render_report(metrics: dict, params: Params, figures: dict[str, str], run_no
         lines += [f"### {title}", "", f"![{title}]({path})", ""]
     lines += _choices(params)
     return "\n".join(lines) + "\n"
+
+
+def _timing_lines(timings: dict | None) -> list[str]:
+    """Where the time went: seconds per stage and experiment (stage start included), and the total."""
+    if not timings:
+        return []
+    names = list(next(iter(timings["stages"].values())))
+    lines = [
+        "",
+        f"Where the time went (seconds; each stage's wall time, kernel start included; total "
+        f"{timings['total_seconds']:.0f} s = {timings['total_seconds'] / 60:.1f} min):",
+        "",
+        "| stage | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for stage, by_experiment in timings["stages"].items():
+        lines.append(f"| {stage} | " + " | ".join(_fmt(by_experiment[n], 3) for n in names) + " |")
+    if timings.get("figures") is not None:
+        lines.append(
+            f"| figures (all experiments, up to this report) | {timings['figures']:.0f} |" + " |" * (len(names) - 1)
+        )
+    return lines
 
 
 def _count_tests(metrics: dict) -> int:

@@ -13,6 +13,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from gadlib.common.atomic import atomic_path
 from gadlib.common.progress import PROGRESS_ENV
 from gadlib.pipeline.params import ConfigError, Params, load_params
 from gadlib.pipeline.paths import PARAMS_FILE, ROOT
+
+STARTED = time.time()  # this module is the stage command's entry point: its import is the stage's start
+STAGE_STARTED_ENV = "GADLIB_STAGE_STARTED"
 
 
 class StageError(ValueError):
@@ -61,17 +65,19 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
     """
     params = load_params(params_file)
     check_parameters(notebook, parameters, params)
+    import nbformat
     import papermill  # after the checks, so a bad params.yaml is reported without loading it
 
     output = Path(output)
     failed = output.with_suffix(".failed.ipynb")
+    os.environ.setdefault(STAGE_STARTED_ENV, str(STARTED))  # the figures stage reads its own time so far
     # The saved notebook cannot redraw widgets: its kernel (which inherits this environment) uses text bars.
     os.environ.setdefault(PROGRESS_ENV, "text")
     with atomic_path(output) as tmp, warnings.catch_warnings():
         # The temporary name does not end in .ipynb; papermill would warn at every cell.
         warnings.filterwarnings("ignore", message="The specified file .* does not end in")
         try:
-            papermill.execute_notebook(
+            executed = papermill.execute_notebook(
                 str(notebook),
                 str(tmp),
                 parameters=parameters,
@@ -84,6 +90,9 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
             if tmp.stat().st_size > 0:  # papermill got as far as writing the partial notebook
                 shutil.copyfile(tmp, failed)
             raise
+        # the stage's wall time, kernel start and imports included: what reports/timings.json adds up
+        executed.metadata["gadlib"] = {"stage_seconds": round(time.time() - STARTED, 2)}
+        nbformat.write(executed, str(tmp))
     failed.unlink(missing_ok=True)
 
 

@@ -1,4 +1,5 @@
-"""Stage ``train_classifier``: the model under explanation, with early stopping on validation loss."""
+"""Stage ``train_classifier``: the model under explanation: Adam with a learning-rate schedule,
+augmented batches, early stopping and model selection on the validation loss."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def run(params: Params, name: str) -> tuple[torch.nn.Module, dict]:
         val_images=prepared.val.images,
         val_targets=prepared.val.labels,
         early_stopping_patience=cfg.patience,
+        augment=training.Augmentation(cfg.crop_padding, cfg.horizontal_flip),
+        schedule=cfg.schedule,
     )
     seconds = time.perf_counter() - start
     model.eval()

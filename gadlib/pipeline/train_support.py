@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from gadlib.common.atomic import remove_stale_temporaries, write_text
+from gadlib.data.datasets import subsample_per_class
 from gadlib.data.prepared import load_prepared
 from gadlib.method import support
 from gadlib.method.distancing import two_means_split
@@ -24,19 +25,21 @@ def run(params: Params, name: str) -> tuple[dict[str, list], pd.DataFrame]:
     device = training.select_device()
     original = load_classifier(params, name, prepared).to(device)
     cfg = params.support
+    # the support models regress the logits of a class-balanced subset of the training images
+    subset = subsample_per_class(prepared.train.labels, cfg.max_train_per_class, params.seed)
+    images, labels = prepared.train.images[subset], prepared.train.labels[subset]
     trained, rows = {}, []
     sets = trained_sets(params, name, prepared.class_names)
     remove_unused_support_sets(paths.support_dir, {spec.name for spec in sets})
     for spec in sets:
         alphas, groups = spec.alphas(params), spec.groups
         if spec.strategy == "split" and groups is None:
-            logits = training.predict_logits(original, prepared.train.images)
-            groups = two_means_split(logits, prepared.train.labels, seed=params.seed)
+            groups = two_means_split(training.predict_logits(original, images), labels, seed=params.seed)
         start = time.perf_counter()
         support.train_support_models(
             original,
-            prepared.train.images,
-            prepared.train.labels,
+            images,
+            labels,
             alphas=alphas,
             strategy=spec.strategy,
             pair=spec.pair,

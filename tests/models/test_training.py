@@ -2,7 +2,14 @@ import pytest
 import torch
 from torch import nn
 
-from gadlib.models.training import TrainHistory, predict_logits, select_device, train_epoch, train_model
+from gadlib.models.training import (
+    Augmentation,
+    TrainHistory,
+    predict_logits,
+    select_device,
+    train_epoch,
+    train_model,
+)
 from tests.out_of_memory import RaisesOutOfMemory
 
 
@@ -167,3 +174,50 @@ def test_predict_logits_halves_the_batch_when_a_pass_runs_out_of_memory():
     assert max(wrapped.rows) == 8 and wrapped.rows[-1] <= 3
     with pytest.raises(RuntimeError, match="out of memory"), pytest.warns(RuntimeWarning, match="out of memory"):
         predict_logits(RaisesOutOfMemory(net, limit=0), images, batch_size=2)
+
+
+def test_augmentation_shifts_and_flips_deterministically():
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4) + 1
+    plain = Augmentation()(images, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, images)
+    shifted = Augmentation(crop_padding=1)(images, torch.Generator().manual_seed(3))
+    again = Augmentation(crop_padding=1)(images, torch.Generator().manual_seed(3))
+    assert torch.equal(shifted, again) and shifted.shape == images.shape
+    for out, image in zip(shifted, images, strict=True):  # a window of the image padded with 1 black pixel
+        padded = torch.nn.functional.pad(image, (1, 1, 1, 1))
+        windows = [padded[:, r : r + 4, c : c + 4] for r in range(3) for c in range(3)]
+        assert any(torch.equal(out, w) for w in windows)
+    flipped = [Augmentation(horizontal_flip=True)(images, torch.Generator().manual_seed(s)) for s in range(8)]
+    assert all(
+        all(torch.equal(o, i) or torch.equal(o, i.flip(-1)) for o, i in zip(f, images, strict=True)) for f in flipped
+    )
+    assert any(not torch.equal(f, images) for f in flipped)
+
+
+def test_augmented_training_is_repeatable_and_differs_from_plain():
+    images, labels = separable_problem()
+    augment = Augmentation(crop_padding=1, horizontal_flip=True)
+    first, again, plain = tiny_net(), tiny_net(), tiny_net()
+    train(first, images, labels, augment=augment)
+    train(again, images, labels, augment=augment)
+    train(plain, images, labels)
+    assert same_weights(weights(first), weights(again))
+    assert not same_weights(weights(first), weights(plain))
+
+
+def test_one_cycle_schedule_warms_up_and_anneals(monkeypatch):
+    images, labels = separable_problem()
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    train(tiny_net(), images, labels, epochs=4, lr=0.01, schedule="one_cycle")
+    peak = seen.index(max(seen))
+    assert max(seen) == pytest.approx(0.01, rel=1e-3) and seen[0] < 0.001 and seen[-1] < 1e-4
+    assert 0 < peak < len(seen) - 1
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
+        train(tiny_net(), images, labels, schedule="cosine")
