@@ -177,7 +177,8 @@ def claim_sentence(key: str, claim_text: str, direction: int, results: list[tupl
             parts.append(f"**{verdict}** for {details}")
         else:
             names = ", ".join(f"{m} in {e}" + (f" (n = {t['n']})" if verdict == DEGENERATE else "") for e, m, t in hits)
-            parts.append(f"**{verdict}** for {len(hits)} of {len(results)}: {names}")
+            share = "every one" if len(hits) == len(results) else f"{len(hits)} of {len(results)}"
+            parts.append(f"**{verdict}** for {share}: {names}")
     return f"- **{claim_text}**: " + "; ".join(parts) + "."
 
 

@@ -4,6 +4,7 @@ from torch import nn
 
 from gadlib.models.training import (
     Augmentation,
+    adam,
     TrainHistory,
     predict_logits,
     select_device,
@@ -111,7 +112,7 @@ def test_train_epoch_is_the_epoch_of_train_model():
     reference = tiny_net(dropout=0.5)
     train(reference, images, labels, epochs=2)
     model = tiny_net(dropout=0.5)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer = adam(model.parameters(), 0.01)
     losses = [
         train_epoch(
             model,
@@ -221,3 +222,18 @@ def test_one_cycle_schedule_warms_up_and_anneals(monkeypatch):
     assert 0 < peak < len(seen) - 1
     with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
         train(tiny_net(), images, labels, schedule="cosine")
+
+
+def test_the_fused_adam_step_is_the_plain_adam_step_up_to_rounding():
+    images, labels = separable_problem()
+    start = tiny_net()
+    steps = {}
+    for name, make in (("plain", lambda p: torch.optim.Adam(p, lr=0.01)), ("fused", lambda p: adam(p, 0.01))):
+        model = tiny_net()
+        optimizer = make(model.parameters())
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        steps[name] = torch.cat([(p - q).flatten() for p, q in zip(model.parameters(), start.parameters())])
+    error = (steps["fused"] - steps["plain"]).norm() / steps["plain"].norm()
+    assert 0 < steps["plain"].norm() and error < 1e-5

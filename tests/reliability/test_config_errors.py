@@ -13,6 +13,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import nbformat
 import papermill
 import pytest
 import yaml
@@ -186,7 +187,12 @@ def test_stage_subprocess_stops_before_the_notebook(case, subprocess_results):
 def test_without_a_fault_the_stage_reaches_the_notebook(tmp_path, monkeypatch):
     """The control: the repository's params.yaml and declared parameters go on to papermill."""
     calls = []
-    monkeypatch.setattr(papermill, "execute_notebook", lambda *args, **kwargs: calls.append(kwargs))
+
+    def execute(*args, **kwargs):
+        calls.append(kwargs)
+        return nbformat.v4.new_notebook()
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
     output = tmp_path / "out" / "01_prepare.ipynb"
     assert stage.main([str(ROOT / NOTEBOOK), str(output), "-p", "experiment", EXPERIMENT]) == 0
     assert [c["parameters"] for c in calls] == [{"experiment": EXPERIMENT}]
