@@ -4,8 +4,8 @@ from torch import nn
 
 from gadlib.models.training import (
     Augmentation,
-    adam,
     TrainHistory,
+    adam,
     predict_logits,
     select_device,
     train_epoch,
@@ -234,6 +234,8 @@ def test_the_fused_adam_step_is_the_plain_adam_step_up_to_rounding():
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(images), labels).backward()
         optimizer.step()
-        steps[name] = torch.cat([(p - q).flatten() for p, q in zip(model.parameters(), start.parameters())])
+        steps[name] = torch.cat(
+            [(p - q).flatten() for p, q in zip(model.parameters(), start.parameters(), strict=True)]
+        )
     error = (steps["fused"] - steps["plain"]).norm() / steps["plain"].norm()
     assert 0 < steps["plain"].norm() and error < 1e-5
