@@ -36,7 +36,7 @@ class TrainHistory:
     val_loss : validation loss of each epoch (empty without validation data).
     val_accuracy : validation accuracy of each epoch (cross-entropy with validation data only).
     best_epoch : 1-based number of the epoch whose weights the model holds at the end (the lowest
-        validation loss under early stopping, otherwise the last epoch).
+        validation loss under early stopping or model selection, otherwise the last epoch).
     stopped_early : whether early stopping ended the run before ``epochs``.
     """
 
@@ -115,6 +115,7 @@ def train_model(
     val_images: torch.Tensor | None = None,
     val_targets: torch.Tensor | None = None,
     early_stopping_patience: int | None = None,
+    select_best: bool = False,
     augment: Augmentation | None = None,
     schedule: str = "constant",
     progress: bool = True,
@@ -132,7 +133,9 @@ def train_model(
     device : where to train; ``None`` = :func:`select_device`.
     val_images, val_targets : optional validation set, evaluated after every epoch.
     early_stopping_patience : stop after this many epochs without a lower validation loss and restore
-        the best weights; needs validation data. ``None`` trains all epochs and keeps the last weights.
+        the best weights; needs validation data. ``None`` trains all epochs.
+    select_best : model selection: end with the weights of the epoch of lowest validation loss (needs
+        validation data); without it, and without early stopping, the model keeps its last weights.
     augment : random crops and flips of the training batches (:class:`Augmentation`), or None.
     schedule : ``"constant"`` (``lr`` throughout) or ``"one_cycle"`` (PyTorch's ``OneCycleLR`` over
         all the epochs' steps: warm-up to ``lr`` in the first 30%, then cosine annealing to ~0).
@@ -156,6 +159,8 @@ def train_model(
     )
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
+    if select_best and val_images is None:
+        raise ValueError("model selection (select_best=True) needs validation data: pass val_images and val_targets")
     device = select_device() if device is None else torch.device(device)
     if loss == "mse":
         targets = targets.float()
@@ -198,7 +203,7 @@ def train_model(
                 history.val_accuracy.append(val_accuracy)
             if val_loss < best_val:
                 best_val, history.best_epoch = val_loss, epoch + 1
-                if early_stopping_patience is not None:  # a copy is only needed to restore it
+                if early_stopping_patience is not None or select_best:  # a copy is only needed to restore it
                     best_state = _cpu_copy(model.state_dict())
         epoch_bar.set_postfix(
             train_loss=f"{train_loss:.4g}", val_loss=f"{history.val_loss[-1]:.4g}" if has_val else "-"
@@ -209,7 +214,7 @@ def train_model(
         if history.stopped_early:
             break
 
-    if early_stopping_patience is not None and best_state is not None:
+    if (early_stopping_patience is not None or select_best) and best_state is not None:
         model.load_state_dict(best_state)
     else:  # the model keeps its last weights
         history.best_epoch = len(history.train_loss)

@@ -35,6 +35,7 @@ def run(params: Params, name: str) -> tuple[torch.nn.Module, dict]:
         val_images=prepared.val.images,
         val_targets=prepared.val.labels,
         early_stopping_patience=cfg.patience,
+        select_best=True,
         augment=training.Augmentation(cfg.crop_padding, cfg.horizontal_flip),
         schedule=cfg.schedule,
     )

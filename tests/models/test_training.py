@@ -239,3 +239,18 @@ def test_the_fused_adam_step_is_the_plain_adam_step_up_to_rounding():
         )
     error = (steps["fused"] - steps["plain"]).norm() / steps["plain"].norm()
     assert 0 < steps["plain"].norm() and error < 1e-5
+
+
+def test_model_selection_keeps_the_best_epoch_without_stopping_early():
+    images, labels = separable_problem()
+    flipped = 1 - labels  # validation labels the training pushes away from: the first epoch is best
+    model = tiny_net()
+    history = train(model, images, labels, epochs=4, val_images=images, val_targets=flipped, select_best=True)
+    assert len(history.train_loss) == 4 and not history.stopped_early
+    best = history.val_loss.index(min(history.val_loss)) + 1
+    assert history.best_epoch == best < 4
+    reference = tiny_net()
+    train(reference, images, labels, epochs=best)
+    assert same_weights(weights(model), weights(reference))
+    with pytest.raises(ValueError, match="needs validation data"):
+        train(tiny_net(), images, labels, select_best=True)

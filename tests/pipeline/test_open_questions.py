@@ -1,5 +1,7 @@
 """The open-questions runner: override strings for `dvc exp run -S`, the planned runs, the sweep table."""
 
+import json
+
 import pandas as pd
 
 from gadlib.pipeline import open_questions as oq
@@ -71,3 +73,28 @@ def test_collect_without_finished_runs_says_so(tmp_path, monkeypatch):
         "## 3. GAD against SmoothGrad",
     ]
     assert text.count("not finished yet") == 2 and "No α-sweep experiment has finished yet." in text
+
+
+def test_support_size_runs_and_their_section(monkeypatch):
+    plan = {
+        "alpha_sweep": {"experiment": "a", "scales": []},
+        "multiclass": {"experiments": {}},
+        "smoothgrad": {},
+        "support_size": {"sizes": [250, 1000]},
+    }
+    runs = oq.planned_runs(plan, ["a"])
+    assert runs["support-250"] == ["support.max_train_per_class=250"] and "support-1000" in runs
+
+    test = {"n": 30, "median_diff": 0.1, "ci95": [0.0, 0.2], "verdict": "not significant"}
+    method = {"gad_empty": 0.1, "rc_median_nonempty": 0.05, "tests": {"rs_gad_vs_rest": test}}
+    files = {
+        "params.yaml": "support:\n  max_train_per_class: 500\n",
+        "reports/metrics.json": json.dumps({"a": {"methods": {"IG": method}}}),
+        "reports/experiments/a/fidelity.csv": "experiment,support_set,model,agreement,margin,target_margin,"
+        "train_seconds\na,pair,0,1,2,2,10\na,pair,1,0.9,3,4,10\na,alpha0,1,0.95,2,2,8\n",
+    }
+    monkeypatch.setattr(oq, "read_at", lambda rev, path: files[path])
+    text = "\n".join(oq.support_size_blocks(plan, {"support-250": "r250"}))
+    rows = [line for line in text.splitlines() if line.startswith("|") and "IG" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["250", "500"]  # the default (HEAD) and the finished run
+    assert "0.75" in rows[0] and "18" in rows[0]  # margin reached 3/4; both sets' training seconds 10 + 8

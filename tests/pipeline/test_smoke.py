@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gadlib.evaluation.table import CONTROL_SET, REGION_SETS
 from tests.fixtures import copy_repository, write_cub_tree, write_dogs_vs_cats_tree
 from tests.fixtures import run_command as run
 
@@ -43,7 +44,9 @@ def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dic
             assert METHOD_KEYS <= set(values)
             assert values["n_images"] >= 1
         table = pd.read_csv(repo / "reports" / "experiments" / name / "hull_metrics.csv")
-        assert set(table["region_set"]) == {"original", "gad", "rest", "random"}
+        assert set(table["region_set"]) == {*REGION_SETS, CONTROL_SET}  # the tiny profile has the alpha = 0 control
+        assert {"tests", "rs_by_fill", "agreement"} <= set(exp["methods"][methods[0]])
+        assert set(exp["controls"]["alpha0"]["methods"]) == set(methods)
         assert set(table["method"]) == set(methods)
         pd.read_csv(repo / "reports" / "experiments" / name / "fidelity.csv")
         for nb in ("01_prepare", "02_train_classifier", "03_train_support", "04_attribute", "05_hull_metrics"):
@@ -53,6 +56,11 @@ def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dic
         assert (repo / "reports" / "figures" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (repo / "reports" / "report.md").read_text()
     assert "RC" in report and all(name in report for name in experiments)
+    timings = json.loads((repo / "reports" / "timings.json").read_text())
+    assert all(timings["stages"]["train_support"][name] > 0 for name in experiments)
+    assert (
+        timings["total_seconds"] > sum(timings["stages"]["train_support"].values()) and "Where the time went" in report
+    )
     return metrics
 
 
