@@ -109,8 +109,8 @@ def check_finite_images(images: Any, name: str = "inputs") -> Any:
     axis) that hold NaN or infinite values."""
     if bad := non_finite_rows(images):
         raise ValueError(
-            f"{name} hold NaN or infinite values in images {name_indices(bad, len(images))}; "
-            f"an attribution of such an image means nothing. Remove or repair those images first."
+            f"{name} hold NaN or infinite values in images {name_indices(bad, len(images))}; neither an "
+            f"attribution nor a training target of such an image means anything: remove or repair them first."
         )
     return images
 

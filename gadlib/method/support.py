@@ -151,8 +151,9 @@ def train_support_models(
     images, labels = _as_tensor(images, "images"), _as_tensor(labels, "labels")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    check_images(images, "images", require_tensor=True)
-    check_finite_images(images, "images")
+    images = _in_model_dtype(
+        check_finite_images(check_images(images, "images", require_tensor=True), "images"), original, "images"
+    )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
     if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
@@ -255,6 +256,15 @@ def _warn_under_trained(
     )
 
 
+def _in_model_dtype(images: torch.Tensor, model: nn.Module, name: str) -> torch.Tensor:
+    """Images in the dtype of the model's parameters, with a note when they had another (e.g. float64)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    if images.dtype != dtype:
+        warnings.warn(f"{name} are {images.dtype}; converted to {dtype}, the model's dtype", UserWarning, stacklevel=3)
+        images = images.to(dtype)
+    return images
+
+
 def _as_tensor(values: Any, name: str) -> torch.Tensor:
     """A numpy array as a tensor (sharing memory); a tensor as it is; anything else refused."""
     if isinstance(values, np.ndarray):
@@ -345,6 +355,9 @@ def support_fidelity(
     alphas = check_alpha_schedule(alphas)
     supports = check_support_models(supports)
     test_images, test_labels = _as_tensor(test_images, "test_images"), _as_tensor(test_labels, "test_labels")
+    test_images = _in_model_dtype(
+        check_images(test_images, "test_images", require_tensor=True), original, "test_images"
+    )
     if len(supports) != len(alphas):
         raise ValueError(f"{len(supports)} support models but {len(alphas)} alphas")
     if final_losses is not None and len(final_losses) != len(alphas):

@@ -4,6 +4,7 @@ import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -282,11 +283,17 @@ def test_a_min_steps_that_adds_no_step_reuses_saved_supports(tmp_path, monkeypat
     assert len(spy.starts) == 2
 
 
-def test_numpy_training_data_gives_the_same_supports():
+def test_numpy_and_float64_training_data_give_the_same_supports():
     images, labels = linear_problem()
     from_tensors = fit(linear_original(), images, labels)
     from_numpy = fit(linear_original(), images.numpy(), labels.numpy())
     assert same_models(from_tensors, from_numpy)
+    with pytest.warns(UserWarning, match="images are torch.float64; converted to torch.float32, the model's dtype"):
+        from_float64 = fit(linear_original(), images.numpy().astype(np.float64), labels.numpy())
+    assert same_models(from_tensors, from_float64)
+    with pytest.warns(UserWarning, match="test_images are torch.float64"):
+        rows = support_fidelity(linear_original(), from_tensors, ALPHAS, images.double(), labels)
+    assert rows == support_fidelity(linear_original(), from_tensors, ALPHAS, images, labels)
 
 
 def test_non_finite_training_images_and_logits_are_refused_naming_them():
