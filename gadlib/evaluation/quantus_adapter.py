@@ -143,20 +143,20 @@ class QuantusExplainFunc:
         check_images(x, "inputs", require_tensor=True)
         target = resolve_target(model, x, None if targets is None else _as_index_tensor(targets))
         keys = self._cache_keys(model, changed, x, target, call_kwargs)
-        missing = [i for i, key in enumerate(keys) if key not in self._results] if keys else list(range(len(x)))
-        computed = None
+        rows = {i: self._results[key] for i, key in enumerate(keys or []) if key in self._results}
+        missing = [i for i in range(len(x)) if i not in rows]
         if missing:
             index = torch.tensor(missing)
             gad = self.gad_for(model, changed)
             explain = gad.attribute if self.output == "gad" else gad.attribute_original
             computed = explain(x[index.to(x.device)], target[index], **call_kwargs).detach().float().cpu().numpy()
-        if not keys:
-            return computed
-        for position, i in enumerate(missing):
-            self._remember(keys[i], computed[position])
-        for key in keys:
-            self._results.move_to_end(key)
-        return np.stack([self._results[key] for key in keys])
+            rows |= dict(zip(missing, computed, strict=True))
+        for i, key in enumerate(keys or []):
+            if key in self._results:
+                self._results.move_to_end(key)
+            else:
+                self._remember(key, rows[i])
+        return np.stack([rows[i] for i in range(len(x))])
 
     def changed_parameters(self, model: nn.Module) -> list[str]:
         """Names of the state entries (parameters, buffers) in which ``model`` differs from the GAD original."""
@@ -212,7 +212,7 @@ class QuantusExplainFunc:
         return [(settings, _tensor_digest(row), int(t)) for row, t in zip(x, target.tolist(), strict=True)]
 
     def _remember(self, key: tuple, value: np.ndarray) -> None:
-        self._results[key] = value
+        self._results[key] = value = value.copy()  # a row of its own, not a view of a whole batch
         self._cached_bytes += value.nbytes
         while self._cached_bytes > _CACHE_BYTES and len(self._results) > 1:
             self._cached_bytes -= self._results.popitem(last=False)[1].nbytes

@@ -78,6 +78,15 @@ def test_maps_are_cached_image_by_image(monkeypatch):
     assert np.array_equal(again, first[2:]) and mixed.shape == (2, 1, H, W)
     explain(randomised_last_layer(model), x, y)  # other weights: computed again
     assert calls == [4, 2, 4]
+    monkeypatch.setattr(quantus_adapter, "_CACHE_BYTES", 2 * first[0].nbytes)  # room for two maps only
+    small = QuantusExplainFunc(gad)
+    assert np.array_equal(small(model, x, y), first) and len(small._results) == 2
+    assert np.array_equal(small(model, x, y), first)  # two cached, two computed again
+    assert calls == [4, 2, 4, 4, 2]
+    integrated = QuantusExplainFunc(GAD("IntegratedGradients", model, gad.models[1:]), n_steps=4)
+    for _ in range(2):  # a keyword that is not a plain value (a tensor): no cache
+        integrated(model, x, y, baselines=torch.zeros(1, 1, H, W))
+    assert calls[-2:] == [4, 4]
 
 
 def test_randomise_gives_every_support_the_randomised_layers_of_the_model():
