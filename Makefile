@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "== creating $(VENV) with $(PYTHON) and installing the pinned stack (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock  # the lock is complete (tests/test_packaging.py)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -124,6 +124,53 @@ def plot_attribution_grid(
     return fig
 
 
+def plot_attribution(
+    attribution: Any,
+    image: Any = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    cmap: str = IMPORTANCE_CMAP,
+    alpha: float = 0.6,
+) -> Figure:
+    """One attribution map as a heat map of its per-pixel importance, over the image if given.
+
+    Like Captum's ``visualize_image_attr(..., method="blended_heat_map", sign="absolute_value")``, but
+    an all-zero map (an empty GAD map: no pixel kept) is drawn, titled "empty", instead of Captum's
+    "Cannot normalize by scale factor = 0".
+
+    Parameters
+    ----------
+    attribution : (C, H, W) or (H, W) array or tensor; importance = sum over channels of |values|.
+    image : optional (C, H, W) pixel-space image in [0, 1], C in {1, 3}, shown under the map.
+    ax : Axes to draw on; default a new figure. title : default "attribution".
+    cmap, alpha : colour map of the importance, and its opacity over the image.
+
+    Returns
+    -------
+    The Figure; the colour bar runs from 0 to the map's largest importance (to 1 for an empty map).
+    """
+    values = as_numpy(attribution).astype(np.float64)
+    if values.ndim not in (2, 3):
+        raise ValueError(f"attribution must be one (C, H, W) or (H, W) map; got shape {values.shape}")
+    importance = np.nan_to_num(np.abs(values) if values.ndim == 2 else np.abs(values).sum(axis=0))
+    fig, (ax,) = _axes(ax, [3.4], 3.0)
+    if image is not None:
+        img = as_numpy(image)
+        if img.ndim != 3 or img.shape[1:] != importance.shape:
+            raise ValueError(f"image must be one (C, H, W) image of the map's size {importance.shape}; got {img.shape}")
+        _show_image(ax, _validate_images(img[None], name="image")[0])
+    empty = not importance.any()
+    over_image = image is not None
+    shown = np.ma.masked_equal(importance, 0.0) if over_image else importance  # zero: the image shows through
+    vmax = 1.0 if empty else float(importance.max())
+    mappable = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=vmax, alpha=alpha if over_image else 1.0)
+    ax.set(xticks=[], yticks=[])
+    fig.colorbar(mappable, ax=ax, shrink=0.85).ax.tick_params(labelsize=7)
+    label = "attribution" if title is None else title
+    ax.set_title(f"{label} (empty: no pixel kept)" if empty else label, fontsize=9)
+    return fig
+
+
 def plot_hulls(
     image: Any,
     original_polygons: Sequence[Any],

@@ -100,3 +100,43 @@ def test_the_main_names_are_exported_lazily():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["gadlib.method.gad", "gadlib.evaluation.table", "gadlib.method.support"]
+
+
+# Declared dependencies the lock replaces or leaves out on purpose (make installs it with --no-deps):
+# quantus declares opencv-python, whose GUI build needs the system's libGL; the headless build provides
+# the same cv2 module. cachetools serves only Quantus's TensorFlow model wrapper.
+LOCK_SUBSTITUTES = {"opencv-python": "opencv-python-headless", "cachetools": None}
+
+
+def test_the_lock_holds_every_dependency_of_what_it_pins():
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock = ROOT / "requirements.lock"
+    pinned = {canonicalize_name(line.split("==")[0]) for line in lock.read_text().splitlines() if "==" in line}
+    missing = []
+    for name in sorted(pinned):
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:  # an environment other than the lock's: nothing to read
+            continue
+        for text in requires:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue  # an optional extra, or another platform's
+            needed = canonicalize_name(requirement.name)
+            if needed in LOCK_SUBSTITUTES:
+                substitute = LOCK_SUBSTITUTES[needed]
+                assert substitute is None or substitute in pinned, f"{substitute} (for {name}) is not pinned"
+            elif needed not in pinned:
+                missing.append(f"{name} needs {requirement}")
+    assert not missing, "requirements.lock lacks: " + "; ".join(missing)
+
+
+def test_quantus_is_pinned_alike_in_the_lock_and_the_conda_environment():
+    lock = (ROOT / "requirements.lock").read_text()
+    environment = (ROOT / "environment.yml").read_text()
+    assert "quantus==0.6.0" in lock and "quantus==0.6.0" in environment
+    assert '"quantus>=0.6,<0.7"' in (ROOT / "pyproject.toml").read_text()

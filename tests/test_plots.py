@@ -594,3 +594,31 @@ def test_save_figure_rejects_other_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"\.png"):
         plotting.save_figure(fig, tmp_path / "fig.pdf")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# one attribution map, empty or not
+# --------------------------------------------------------------------------------------------
+def test_plot_attribution_draws_an_empty_gad_map_where_captum_fails(images):
+    from captum.attr import visualization
+
+    empty = np.zeros((1, H, W))
+    with pytest.raises(AssertionError, match="Cannot normalize by scale factor = 0"):
+        visualization.visualize_image_attr(
+            np.moveaxis(empty, 0, -1),
+            np.moveaxis(images[0], 0, -1),
+            method="blended_heat_map",
+            sign="absolute_value",
+            use_pyplot=False,
+        )
+    fig = plotting.plot_attribution(empty, images[0], title="GAD")
+    assert fig.axes[0].get_title() == "GAD (empty: no pixel kept)"
+    fig = plotting.plot_attribution(np.ones((1, H, W)) * np.arange(W), title="GAD")
+    assert fig.axes[0].get_title() == "GAD" and fig.axes[0].images[-1].get_clim() == (0.0, W - 1)
+
+
+def test_plot_attribution_checks_its_shapes(images):
+    with pytest.raises(ValueError, match="one \\(C, H, W\\) or \\(H, W\\) map"):
+        plotting.plot_attribution(np.zeros((2, 1, H, W)))
+    with pytest.raises(ValueError, match="of the map's size"):
+        plotting.plot_attribution(np.zeros((H, W + 1)), images[0])

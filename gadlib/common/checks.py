@@ -15,6 +15,12 @@ import numpy as np
 
 # Float round-off at the ends of [0, 1] is tolerated; normalised images are far outside it.
 PIXEL_RANGE_TOLERANCE = 1e-6
+# How many image indices an error names before "..." (the count is always given).
+_SHOWN_INDICES = 10
+
+
+class InputRangeWarning(UserWarning):
+    """Images outside [0, 1] given where gadlib assumes pixel-space images (see :func:`pixel_range_note`)."""
 
 
 def check_batch(values: Any, name: str = "inputs", *, require_tensor: bool = False) -> Any:
@@ -49,13 +55,63 @@ def check_images(
     if channels is not None and images.shape[1] not in channels:
         raise ValueError(f"{name} must have C in {tuple(channels)} channels; got shape {tuple(images.shape)}")
     if pixel_space:
-        lo, hi = float(images.min()), float(images.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -PIXEL_RANGE_TOLERANCE or hi > 1 + PIXEL_RANGE_TOLERANCE:
+        lo, hi = pixel_range(images)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or outside_pixel_range(lo, hi):
             raise ValueError(
                 f"{name} hold values in [{lo:.4g}, {hi:.4g}], outside [0, 1]. Models here expect "
                 f"pixel-space input in [0, 1], i.e. un-normalised (each model normalises inside); pass "
                 f"the images before normalisation."
             )
+    return images
+
+
+def pixel_range(images: Any) -> tuple[float, float]:
+    """(min, max) of a batch of images (numpy array or torch tensor), as Python floats."""
+    return float(images.min()), float(images.max())
+
+
+def outside_pixel_range(low: float, high: float) -> bool:
+    """Whether values from ``low`` to ``high`` leave [0, 1] by more than ``PIXEL_RANGE_TOLERANCE``."""
+    return low < -PIXEL_RANGE_TOLERANCE or high > 1 + PIXEL_RANGE_TOLERANCE
+
+
+def pixel_range_note(name: str, low: float, high: float) -> str:
+    """The sentence gadlib says when images hold values in [low, high], outside [0, 1]."""
+    return (
+        f"{name} hold values in [{low:.4g}, {high:.4g}], outside [0, 1]. gadlib assumes pixel-space images in "
+        f"[0, 1], with any normalisation inside the model, so that Integrated Gradients' default baseline "
+        f"(zero) is a black image. For a model that takes standardised images, zero is the mean image: "
+        f"pass the black image in the model's input space, baselines=(torch.zeros_like(images) - mean) / std, "
+        f"or better move the normalisation into the model (then the support models must be trained from "
+        f"that model, on images in [0, 1])."
+    )
+
+
+def non_finite_rows(values: Any) -> list[int]:
+    """Indices of the rows (first axis) of an array or tensor holding a NaN or an infinite value."""
+    if _is_tensor(values):
+        torch = sys.modules["torch"]
+        bad = ~torch.isfinite(values.detach()).reshape(len(values), -1).all(dim=1)
+        return bad.nonzero().flatten().cpu().tolist()
+    arr = np.asarray(values)
+    return np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)).tolist()
+
+
+def name_indices(indices: Sequence[int], total: int) -> str:
+    """``[3, 7] (2 of 10)``: the first few of a list of indices, with the count."""
+    shown = ", ".join(str(i) for i in indices[:_SHOWN_INDICES])
+    more = ", ..." if len(indices) > _SHOWN_INDICES else ""
+    return f"[{shown}{more}] ({len(indices)} of {total})"
+
+
+def check_finite_images(images: Any, name: str = "inputs") -> Any:
+    """Return ``images`` if every value is finite; otherwise raise ValueError naming the images (first
+    axis) that hold NaN or infinite values."""
+    if bad := non_finite_rows(images):
+        raise ValueError(
+            f"{name} hold NaN or infinite values in images {name_indices(bad, len(images))}; neither an "
+            f"attribution nor a training target of such an image means anything: remove or repair them first."
+        )
     return images
 
 

@@ -134,6 +134,18 @@ def hull_polygons(mask, dilation: int = 1, min_pixels: int = 1) -> list[Polygon]
         square, two adjacent pixels a 2 x 1 rectangle. Polygons of different groups may overlap
         (hulls are convex); use the union for areas, as :func:`hull_complexity` and
         :func:`rasterize` do.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gadlib import hull_polygons
+    >>> mask = np.zeros((8, 8), dtype=bool)
+    >>> mask[1, 1] = mask[3, 3] = True  # two pixels one pixel apart: one group after dilation by 1
+    >>> mask[7, 7] = True  # three pixels further: a group of its own
+    >>> [polygon.area for polygon in hull_polygons(mask)]  # hulls of pixel squares: one pixel has area 1
+    [5.0, 1.0]
+    >>> [polygon.area for polygon in hull_polygons(mask, dilation=0)]  # no dilation: three groups
+    [1.0, 1.0, 1.0]
     """
     rows, cols, group = _grouped_pixels(mask, dilation, min_pixels)
     if group.size == 0:
@@ -226,6 +238,17 @@ def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
     -------
     HullComplexity(fraction, n_regions, area_pixels). Lower fraction means the map points at less of
         the image. An empty region set gives HullComplexity(0.0, 0, 0.0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gadlib import hull_complexity, hull_polygons
+    >>> mask = np.zeros((8, 8), dtype=bool)
+    >>> mask[1, 1] = mask[3, 3] = mask[7, 7] = True
+    >>> hull_complexity(hull_polygons(mask), mask.shape)  # hulls cover 6 of the 64 pixels, in 2 regions
+    HullComplexity(fraction=0.09375, n_regions=2, area_pixels=6.0)
+    >>> hull_complexity([], (8, 8))  # an empty map
+    HullComplexity(fraction=0.0, n_regions=0, area_pixels=0.0)
     """
     height, width = _check_shape(shape)
     polys = [p for p in polygons if p is not None and not p.is_empty]

@@ -128,7 +128,7 @@ def score(
     ----------
     model : module mapping pixel-space (N, C, H, W) images to (N, K) logits; run in eval mode
         without gradients (its training flag is restored afterwards).
-    images : (N, C, H, W) float tensor in [0, 1], on the model's device
+    images : (N, C, H, W) float tensor in [0, 1] (pixel space), on the model's device
     target : int or (N,) int tensor/array, the class whose logit is scored
     other : int or (N,) ints, optional; for ``mode="margin"``. Default for a 2-output model: the
         other output (1 - target).
@@ -171,7 +171,8 @@ def occlusion_sensitivity(
     Parameters
     ----------
     model : classifier taking pixel-space images, on the images' device (eval mode, no grad inside)
-    images : (N, C, H, W) float tensor in [0, 1]
+    images : (N, C, H, W) float tensor in [0, 1], pixel space (the model normalises inside itself;
+        the black fill is pixel value 0)
     masks_by_set : dict name -> (N, H, W) bool, or an (S, N, H, W) bool array/tensor
         The region sets M to occlude (e.g. rasterised hull unions).
     target : int or (N,) ints, the scored class
@@ -186,6 +187,23 @@ def occlusion_sensitivity(
         array. RS = drop / area: higher means the set is more sensitive to occlusion (the score
         falls more per occluded pixel). Where a set is empty for an image (area 0), RS is NaN, with
         one RuntimeWarning per call giving the counts per set.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from gadlib import occlusion_sensitivity
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2, bias=False))
+    >>> with torch.no_grad():  # logit 0 is the sum of the left half of the image
+    ...     _ = model[1].weight.copy_(torch.stack([torch.tensor([1.0, 1, 0, 0] * 4), torch.zeros(16)]))
+    >>> images = torch.ones(1, 1, 4, 4)  # pixel space, in [0, 1]
+    >>> left = torch.zeros(1, 4, 4, dtype=torch.bool)
+    >>> left[:, :, :2] = True
+    >>> result = occlusion_sensitivity(model, images, {"left": left, "right": ~left}, target=0, progress=False)
+    >>> result["left"].score_drop, result["left"].rs  # 8 black pixels, each lowered the logit by 1
+    (array([8.]), array([1.]))
+    >>> result["right"].rs  # occluding what the logit ignores changes nothing
+    array([0.])
     """
     check_images(images, pixel_space=True, require_tensor=True)
     _check_fill(fill, mean, blur_sigma)

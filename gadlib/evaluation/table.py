@@ -111,7 +111,7 @@ def build_region_sets(
     dilation: int = 1,
     min_pixels: int = 1,
     random_subset_draws: int = 20,
-    rng,
+    rng=0,
     progress: bool = True,
     desc: str = "hulls",
 ) -> RegionSets:
@@ -135,7 +135,8 @@ def build_region_sets(
     threshold_mode, q, tau : evaluation binarisation (see :func:`significant_pixels`)
     dilation, min_pixels : grouping (see :func:`gadlib.evaluation.regions.group_pixels`)
     random_subset_draws : R >= 1, draws of the random subset
-    rng : numpy.random.Generator or int seed; the random sets are drawn image by image, in order
+    rng : numpy.random.Generator or int seed (default 0: the same draws on every call); the random
+        sets are drawn image by image, in order
     progress : show a progress bar; desc : its label
 
     Returns
@@ -228,7 +229,7 @@ def evaluate_maps(
     score_mode: str = "logit",
     other=None,
     random_subset_draws: int = 20,
-    rng,
+    rng=0,
     batch_size: int = 256,
     occlusion: bool = True,
     progress: bool = True,
@@ -238,11 +239,13 @@ def evaluate_maps(
 
     Parameters
     ----------
-    model : classifier taking pixel-space images (on the images' device)
-    images : (N, C, H, W) float tensor in [0, 1], pixel space
+    model : classifier taking pixel-space images (on the images' device), i.e. normalising inside
+    images : (N, C, H, W) float tensor in [0, 1], pixel space (refused otherwise)
     targets : int or (N,) ints, the explained (and scored) class
     original_importance, gad_importance : (N, H, W) non-negative per-pixel importance of the
-        original and GAD maps (:func:`gadlib.method.fusion.pixel_importance`), tensors or arrays;
+        original and GAD maps, tensors or arrays: ``pixel_importance(maps)`` of any (N, C, H, W)
+        attribution maps (:func:`gadlib.method.fusion.pixel_importance`: sum over channels of
+        |map|), or ``details.importance[0]`` of :meth:`GAD.attribute_detailed` for the original;
         NaN or infinite values count as 0, with a warning
     method : str, attribution method name written in the ``method`` column
     control_importance : optional (N, H, W) importance of a control GAD map (e.g. the support models
@@ -256,7 +259,8 @@ def evaluate_maps(
     mean, blur_sigma : parameters of the ``mean`` and ``blur`` fills
     score_mode, other : score (see :func:`gadlib.evaluation.sensitivity.score`)
     random_subset_draws : draws of the ``random_subset`` baseline (its values are medians over them)
-    rng : numpy.random.Generator or int seed, for the random sets
+    rng : numpy.random.Generator or int seed, for the random sets; default 0 (the same draws on
+        every call)
     batch_size : inputs per forward pass
     occlusion : if False, skip the forward passes; score, occluded_score, score_drop and rs are NaN
     progress : show progress bars
@@ -279,6 +283,29 @@ def evaluate_maps(
     - ``score``, ``occluded_score``, ``score_drop``, ``rs``: see
       :func:`gadlib.evaluation.sensitivity.occlusion_sensitivity` (higher rs = more sensitive; NaN if a = 0);
     - ``rs_<fill>`` for ``fill`` and each of ``other_fills``.
+
+    The defaults are the pipeline's: top 10% of each map, dilation by 1 pixel, black fill, the
+    target logit as score. :func:`summarize` turns the table into per-method numbers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from gadlib import evaluate_maps, pixel_importance, summarize
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    >>> images = torch.rand(2, 1, 8, 8)  # pixel space, in [0, 1]
+    >>> maps = torch.randn(2, 1, 8, 8)  # any attribution maps, e.g. Captum's
+    >>> original = pixel_importance(maps)  # (N, H, W) = (2, 8, 8)
+    >>> gad = original * (original > original.flatten(1).quantile(0.97, dim=1)[:, None, None])  # a sparser map
+    >>> table = evaluate_maps(model, images, 0, original, gad, method="my map", progress=False)
+    >>> table.region_set.unique().tolist()
+    ['original', 'gad', 'rest', 'random', 'top_n', 'random_subset']
+    >>> bool((table[table.region_set == "gad"].rc < 1).all())  # the sparser map covers less than the original
+    True
+    >>> sorted(summarize(table)["my map"])[:4]
+    ['complexity_gad_mean', 'complexity_original_mean', 'gad_empty', 'n_images']
     """
     check_images(images, pixel_space=True, require_tensor=True)
     n, _, h, w = images.shape

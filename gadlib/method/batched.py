@@ -67,7 +67,8 @@ def attribute_models(
     models : M modules mapping (B, C, H, W) inputs to (B, num_classes) outputs, on the inputs'
         device. Each is evaluated in eval mode with its parameters' ``requires_grad`` off; both are
         restored afterwards, and the weights are never modified.
-    inputs : (N, C, H, W) float tensor (any (N, ...) shape the models take).
+    inputs : (N, C, H, W) float tensor (any (N, ...) shape the models take); pixel-space images in
+        [0, 1] for gadlib's models, which normalise inside (``baselines=None`` is then black).
     target : output index to explain: one int for every input, or (N,) ints.
     baselines : Integrated Gradients' starting point: ``None`` (zeros), a number, or a tensor that
         broadcasts to ``inputs`` ((N, C, H, W) or (1, C, H, W)). Ignored by the other methods.
@@ -175,7 +176,8 @@ def auto_internal_batch_size(
             memory_budget_bytes = int(memory_fraction * free_bytes)
         else:
             memory_budget_bytes = CPU_MEMORY_BUDGET_BYTES
-    row = torch.zeros((1,) + tuple(input_shape), device=device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    row = torch.zeros((1,) + tuple(input_shape), device=device, dtype=dtype)
     bytes_per_row = overhead * _leaf_output_bytes(model, row) + 2 * row.numel() * row.element_size()
     return int(max(1, min(max_batch, memory_budget_bytes // max(1.0, bytes_per_row))))
 

@@ -125,6 +125,20 @@ def distancing_targets(
     spread : (C,) per-logit spread (tensor or sequence); ``None`` = :func:`logit_spread` of ``logits``.
 
     Returns a new (N, C) tensor of targets.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from gadlib import distancing_targets
+    >>> logits = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]])  # images of classes 0, 0, 1
+    >>> labels = torch.tensor([0, 0, 1])
+    >>> distancing_targets("pair", logits, labels, scale=1.0, spread=[1.0, 2.0], pair=(0, 1))
+    tensor([[ 2., -2.],
+            [ 1., -1.],
+            [-1.,  3.]])
+
+    Only the other class's logit goes down (by ``scale * spread`` of that logit), so each image's
+    margin grows by exactly that amount and the order of the images inside a class is unchanged.
     """
     _check_logits(logits, labels)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale >= 0):

@@ -133,6 +133,18 @@ def fuse_maps(
     FusionResult. Degenerate input is defined, never a crash: an all-zero map keeps no pixel (so with
     ``min_agreement=None`` the GAD map of that image is all zero), and NaN or infinite attribution
     values count as importance 0 and are 0 in the GAD map; both cases warn.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from gadlib import fuse_maps
+    >>> original = torch.tensor([4.0, -3.0, 2.0, 1.0]).reshape(1, 1, 1, 1, 4)  # (M, N, C, H, W), 1 x 4 pixels
+    >>> support = torch.tensor([1.0, 3.0, 2.0, 4.0]).reshape(1, 1, 1, 1, 4)
+    >>> result = fuse_maps(torch.cat([original, support]), q=0.5)  # each map keeps its top half (by |A|)
+    >>> result.masks[:, 0, 0].tolist()  # the original keeps pixels 0 and 1, the support 1 and 3
+    [[True, True, False, False], [False, True, False, True]]
+    >>> result.gad.flatten().tolist()  # the original's values where both agree, zero elsewhere
+    [0.0, -3.0, 0.0, 0.0]
     """
     if attributions.dim() != 5 or len(attributions) == 0:
         raise ValueError(f"attributions must have shape (M, N, C, H, W) with M >= 1; got {tuple(attributions.shape)}")

@@ -2,8 +2,10 @@
 
 ``GAD(method, model, support_models).attribute(inputs, target=...)`` explains the original and
 every support model, fuses the maps (:mod:`gadlib.method.fusion`), and has Captum's call shape: it
-returns a tensor shaped like the inputs, so Captum's ``NoiseTunnel``, its visualisation and Quantus
-take it as they take any Captum method.
+returns a tensor shaped like the inputs, so Captum's ``NoiseTunnel`` and its visualisation take it as
+they take any Captum method (an all-zero map, an empty GAD map, is drawn by
+:func:`gadlib.plots.plot_attribution`). Quantus takes it through
+:class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from captum.attr import (
     Attribution,
@@ -23,12 +26,20 @@ from captum.attr import (
     NoiseTunnel,
     Saliency,
 )
-from captum.log import log_usage
 from torch import nn
 
 from gadlib.choices import BATCHED_METHODS, METHODS
 from gadlib.common.batching import batch_results, is_out_of_memory
-from gadlib.common.checks import check_images
+from gadlib.common.checks import (
+    InputRangeWarning,
+    check_finite_images,
+    check_images,
+    name_indices,
+    non_finite_rows,
+    outside_pixel_range,
+    pixel_range,
+    pixel_range_note,
+)
 from gadlib.common.modes import evaluation_mode
 from gadlib.common.targets import class_indices
 from gadlib.method import batched
@@ -97,10 +108,17 @@ def resolve_target(model: nn.Module, inputs: torch.Tensor, target: TargetLike, b
 
     Returns
     -------
-    (N,) int64 tensor on the CPU, every value in [0, K).
+    (N,) int64 tensor on the CPU, every value in [0, K). With ``target=None``, images whose logits are
+    NaN or infinite are refused (ValueError naming them).
     """
     if target is None:
-        return predict_logits(model, inputs, batch_size).argmax(dim=1)
+        logits = predict_logits(model, inputs, batch_size)
+        if bad := non_finite_rows(logits):
+            raise ValueError(
+                f"the model's logits are NaN or infinite for images {name_indices(bad, len(inputs))}, so no "
+                f"class can be predicted (nor explained) for them; check the model on those images"
+            )
+        return logits.argmax(dim=1)
     with evaluation_mode(model, no_grad=True):
         num_classes = model(inputs[:1].detach().to(model_device(model))).shape[1]
     return class_indices(target, len(inputs), num_classes=num_classes, device="cpu")
@@ -125,7 +143,8 @@ def attribute(
     ----------
     name : one of ``METHODS``.
     model : (B, C, H, W) -> (B, K) logits. Its train/eval mode is restored afterwards.
-    inputs : (N, C, H, W) pixel-space images.
+    inputs : (N, C, H, W) pixel-space images in [0, 1] (the normalisation inside the model; see
+        :class:`GAD`); NaN or infinite values are refused, naming the images.
     target : see :func:`resolve_target` (None = the predicted class).
     batch_size : images per attribution call.
     internal_batch_size, n_steps, nt_samples, stdevs : see :func:`method_defaults`.
@@ -137,6 +156,7 @@ def attribute(
     (N, C, H, W) tensor on the inputs' device.
     """
     check_images(inputs, "inputs", require_tensor=True)
+    check_finite_images(inputs, "inputs")
     method_kwargs = {
         **method_defaults(
             name, n_steps=n_steps, internal_batch_size=internal_batch_size, nt_samples=nt_samples, stdevs=stdevs
@@ -153,13 +173,21 @@ def attribute(
 class GAD(GradientAttribution):
     """Gradient Artificial Distancing around any attribution method, with Captum's call shape.
 
+    Input contract: images are pixel-space (N, C, H, W) values in [0, 1], with any normalisation
+    inside the model (every model gadlib builds works so). Integrated Gradients' default baseline,
+    zero, is then a black image. Inputs outside [0, 1] are explained, with one warning per GAD object
+    (:class:`~gadlib.common.checks.InputRangeWarning`) naming the range found: for a model that takes
+    standardised images pass ``baselines=(torch.zeros_like(images) - mean) / std`` (the black image
+    in its input space) to ``attribute``, or move the normalisation into the model.
+
     Parameters
     ----------
     method : a name from ``METHODS`` or a Captum attribution class (e.g. ``captum.attr.Saliency``),
         instantiated once per model.
     model : the original classifier, (B, C, H, W) -> (B, K) logits.
-    support_models : its K support models; every one must have the original's parameter names and
-        shapes (ValueError otherwise). K = 0 gives the plain method, thresholded.
+    support_models : a sequence (a list, even of one) of its K support models; every one must have
+        the original's parameter names and shapes (ValueError otherwise). K = 0 gives the plain
+        method, thresholded.
     importance, threshold_mode, q, tau, min_agreement : the fusion, see :func:`fuse_maps`.
     batch_size : images per attribution call; halved, with a warning, when a call runs out of memory.
     internal_batch_size : bound on Integrated Gradients' images x steps per forward pass (halved too).
@@ -170,7 +198,32 @@ class GAD(GradientAttribution):
     all-zero map, with a warning, instead of autograd's error.
 
     ``NoiseTunnel(GAD(...))`` gives SmoothGrad of the GAD map. There, ``target=None`` means the class
-    predicted for each noisy copy; pass the target to explain one class throughout.
+    predicted for each noisy copy; pass the target to explain one class throughout. The noisy copies
+    may leave [0, 1]; they are not warned about.
+
+    For Quantus, wrap a GAD object in :class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`
+    (numpy in and out, and a defined model-randomisation test).
+
+    Examples
+    --------
+    >>> import copy
+    >>> import torch
+    >>> from torch import nn
+    >>> from gadlib import GAD
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    >>> supports = [copy.deepcopy(model) for _ in range(2)]  # normally train_support_models(model, ...)
+    >>> images = torch.rand(3, 1, 8, 8)  # pixel space, in [0, 1]
+    >>> gad = GAD("IntegratedGradients", model, supports)
+    >>> gad_maps = gad.attribute(images, target=0, n_steps=8)
+    >>> gad_maps.shape
+    torch.Size([3, 1, 8, 8])
+    >>> details = gad.attribute_detailed(images, target=0, n_steps=8)
+    >>> details.importance.shape  # (K + 1, N, H, W): the original, then each support model
+    torch.Size([3, 3, 8, 8])
+    >>> bool((gad_maps != 0).sum() <= (details.masks[0]).sum())  # GAD keeps a subset of the original's pixels
+    True
     """
 
     def __init__(
@@ -188,6 +241,9 @@ class GAD(GradientAttribution):
         internal_batch_size: int = 64,
         fast: bool = True,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module returning logits; got {type(model).__name__}")
+        support_models = check_support_models(support_models)
         GradientAttribution.__init__(self, model)
         self.models = [model, *support_models]
         _check_same_architecture(model, support_models)
@@ -214,47 +270,129 @@ class GAD(GradientAttribution):
             "min_agreement": min_agreement,
         }
         self.batch_size = batch_size
+        self.method = method
+        self._options = {
+            **self.fusion,
+            "batch_size": batch_size,
+            "internal_batch_size": internal_batch_size,
+            "fast": fast,
+        }
+        self._noted: set[str] = set()  # notes given once per object (input range, dtype)
+
+    def with_models(self, model: nn.Module, support_models: Sequence[nn.Module]) -> GAD:
+        """A GAD object with this one's method and options around other models (e.g. randomised copies)."""
+        return GAD(self.method, model, support_models, **self._options)
 
     @property
     def multiplies_by_inputs(self) -> bool:
         return self._methods[0].multiplies_by_inputs
 
-    @log_usage()
     def attribute(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> torch.Tensor:
         """The GAD map of each image.
 
         Parameters
         ----------
-        inputs : (N, C, H, W) pixel-space images.
-        target : None (the class the original predicts), one class index, or N of them.
+        inputs : (N, C, H, W) pixel-space images in [0, 1] (see the class's input contract), a float
+            tensor or a numpy array (converted; the result is a tensor). Inputs of another float dtype
+            than the original model's parameters are converted to it, with a note once; NaN or
+            infinite values are refused (ValueError naming the images).
+        target : None (the class the original predicts; NaN logits are refused), one class index, or
+            N of them.
         method_kwargs : passed to the method (e.g. ``n_steps``, ``baselines``), over this project's
-            defaults (:func:`method_defaults`).
+            defaults (:func:`method_defaults`). ``return_convergence_delta=True`` is refused: a GAD
+            map has no convergence delta.
 
         Returns
         -------
-        (N, C, H, W) tensor on the inputs' device.
+        (N, C, H, W) tensor on the inputs' device: the original's attribution where all models agree,
+        zero elsewhere.
         """
-        return self.attribute_detailed(inputs, target, **method_kwargs).gad
+        return self._detailed(inputs, target, method_kwargs, noisy_copies=False).gad
+
+    def _attribute_noisy_copies(
+        self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any
+    ) -> torch.Tensor:
+        """:meth:`attribute` for the noisy copies that Captum's NoiseTunnel passes: no range warning."""
+        return self._detailed(inputs, target, method_kwargs, noisy_copies=True).gad
+
+    # Captum's NoiseTunnel calls ``attribute.__wrapped__`` (the method under Captum's usage logger).
+    attribute.__wrapped__ = _attribute_noisy_copies
 
     def attribute_detailed(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> FusionResult:
         """Like :meth:`attribute`, but returns the whole FusionResult (per-model maps and masks)."""
-        check_images(inputs, "inputs", require_tensor=True)
+        return self._detailed(inputs, target, method_kwargs, noisy_copies=False)
+
+    def attribute_original(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> torch.Tensor:
+        """The original model's own map A_0, before fusion: the plain method with this object's settings
+        (same inputs, checks and defaults as :meth:`attribute`), e.g. to compare GAD against it."""
+        method_kwargs = dict(method_kwargs)
+        self._refuse_delta(method_kwargs)
+        inputs = self._checked_inputs(inputs, warn_range=True)
+        targets = resolve_target(self.models[0], inputs, target, self.batch_size)
+        with torch.enable_grad():
+            maps = self._all_maps(inputs, targets, {**self._defaults, **method_kwargs}, indices=[0])
+        _warn_non_finite_maps(maps)
+        return maps[0]
+
+    @staticmethod
+    def _refuse_delta(method_kwargs: dict[str, Any]) -> None:
+        if method_kwargs.pop("return_convergence_delta", False):
+            raise ValueError(
+                "GAD has no convergence delta: its map is the original's attribution inside a mask, not a "
+                "path integral of one model. For Integrated Gradients' delta of the original model, call "
+                "captum.attr.IntegratedGradients(model).attribute(..., return_convergence_delta=True)."
+            )
+
+    def _detailed(
+        self, inputs: Any, target: TargetLike, method_kwargs: dict[str, Any], noisy_copies: bool
+    ) -> FusionResult:
+        self._refuse_delta(method_kwargs)
+        inputs = self._checked_inputs(inputs, warn_range=not noisy_copies)
         targets = resolve_target(self.models[0], inputs, target, self.batch_size)
         kwargs = {**self._defaults, **method_kwargs}
         # NoiseTunnel calls attribute under no_grad; the methods need gradients.
         with torch.enable_grad():
             maps = self._all_maps(inputs, targets, kwargs)
+        _warn_non_finite_maps(maps)
         return fuse_maps(maps, **self.fusion)
 
-    def _all_maps(self, inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-        """(M, N, C, H, W) maps of the original and every support model, all in eval mode."""
+    def _checked_inputs(self, inputs: Any, warn_range: bool) -> torch.Tensor:
+        """Inputs as a finite float tensor in the original's dtype; a note once if outside [0, 1]."""
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+        check_images(inputs, "inputs", require_tensor=True)
+        check_finite_images(inputs, "inputs")
+        dtype = _parameter_dtype(self.models[0])
+        if dtype is not None and inputs.dtype != dtype:
+            self._note_once(
+                "dtype",
+                f"inputs are {inputs.dtype}, the original model's parameters {dtype}: GAD converts the "
+                f"inputs to {dtype} (the maps come back in {dtype})",
+                UserWarning,
+            )
+            inputs = inputs.to(dtype)
+        if warn_range and outside_pixel_range(*(bounds := pixel_range(inputs))):
+            self._note_once("range", pixel_range_note("inputs", *bounds) + " (Said once per GAD object.)")
+        return inputs
+
+    def _note_once(self, key: str, message: str, category: type[Warning] = InputRangeWarning) -> None:
+        if key not in self._noted:
+            self._noted.add(key)
+            warnings.warn(message, category, stacklevel=5)
+
+    def _all_maps(
+        self, inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any], indices: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """(M, N, C, H, W) maps of the models at ``indices`` (default: the original and every support
+        model; 0 = the original), all in eval mode."""
+        indices = list(range(len(self.models)) if indices is None else indices)
         with evaluation_mode(*self.models):
             try:
-                return self._maps_of(range(len(self.models)), inputs, targets, kwargs)
+                return self._maps_of(indices, inputs, targets, kwargs)
             except RuntimeError as err:
                 if is_out_of_memory(err):
                     raise
-                constant = [i for i, model in enumerate(self.models) if not _depends_on_input(model, inputs, targets)]
+                constant = [i for i in indices if not _depends_on_input(self.models[i], inputs, targets)]
                 if not constant:
                     raise
             # Autograd refuses a gradient of an output that does not depend on the input; it is zero.
@@ -264,10 +402,10 @@ class GAD(GradientAttribution):
                 RuntimeWarning,
                 stacklevel=4,
             )
-            maps = torch.zeros((len(self.models),) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
-            varying = [i for i in range(len(self.models)) if i not in constant]
+            maps = torch.zeros((len(indices),) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
+            varying = [position for position, i in enumerate(indices) if i not in constant]
             if varying:
-                maps[varying] = self._maps_of(varying, inputs, targets, kwargs).to(maps.dtype)
+                maps[varying] = self._maps_of([indices[p] for p in varying], inputs, targets, kwargs).to(maps.dtype)
             return maps
 
     def _maps_of(
@@ -344,6 +482,50 @@ def _batch_rows(value: torch.Tensor, start: int, stop: int, inputs: torch.Tensor
     if value.dim() == inputs.dim() and len(value) == len(inputs):
         return value[start:stop]
     return value
+
+
+def check_support_models(support_models: Any) -> list[nn.Module]:
+    """The support models as a list of modules; a sentence instead of Python's error for one model."""
+    if isinstance(support_models, nn.Module) and not isinstance(support_models, nn.ModuleList):
+        raise TypeError(
+            f"support_models must be a sequence of models, e.g. a list (even for one support model: "
+            f"[support]); got one {type(support_models).__name__}"
+        )
+    try:
+        models = list(support_models)
+    except TypeError:
+        raise TypeError(
+            f"support_models must be a sequence of models, e.g. a list; got {type(support_models).__name__}"
+        ) from None
+    for index, support in enumerate(models, start=1):
+        if not isinstance(support, nn.Module):
+            raise TypeError(f"support model {index} must be a torch.nn.Module; got {type(support).__name__}")
+    return models
+
+
+def _parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (None for a model without one)."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
+
+
+def _warn_non_finite_maps(maps: torch.Tensor) -> None:
+    """Name the images and models whose (M, N, C, H, W) maps hold NaN or infinite values."""
+    bad = ~torch.isfinite(maps).flatten(2).all(dim=2)  # (M, N)
+    if not bool(bad.any()):
+        return
+    images = bad.any(dim=0).nonzero().flatten().tolist()
+    models = ", ".join(
+        "the original" if i == 0 else f"support {i}" for i in bad.any(dim=1).nonzero().flatten().tolist()
+    )
+    warnings.warn(
+        f"the attribution maps of images {name_indices(images, maps.shape[1])} hold NaN or infinite values "
+        f"(maps of {models}), most likely from NaN or infinite logits there; they count as importance 0",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _check_same_architecture(model: nn.Module, support_models: Sequence[nn.Module]) -> None:

@@ -15,17 +15,21 @@ import math
 import numbers
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from gadlib.choices import INIT_MODES
 from gadlib.common.atomic import remove_stale_temporaries
+from gadlib.common.checks import check_finite_images, check_images, name_indices, non_finite_rows
 from gadlib.common.progress import tqdm
 from gadlib.method.distancing import check_alpha_schedule, distancing_margin, distancing_targets, logit_spread
+from gadlib.method.gad import check_support_models
 from gadlib.models.checkpoints import load_checkpoint, save_checkpoint
 from gadlib.models.training import predict_logits, select_device, train_model
 
@@ -48,6 +52,31 @@ def remove_surplus_checkpoints(checkpoint_dir: str | os.PathLike, n_models: int)
     return surplus
 
 
+class SupportModels(list):
+    """The K support models :func:`train_support_models` returns: a plain list of modules, with a
+    record of how far their training got.
+
+    Attributes
+    ----------
+    margin_reached : K floats, the fraction of its intended margin gain that each support model
+        reached on its training images: (mean margin of the support − mean margin of the original) /
+        (mean margin of the step's targets − mean margin of the original), margins as
+        :func:`gadlib.method.distancing.distancing_margin` (for a pair, z_true − z_other). 1 = the
+        classes moved apart by the full α; 0 = not at all. NaN for α = 0 (nothing to reach).
+    margins, target_margins : K floats, the mean margins of the supports and of their targets;
+        original_margin : the original's mean margin, on the same images.
+    steps : optimiser steps each support model trains (epochs x batches per epoch).
+    epochs : epochs each trains (``epochs``, or more to reach ``min_steps``).
+    """
+
+    margin_reached: list[float]
+    margins: list[float]
+    target_margins: list[float]
+    original_margin: float
+    steps: int
+    epochs: int
+
+
 def train_support_models(
     original: nn.Module,
     images: torch.Tensor,
@@ -61,50 +90,101 @@ def train_support_models(
     init: str = "chained",
     epochs: int = 10,
     lr: float = 1e-4,
-    batch_size: int = 64,
+    batch_size: int = 128,
+    min_steps: int = 80,
+    min_margin_fraction: float | None = 0.8,
     seed: int = 0,
     device: torch.device | str | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = True,
-) -> list[nn.Module]:
+) -> SupportModels:
     """Train one support model per α of the schedule; return the K models, in eval mode, on ``device``.
 
     Parameters
     ----------
     original : the trained classifier f; (B, C, H, W) -> (B, K) logits. Left untouched.
-    images : (N, C, H, W) training images D of the classes involved; labels : (N,) int64 logit indices.
+    images : (N, C, H, W) training images D of the classes involved, pixel-space values in [0, 1] as
+        the original takes them (tensor or numpy array); labels : (N,) integer logit indices. Images
+        with NaN or infinite values, or whose original logits are NaN or infinite, are refused
+        (ValueError naming them).
     alphas : the schedule a_1 < ... < a_K (α in units of each logit's spread).
     strategy, pair, cls, groups : the distancing strategy, see :func:`gadlib.method.distancing.lowering_mask`.
     init : ``"chained"`` (support s starts from support s−1) or ``"original"`` (every one from f).
     epochs, lr, batch_size : Adam regression with MSE; support s shuffles with seed ``seed + s``.
+    min_steps : at least this many optimiser steps per support model: with few images, more epochs
+        than ``epochs``. The default, 80, is what the pipeline's setting gives (10 epochs of 1,000
+        images at batch 128), so it adds no step there; 0 trains exactly ``epochs``.
+    min_margin_fraction : warn (RuntimeWarning naming epochs, lr and min_steps) when a support model
+        reaches less than this fraction of its intended margin gain on its training images (see
+        :class:`SupportModels`); None never warns.
     device : where to train; ``None`` = :func:`gadlib.models.training.select_device`.
     checkpoint_dir : save ``support_{s}.pt`` there (meta: step, alpha, fingerprint, final_loss,
         train_loss, spread), deleting those of steps beyond the schedule; ``None`` keeps nothing on disk.
     resume : reuse a saved support model whose fingerprint matches; progress : show progress bars.
+
+    Returns
+    -------
+    SupportModels: a list of the K models, with ``margin_reached`` (how far each got), ``steps`` and
+    ``epochs``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from gadlib import train_support_models
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> labels = torch.arange(40) % 2
+    >>> images = torch.rand(40, 1, 4, 4) * 0.5 + 0.5 * labels[:, None, None, None]  # class 1 is brighter
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    >>> supports = train_support_models(model, images, labels, alphas=[0.5, 1.0], pair=(0, 1),
+    ...                                 lr=0.05, batch_size=20, progress=False)
+    >>> len(supports), supports.steps  # two models, each trained 80 steps (min_steps): 40 epochs of 2 batches
+    (2, 80)
+    >>> [round(reached, 1) for reached in supports.margin_reached]  # both moved the classes apart by the full α
+    [1.0, 1.0]
     """
     alphas = check_alpha_schedule(alphas)
     if init not in INIT_MODES:
         raise ValueError(f"unknown init {init!r}; use one of {INIT_MODES}")
+    images, labels = _as_tensor(images, "images"), _as_tensor(labels, "labels")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    images = _in_model_dtype(
+        check_finite_images(check_images(images, "images", require_tensor=True), "images"), original, "images"
+    )
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
+        raise ValueError(f"min_steps must be an integer >= 0; got {min_steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     device = select_device() if device is None else torch.device(device)
     distancing = {"pair": pair, "cls": cls, "groups": groups}
 
     start = copy.deepcopy(original).to(device)
     logits = predict_logits(start, images, batch_size=batch_size)
+    if bad := non_finite_rows(logits):
+        raise ValueError(
+            f"the original's logits are NaN or infinite for images {name_indices(bad, len(images))}; "
+            f"no distanced target can be built from them. Check the model on those images or remove them."
+        )
     spread = logit_spread(logits)
     targets = lambda alpha: distancing_targets(strategy, logits, labels, scale=alpha, spread=spread, **distancing)
     targets(alphas[0])  # fails on a bad strategy before any training, not after the first support model
     if checkpoint_dir is not None:  # a run killed while saving left its temporary file behind
         remove_stale_temporaries(checkpoint_dir)
         remove_surplus_checkpoints(checkpoint_dir, len(alphas))
+    batches = math.ceil(len(images) / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / batches))
     data_digest = _digest(start.state_dict(), images, labels)
     config = {"strategy": strategy, **_plain(distancing), "init": init}
+    # the epochs actually trained: a min_steps that adds none leaves the fingerprint as it was
     config |= {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
     training = {"loss": "mse", "epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
 
-    supports: list[nn.Module] = []
+    supports = SupportModels()
     for step, alpha in enumerate(tqdm(alphas, desc="support models", disable=not progress), start=1):
         alphas_behind = alphas[:step] if init == "chained" else (alpha,)
         fingerprint = _digest(data_digest, {**config, "alphas": list(alphas_behind)})
@@ -120,7 +200,78 @@ def train_support_models(
                 meta = {"step": step, "alpha": alpha, "fingerprint": fingerprint, "final_loss": losses[-1]}
                 save_checkpoint(path, model, meta={**meta, "train_loss": losses, "spread": spread.tolist(), **config})
         supports.append(model.to(device).eval())
+
+    supports.epochs, supports.steps = epochs, epochs * batches
+    _record_margins(supports, logits, labels, [targets(alpha) for alpha in alphas], strategy, distancing, images)
+    if min_margin_fraction is not None:
+        _warn_under_trained(supports, alphas, min_margin_fraction, len(images), batch_size, lr, min_steps)
     return supports
+
+
+def _record_margins(
+    supports: SupportModels,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    targets: list[torch.Tensor],
+    strategy: str,
+    distancing: dict[str, Any],
+    images: torch.Tensor,
+) -> None:
+    """Fill ``margin_reached``, ``margins``, ``target_margins`` and ``original_margin`` of the supports."""
+
+    def mean_margin(values: torch.Tensor) -> float:
+        return float(distancing_margin(values, labels, strategy, **distancing).nanmean())
+
+    supports.original_margin = mean_margin(logits)
+    supports.margins = [mean_margin(predict_logits(support, images)) for support in supports]
+    supports.target_margins = [mean_margin(target) for target in targets]
+    supports.margin_reached = [
+        (margin - supports.original_margin) / gain if (gain := target - supports.original_margin) > 0 else math.nan
+        for margin, target in zip(supports.margins, supports.target_margins, strict=True)
+    ]
+
+
+def _warn_under_trained(
+    supports: SupportModels,
+    alphas: Sequence[float],
+    threshold: float,
+    n_images: int,
+    batch_size: int,
+    lr: float,
+    min_steps: int,
+) -> None:
+    """One RuntimeWarning naming the support models below ``threshold`` and the knobs to turn."""
+    short = [(s, r) for s, r in enumerate(supports.margin_reached, start=1) if r < threshold]  # NaN is never short
+    if not short:
+        return
+    which = ", ".join(f"{s} (α = {alphas[s - 1]:g}): {reached:.0%}" for s, reached in short)
+    warnings.warn(
+        f"support models under-trained: {which} of the intended margin gain reached on the training images "
+        f"(threshold min_margin_fraction = {threshold:g}). Each trained {supports.steps} optimiser steps "
+        f"({supports.epochs} epochs of {n_images} images at batch {batch_size}, lr {lr:g}, "
+        f"min_steps {min_steps}). Train longer or faster: raise min_steps (more epochs on small data), "
+        f"epochs or lr (e.g. lr=1e-3); support_fidelity shows the margins on held-out images.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _in_model_dtype(images: torch.Tensor, model: nn.Module, name: str) -> torch.Tensor:
+    """Images in the dtype of the model's parameters, with a note when they had another (e.g. float64)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    if images.dtype != dtype:
+        warnings.warn(f"{name} are {images.dtype}; converted to {dtype}, the model's dtype", UserWarning, stacklevel=3)
+        images = images.to(dtype)
+    return images
+
+
+def _as_tensor(values: Any, name: str) -> torch.Tensor:
+    """A numpy array as a tensor (sharing memory); a tensor as it is; anything else refused."""
+    if isinstance(values, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(values))
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor or a numpy array; got {type(values).__name__}")
+    return values
 
 
 def load_support_models(
@@ -169,7 +320,8 @@ def support_fidelity(
     Parameters
     ----------
     original, supports, alphas : the classifier, its K support models and their α schedule.
-    test_images : (N, C, H, W); test_labels : (N,) class indices into the logit vector.
+    test_images : (N, C, H, W) pixel-space images in [0, 1] (tensor or numpy array);
+        test_labels : (N,) class indices into the logit vector.
     strategy, pair, cls, groups : the distancing the supports were trained with.
     spread : (C,) per-logit spread used for the training targets (the ``spread`` in the support
         checkpoints' meta); ``None`` = the spread of the original's logits on the test images.
@@ -179,8 +331,33 @@ def support_fidelity(
     the labels); agreement (argmax equal to the original's); margin (mean of
     :func:`gadlib.method.distancing.distancing_margin`, for a pair z_true − z_other); target_margin
     (the same for the step's targets, built from the original's test logits); final_loss (NaN if unknown).
+    A support model whose margin falls well short of its target margin under-trained (see
+    :class:`SupportModels`, whose ``margin_reached`` is the same comparison on the training images).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from gadlib import support_fidelity, train_support_models
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> labels = torch.arange(60) % 2
+    >>> images = torch.rand(60, 1, 4, 4) * 0.5 + 0.5 * labels[:, None, None, None]
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    >>> supports = train_support_models(model, images[:40], labels[:40], alphas=[1.0, 2.0], pair=(0, 1),
+    ...                                 lr=0.05, progress=False)
+    >>> rows = support_fidelity(model, supports, [1.0, 2.0], images[40:], labels[40:], pair=(0, 1))
+    >>> [row["alpha"] for row in rows]  # the original first, then each support model
+    [0.0, 1.0, 2.0]
+    >>> all(row["margin"] > rows[0]["margin"] for row in rows[1:])  # the supports push the classes apart
+    True
     """
     alphas = check_alpha_schedule(alphas)
+    supports = check_support_models(supports)
+    test_images, test_labels = _as_tensor(test_images, "test_images"), _as_tensor(test_labels, "test_labels")
+    test_images = _in_model_dtype(
+        check_images(test_images, "test_images", require_tensor=True), original, "test_images"
+    )
     if len(supports) != len(alphas):
         raise ValueError(f"{len(supports)} support models but {len(alphas)} alphas")
     if final_losses is not None and len(final_losses) != len(alphas):

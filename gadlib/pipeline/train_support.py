@@ -49,6 +49,7 @@ def run(params: Params, name: str) -> tuple[dict[str, list], pd.DataFrame]:
             epochs=cfg.epochs,
             lr=cfg.lr,
             batch_size=cfg.batch_size,
+            min_steps=0,  # exactly support.epochs, as params.yaml says (the library's default adds steps on small data)
             seed=params.seed,
             device=device,
             checkpoint_dir=paths.support_dir / spec.name,

@@ -4,7 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from gadlib.common.checks import check_batch, check_images, check_importance, check_mask
+from gadlib.common.checks import (
+    PIXEL_RANGE_TOLERANCE,
+    check_batch,
+    check_finite_images,
+    check_images,
+    check_importance,
+    check_mask,
+    name_indices,
+    non_finite_rows,
+    outside_pixel_range,
+    pixel_range,
+    pixel_range_note,
+)
 
 
 def test_images_pass_through_and_bad_ones_name_the_problem():
@@ -53,3 +65,22 @@ def test_importance_reads_non_finite_values_as_zero_and_refuses_negatives():
         check_importance(values.nan_to_num(), shape=(2, 4, 5))
     with pytest.raises(ValueError, match="non-negative"):
         check_importance(-torch.ones(1, 2, 2))
+
+
+def test_non_finite_rows_and_their_names():
+    values = np.zeros((14, 1, 2, 2))
+    bad = [0, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13]
+    values[bad, 0, 1, 1] = np.nan
+    values[13, 0, 0, 0] = -np.inf
+    assert non_finite_rows(values) == bad and non_finite_rows(torch.from_numpy(values)) == bad
+    assert name_indices(bad, 14) == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 11, ...] (11 of 14)"
+    with pytest.raises(ValueError, match=r"images hold NaN or infinite values in images \[0, 2, 3"):
+        check_finite_images(values, "images")
+    assert check_finite_images(values[[1, 10, 12]]) is not None
+
+
+def test_the_pixel_range_tolerates_round_off_only():
+    assert not outside_pixel_range(-PIXEL_RANGE_TOLERANCE, 1 + PIXEL_RANGE_TOLERANCE)
+    assert outside_pixel_range(-0.01, 1.0) and outside_pixel_range(0.0, 1.01)
+    assert pixel_range(np.array([[0.25, -2.0], [3.0, 0.5]])) == (-2.0, 3.0)
+    assert "[-2, 3], outside [0, 1]" in pixel_range_note("images", -2.0, 3.0)

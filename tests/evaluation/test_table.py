@@ -147,6 +147,15 @@ def test_random_sets_are_reproducible_from_the_seed():
     np.testing.assert_array_equal(random_scores(5), random_scores(5))
 
 
+def test_the_default_rng_is_a_fixed_seed():
+    original, gad = two_blob_maps(3)
+    images = torch.full((3, 1, H, W), 0.5)
+    tables = [evaluate_maps(left_half_model(), images, 0, original, gad, method="ig", progress=False) for _ in "ab"]
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    seeded = evaluate_maps(left_half_model(), images, 0, original, gad, method="ig", rng=0, progress=False)
+    pd.testing.assert_frame_equal(tables[0], seeded)
+
+
 def test_bad_inputs_raise():
     original, gad = two_blob_maps()
     images = torch.full((2, 1, H, W), 0.5)

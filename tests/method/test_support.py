@@ -1,7 +1,13 @@
 import copy
+import inspect
+import math
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from gadlib.method import support as support_module
@@ -36,6 +42,8 @@ def fit(original, images, labels, **kwargs):
         "epochs": 3,
         "lr": 0.05,
         "batch_size": 16,
+        "min_steps": 0,
+        "min_margin_fraction": None,
         "device": "cpu",
         "progress": False,
         **kwargs,
@@ -205,3 +213,129 @@ def test_bad_support_input_raises():
         fit(original, images, labels, pair=(1, 1))
     with pytest.raises(ValueError, match="3 support models but 2 alphas"):
         support_fidelity(original, [original] * 3, ALPHAS, images, labels)
+
+
+# ------------------------------------------------------------------ how far training got
+def test_well_trained_supports_report_the_full_margin_and_do_not_warn():
+    images, labels = linear_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no under-training warning
+        supports = fit(linear_original(), images, labels, epochs=60, min_margin_fraction=0.8)
+    assert supports.margin_reached == pytest.approx([1.0, 1.0], abs=0.03)
+    assert supports.steps == 60 * 4 and supports.epochs == 60
+    assert all(m > supports.original_margin for m in supports.margins)
+    assert supports.target_margins[1] > supports.target_margins[0] > supports.original_margin
+
+
+def test_under_trained_supports_warn_naming_the_knobs():
+    images, labels = linear_problem()
+    with pytest.warns(RuntimeWarning, match="support models under-trained") as caught:
+        supports = fit(linear_original(), images, labels, epochs=1, lr=1e-4, min_margin_fraction=0.8)
+    message = str(caught[0].message)
+    assert all(r < 0.8 for r in supports.margin_reached)
+    for fragment in (
+        "1 (α = 0.5)",
+        "4 optimiser steps",
+        "1 epochs of 64 images at batch 16",
+        "lr 0.0001",
+        "min_steps 0",
+        "min_margin_fraction = 0.8",
+        "raise min_steps",
+    ):
+        assert fragment in message, fragment
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(linear_original(), images, labels, epochs=1, lr=1e-4, min_margin_fraction=None)
+
+
+def test_alpha_zero_supports_have_no_margin_to_reach_and_do_not_warn():
+    images, labels = linear_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        supports = fit(linear_original(), images, labels, alphas=(0.0, 0.0), epochs=1, lr=1e-4, min_margin_fraction=0.8)
+    assert all(math.isnan(r) for r in supports.margin_reached)
+
+
+def test_min_steps_adds_epochs_on_small_data_only(monkeypatch):
+    images, labels = linear_problem()  # 64 images at batch 16: 4 steps per epoch
+    spy = TrainSpy(monkeypatch)
+    epochs_seen = []
+    monkeypatch.setattr(
+        support_module, "train_model", lambda *a, **k: (epochs_seen.append(k["epochs"]), spy(*a, **k))[1]
+    )
+    supports = fit(linear_original(), images, labels, epochs=3, min_steps=30, min_margin_fraction=None)
+    assert epochs_seen == [8, 8] and supports.steps == 32  # ceil(30 / 4) epochs
+    epochs_seen.clear()
+    supports = fit(linear_original(), images, labels, epochs=10, min_steps=30, min_margin_fraction=None)
+    assert epochs_seen == [10, 10] and supports.steps == 40  # 10 epochs are already 40 steps
+    with pytest.raises(ValueError, match="min_steps must be an integer >= 0"):
+        fit(linear_original(), images, labels, min_steps=-1)
+
+
+def test_a_min_steps_that_adds_no_step_reuses_saved_supports(tmp_path, monkeypatch):
+    images, labels = linear_problem()
+    original = linear_original()
+    fit(original, images, labels, epochs=10, checkpoint_dir=tmp_path, min_margin_fraction=None)  # min_steps=0
+    spy = TrainSpy(monkeypatch)
+    fit(original, images, labels, epochs=10, min_steps=40, checkpoint_dir=tmp_path, min_margin_fraction=None)
+    assert spy.starts == []  # the same 40 steps: the same fingerprint, as the pipeline's saved supports keep
+    fit(original, images, labels, epochs=10, min_steps=41, checkpoint_dir=tmp_path, min_margin_fraction=None)
+    assert len(spy.starts) == 2
+
+
+def test_numpy_and_float64_training_data_give_the_same_supports():
+    images, labels = linear_problem()
+    from_tensors = fit(linear_original(), images, labels)
+    from_numpy = fit(linear_original(), images.numpy(), labels.numpy())
+    assert same_models(from_tensors, from_numpy)
+    with pytest.warns(UserWarning, match="images are torch.float64; converted to torch.float32, the model's dtype"):
+        from_float64 = fit(linear_original(), images.numpy().astype(np.float64), labels.numpy())
+    assert same_models(from_tensors, from_float64)
+    with pytest.warns(UserWarning, match="test_images are torch.float64"):
+        rows = support_fidelity(linear_original(), from_tensors, ALPHAS, images.double(), labels)
+    assert rows == support_fidelity(linear_original(), from_tensors, ALPHAS, images, labels)
+
+
+def test_non_finite_training_images_and_logits_are_refused_naming_them():
+    images, labels = linear_problem()
+    images[[2, 5]] = math.nan
+    with pytest.raises(ValueError, match=r"images hold NaN or infinite values in images \[2, 5\] \(2 of 64\)"):
+        fit(linear_original(), images, labels)
+
+    class Overflowing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.linear(x.flatten(1)) * torch.where(x[:, 0, 0, 3:] == 0.125, math.inf, 1.0)
+
+    images, labels = linear_problem()
+    images[7, 0, 0, 3] = 0.125
+    with pytest.raises(ValueError, match=r"original's logits are NaN or infinite for images \[7\] \(1 of 64\)"):
+        fit(Overflowing(), images, labels)
+
+
+def test_the_defaults_agree_with_the_readme_choices_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| support training |"))
+    defaults = {k: v.default for k, v in inspect.signature(train_support_models).parameters.items()}
+    assert defaults["lr"] == 1e-4 and "lr 1e-4" in row and f"{defaults['epochs']} epochs" in row
+    assert f"batch {defaults['batch_size']}" in row and f"`min_steps` ({defaults['min_steps']}" in row
+    assert f"below {defaults['min_margin_fraction']:.0%}" in row
+    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text(encoding="utf-8"))
+    assert {key: pipeline["support"][key] for key in ("epochs", "lr", "batch_size")} == {
+        key: defaults[key] for key in ("epochs", "lr", "batch_size")
+    }
+    # the default pipeline trains 10 epochs of 1,000 images at batch 128: min_steps adds no step there
+    assert defaults["epochs"] * math.ceil(1000 / defaults["batch_size"]) >= defaults["min_steps"]
+
+
+def test_support_fidelity_takes_numpy_and_refuses_a_single_model():
+    images, labels = linear_problem()
+    original = linear_original()
+    supports = fit(original, images, labels)
+    rows = support_fidelity(original, supports, ALPHAS, images.numpy(), labels.numpy())
+    assert rows == support_fidelity(original, supports, ALPHAS, images, labels)
+    with pytest.raises(TypeError, match="a list"):
+        support_fidelity(original, supports[0], ALPHAS[:1], images, labels)
