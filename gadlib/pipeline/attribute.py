@@ -74,9 +74,9 @@ def run(params: Params, name: str) -> pd.DataFrame:
                 continue
             images = prepared.test.images[index].to(model_device(original))
             noise = torch.get_rng_state()  # the control sees the same SmoothGrad noise as GAD
-            kwargs = _method_kwargs(method, cfg)
+            kwargs = method_kwargs(method, cfg)
             seconds, result = _timed(
-                _gad(method, original, supports, cfg).attribute_detailed, images, target=spec.target, **kwargs
+                gad_for(method, original, supports, cfg).attribute_detailed, images, target=spec.target, **kwargs
             )
             # saved with the maps: spec.target, or the class the original predicts (batches of 256)
             targets = attr.resolve_target(original, images, spec.target, batch_size=256)
@@ -107,7 +107,10 @@ def run(params: Params, name: str) -> pd.DataFrame:
             if control_supports is not None:
                 torch.set_rng_state(noise)
                 control_seconds, controlled = _timed(
-                    _gad(method, original, control_supports, cfg).attribute_detailed, images, target=targets, **kwargs
+                    gad_for(method, original, control_supports, cfg).attribute_detailed,
+                    images,
+                    target=targets,
+                    **kwargs,
                 )
                 part |= {
                     "gad_alpha0": controlled.gad.cpu().numpy(),
@@ -129,7 +132,8 @@ def run(params: Params, name: str) -> pd.DataFrame:
     return cost
 
 
-def _gad(method: str, original, supports: list, cfg) -> attr.GAD:
+def gad_for(method: str, original, supports: list, cfg) -> attr.GAD:
+    """The GAD configuration of one method with the attribution settings of params.yaml (``cfg``)."""
     return attr.GAD(
         method,
         original,
@@ -145,7 +149,8 @@ def _gad(method: str, original, supports: list, cfg) -> attr.GAD:
     )
 
 
-def _method_kwargs(method: str, cfg) -> dict:
+def method_kwargs(method: str, cfg) -> dict:
+    """The method's own arguments from params.yaml: Integrated Gradients' number of steps."""
     return {"n_steps": cfg.n_steps} if method == "IntegratedGradients" else {}
 
 

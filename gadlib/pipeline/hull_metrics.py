@@ -11,8 +11,11 @@ from gadlib.common.atomic import write_json, write_text
 from gadlib.data.prepared import load_prepared
 from gadlib.evaluation.agreement import agreement_distribution
 from gadlib.evaluation.claims import method_claims, rc_bounded_by_construction
+from gadlib.evaluation.standard_metrics import TABLE_COLUMNS as STANDARD_COLUMNS
+from gadlib.evaluation.standard_metrics import standard_metrics, summarize_standard_metrics
 from gadlib.evaluation.table import CONTROL_SET, evaluate_maps, summarize
-from gadlib.pipeline.experiment import load_attributions, load_classifier
+from gadlib.pipeline.attribute import gad_for, load_supports, method_kwargs
+from gadlib.pipeline.experiment import load_attributions, load_classifier, trained_sets
 from gadlib.pipeline.params import Params
 from gadlib.pipeline.paths import ExperimentPaths
 
@@ -95,9 +98,37 @@ def run(params: Params, name: str, progress: bool = True) -> tuple[pd.DataFrame,
                 **{key: numbers[key] for key in CONTROL_SUMMARY},
                 "tests": claims["controls"],
             }
+    standard = pd.DataFrame(columns=list(STANDARD_COLUMNS))
+    if params.standard_metrics.n_images > 0:
+        standard = standard_metrics_table(params, name, original, prepared)
+        summary["quantus"] = summarize_standard_metrics(standard)
+    write_text(paths.standard_metrics, standard.to_csv(index=False))
     write_text(paths.hull_metrics, table.to_csv(index=False))
     write_json(paths.summary, summary)
     return table, summary
+
+
+def standard_metrics_table(params: Params, name: str, original, prepared) -> pd.DataFrame:
+    """Quantus's metrics of the original and the GAD maps of every method, on the first
+    ``standard_metrics.n_images`` images the attribute stage explained with the first support set."""
+    spec = trained_sets(params, name, prepared.class_names)[0]
+    supports = load_supports(params, name, original, spec)
+    tables = []
+    for method in params.attribution.methods:
+        saved = load_attributions(name, method)
+        first = np.flatnonzero(saved["support_set"] == 0)[: params.standard_metrics.n_images]
+        gad = gad_for(method, original, supports, params.attribution)
+        tables.append(
+            standard_metrics(
+                gad,
+                saved["images"][first],
+                saved["targets"][first],
+                image_ids=saved["index"][first],
+                seed=params.seed,
+                **method_kwargs(method, params.attribution),
+            )
+        )
+    return pd.concat(tables, ignore_index=True)
 
 
 def expected_conditions(table: pd.DataFrame) -> pd.DataFrame:

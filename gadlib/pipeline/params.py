@@ -207,6 +207,10 @@ class StatisticsParams(Section):
     random_subset_draws: _integer(1)
 
 
+class StandardMetricsParams(Section):
+    n_images: _integer(0)
+
+
 class FigureParams(Section):
     n_examples: _integer(1)
 
@@ -225,6 +229,7 @@ class Params(Section):
     regions: RegionParams
     sensitivity: SensitivityParams
     statistics: StatisticsParams
+    standard_metrics: StandardMetricsParams
     figures: FigureParams
 
     @field_validator("experiments", mode="before")

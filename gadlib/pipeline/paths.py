@@ -58,5 +58,9 @@ class ExperimentPaths:
         return self.reports / "hull_metrics.csv"
 
     @property
+    def standard_metrics(self) -> Path:
+        return self.reports / "standard_metrics.csv"
+
+    @property
     def summary(self) -> Path:
         return self.reports / "summary.json"

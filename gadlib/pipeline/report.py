@@ -84,6 +84,8 @@ def collect_metrics(experiments: list[str], *, alpha: float, min_pairs: int) -> 
             "fills": summary["fills"],
             "methods": methods,
         }
+        if summary.get("quantus"):
+            metrics[name]["quantus"] = summary["quantus"]
         if summary.get("controls"):
             metrics[name]["controls"] = {
                 "alpha0": {
@@ -267,6 +269,7 @@ def render_report(
                 f"{_fmt(v['rc_median_nonempty'])} | {_fmt(v['rs_gad_mean'])} | {_fmt(v['rs_rest_mean'])} | "
                 f"{_fmt(v['rs_random_mean'])} | {_fmt(v['rs_top_n_mean'])} |"
             )
+    lines += _standard_metric_lines(metrics)
     lines += ["", "## This run", ""]
     for name, exp in ((n, params.experiments[n]) for n in metrics if n in params.experiments):
         classes = exp.classes if isinstance(exp.classes, str) else ", ".join(map(str, exp.classes))
@@ -303,6 +306,33 @@ def render_report(
         lines += [f"### {title}", "", f"![{title}]({path})", ""]
     lines += _choices(params)
     return "\n".join(lines) + "\n"
+
+
+def _standard_metric_lines(metrics: dict) -> list[str]:
+    """Quantus's metrics of the original and the GAD maps: medians [quartiles] over the images."""
+    found = {e: exp["quantus"] for e, exp in metrics.items() if exp.get("quantus")}
+    if not found:
+        return []
+    directions = next(iter(found.values()))["direction"]
+    lines = [
+        "",
+        f"Standard metrics (Quantus {next(iter(found.values()))['quantus_version']}) of the original and "
+        "the GAD maps, medians [quartiles] over the first explained images (n images with a value; an empty "
+        "map has none):",
+        "",
+    ]
+    lines += [f"- **{metric}**: {text}." for metric, text in directions.items()]
+    lines += ["", "| experiment | method | metric | original | GAD | n |", "|---|---|---|---|---|---|"]
+    for e, quantus in found.items():
+        for method, maps in quantus.items():
+            if method in ("direction", "quantus_version"):
+                continue
+            for metric in directions:
+                cells = [maps.get(which, {}).get(metric) for which in ("original", "gad")]
+                text = [f"{_fmt(c['median'])} [{_fmt(c['q25'])}, {_fmt(c['q75'])}]" if c else "n/a" for c in cells]
+                count = cells[1]["n"] if cells[1] else 0
+                lines.append(f"| {e} | {method} | {metric} | {text[0]} | {text[1]} | {count} |")
+    return lines
 
 
 def _timing_lines(timings: dict | None) -> list[str]:

@@ -47,6 +47,7 @@ def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dic
         assert set(table["region_set"]) == {*REGION_SETS, CONTROL_SET}  # the tiny profile has the alpha = 0 control
         assert {"tests", "rs_by_fill", "agreement"} <= set(exp["methods"][methods[0]])
         assert set(exp["controls"]["alpha0"]["methods"]) == set(methods)
+        assert set(methods) <= set(exp["quantus"]) and "direction" in exp["quantus"]  # the standard metrics
         assert set(table["method"]) == set(methods)
         pd.read_csv(repo / "reports" / "experiments" / name / "fidelity.csv")
         for nb in ("01_prepare", "02_train_classifier", "03_train_support", "04_attribute", "05_hull_metrics"):
