@@ -30,7 +30,9 @@ class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands
     quarter (25, 50, 75, 100%) at least :data:`LOG_MIN_SECONDS` after the previous line, and once
     when the bar closes, unless the last line already showed the final count. So a quick bar prints
     one line, a long one at most five; no carriage returns, cursor moves or clearing, so each line
-    stays readable in a file. A bar without a total prints only its end.
+    stays readable in a file. A bar without a total prints only its end. Lines go to standard
+    output unless ``file`` says otherwise: progress is information, and a notebook shows standard
+    error as pink warning blocks.
     """
 
     monitor_interval = 0  # no monitor thread: lines come only from the bar's own updates
@@ -41,6 +43,8 @@ class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands
         self._logged_quarter = 0
         self._logged_n: float | None = None
         self._logged_at = time.monotonic()
+        if len(args) < 5:  # ``file`` is tqdm's fifth positional parameter
+            kwargs.setdefault("file", sys.stdout)
         super().__init__(*args, **kwargs)
 
     def _quarter(self) -> int:

@@ -91,3 +91,10 @@ def test_log_bars_wait_between_lines(monkeypatch):
         bar.update(1)
     bar.close()
     assert len(out.getvalue().splitlines()) == 1  # only the end: no quarter came an hour after the start
+
+
+def test_log_bars_write_to_standard_output(capsys):
+    for _ in log_tqdm(range(3), desc="info"):
+        pass
+    captured = capsys.readouterr()
+    assert captured.out.startswith("info: 100%") and captured.err == ""

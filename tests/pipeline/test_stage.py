@@ -115,14 +115,14 @@ def test_executed_notebooks_are_tidied_for_reading_and_diffing(tmp_path):
     nbformat.validate(nb)
 
 
-def test_a_stage_run_leaves_few_lines_per_progress_bar(tmp_path, monkeypatch):
+def test_a_stage_run_leaves_one_line_per_quick_progress_bar_on_stdout(tmp_path, monkeypatch):
     monkeypatch.delenv("GADLIB_PROGRESS", raising=False)
     loop = "from gadlib.common.progress import tqdm\nfor i in tqdm(range(200), desc='work', mininterval=0): pass"
     notebook = write_notebook(tmp_path / "bars.ipynb", loop)
     output = tmp_path / "out" / "bars.ipynb"
     run_stage(notebook, output, {"experiment": EXPERIMENT}, PARAMS_FILE)
     outputs = nbformat.read(output, as_version=4).cells[-1].outputs
-    assert len(outputs) == 1 and outputs[0].name == "stderr"
+    assert len(outputs) == 1 and outputs[0].name == "stdout"
     assert outputs[0].text.count("\n") == 1 and "200/200" in outputs[0].text
 
 
