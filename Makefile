@@ -1,7 +1,8 @@
 # The commands people type. Each is a thin wrapper; the logic lives in gadlib and dvc.yaml.
 #   make repro   set up (once), obtain the data, run the pipeline (dvc repro)
 #   make test    set up (once), obtain the data, run the whole test suite
-#   make lab     JupyterLab with a kernel that imports gadlib
+#   make lab     JupyterLab with the project's kernel ("Python (gadlib)"), as a user or as root
+#   make shell   a shell with .venv active, for dvc commands typed by hand (dvc exp run -S ...)
 #   make bench   the benchmark (reports/bench.json)
 #   make open-questions   the α sweep, multi-class GAD and GAD against SmoothGrad, as DVC experiments
 SHELL := /bin/bash
@@ -12,7 +13,10 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND ?= Agg
 
-.PHONY: setup data repro test unit lab bench open-questions lint clean-venv
+# JupyterLab refuses to start as root (containers) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) --MultiKernelManager.default_kernel_name=gadlib
+
+.PHONY: setup data repro test unit lab shell bench open-questions lint clean-venv
 
 setup: $(STAMP)
 
@@ -37,9 +41,14 @@ test: data
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not pipeline"
 
+# The notebooks name the kernel "gadlib"; it runs .venv's python, whatever python is on PATH.
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install --sys-prefix --name gadlib --display-name "Python (gadlib)" >/dev/null
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
+
+shell: $(STAMP)
+	@echo "== a shell with $(VENV) active: dvc, python and jupyter are the project's (exit to leave)"
+	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && . ~/.bashrc' '. $(BIN)/activate') -i
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
