@@ -49,3 +49,7 @@ def test_the_notebooks_open_with_the_kernel_make_lab_installs():
 
 def test_shell_activates_the_venv(tmp_path):
     assert ".venv/bin/activate" in make_dry_run("shell", tmp_path)
+
+
+def test_compare_prints_the_headline_table(tmp_path):
+    assert "python -m gadlib.pipeline.compare" in make_dry_run("compare", tmp_path)
