@@ -5,6 +5,7 @@
 #   make shell   a shell with .venv active, for dvc commands typed by hand (dvc exp run -S ...)
 #   make bench   the benchmark (reports/bench.json)
 #   make compare the DVC runs' headline numbers in 80 columns (dvc exp show, cut down)
+#   make readme  rewrite README.md's generated numbers (results, timings, bench) from reports/
 #   make open-questions   the α sweep, multi-class GAD and GAD against SmoothGrad, as DVC experiments
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -17,7 +18,7 @@ export MPLBACKEND ?= Agg
 # JupyterLab refuses to start as root (containers) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) --MultiKernelManager.default_kernel_name=gadlib
 
-.PHONY: setup data repro test unit lab shell compare bench open-questions lint clean-venv
+.PHONY: setup data repro test unit lab shell compare readme bench open-questions lint clean-venv
 
 setup: $(STAMP)
 
@@ -54,6 +55,9 @@ shell: $(STAMP)
 # COMPARE_ARGS: e.g. "--method Saliency" or "-- -A" (options of dvc exp show after --)
 compare: $(STAMP)
 	$(BIN)/python -m gadlib.pipeline.compare $(COMPARE_ARGS)
+
+readme: $(STAMP)
+	$(BIN)/python -m gadlib.pipeline.readme
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
