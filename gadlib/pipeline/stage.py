@@ -10,6 +10,7 @@ failed run keeps its partial copy beside the output as ``*.failed.ipynb`` for re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import re
@@ -17,6 +18,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 STARTED = time.time()  # this module is the stage command's entry point: its import is the stage's start
@@ -101,6 +103,37 @@ def check_parameters(notebook: str | Path, parameters: dict, params: Params) -> 
         )
 
 
+# The figures of the saved notebook: the inline backend, whatever the caller's MPLBACKEND says (make
+# exports Agg, for its tests, which would leave the executed notebooks without a single figure).
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[None]:
+    """The environment the notebook's kernel inherits, set for the duration of the ``with`` block.
+
+    - ``GADLIB_STAGE_STARTED``: this command's start, so the figures stage can count its own time;
+    - ``GADLIB_PROGRESS=log`` unless set: a saved notebook cannot redraw widgets, and every refresh of
+      a text bar would be an output of its own, so each bar writes a few whole lines instead;
+    - ``MPLBACKEND``: :data:`INLINE_BACKEND`, so figures are saved in the executed notebook.
+    """
+    changes = {
+        STAGE_STARTED_ENV: os.environ.get(STAGE_STARTED_ENV, str(STARTED)),
+        PROGRESS_ENV: os.environ.get(PROGRESS_ENV, "log"),
+        "MPLBACKEND": INLINE_BACKEND,
+    }
+    before = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params_file: str | Path) -> None:
     """Validate, then execute ``notebook`` with papermill into ``output`` (atomically).
 
@@ -118,11 +151,7 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, params
 
     output = Path(output)
     failed = output.with_suffix(".failed.ipynb")
-    os.environ.setdefault(STAGE_STARTED_ENV, str(STARTED))  # the figures stage reads its own time so far
-    # The saved notebook cannot redraw widgets, and every refresh of a text bar would be an output of its
-    # own: the kernel (which inherits this environment) writes a few whole lines per bar instead.
-    os.environ.setdefault(PROGRESS_ENV, "log")
-    with atomic_path(output) as tmp, warnings.catch_warnings():
+    with kernel_environment(), atomic_path(output) as tmp, warnings.catch_warnings():
         # The temporary name does not end in .ipynb; papermill would warn at every cell.
         warnings.filterwarnings("ignore", message="The specified file .* does not end in")
         try:

@@ -188,3 +188,15 @@ def test_the_stage_command_on_a_bare_python(tmp_path):
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+
+
+def test_figures_are_saved_in_the_executed_notebook_whatever_the_callers_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as `make` exports it
+    monkeypatch.delenv("GADLIB_PROGRESS", raising=False)
+    plot = "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]);"
+    notebook = write_notebook(tmp_path / "figure.ipynb", plot)
+    output = tmp_path / "out" / "figure.ipynb"
+    run_stage(notebook, output, {"experiment": EXPERIMENT}, PARAMS_FILE)
+    outputs = nbformat.read(output, as_version=4).cells[-1].outputs
+    assert [o.output_type for o in outputs] == ["display_data"] and "image/png" in outputs[0].data
+    assert os.environ["MPLBACKEND"] == "Agg" and "GADLIB_PROGRESS" not in os.environ  # restored
