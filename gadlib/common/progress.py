@@ -26,7 +26,7 @@ LOG_MIN_SECONDS = 30.0  # a quarter's line waits this long after the previous li
 class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands in for
     """A tqdm bar that writes whole lines for logs and saved notebooks.
 
-    A line (tqdm's usual ``desc: 40%|████      | 2/5 [...]``) is written when the work crosses a
+    A line (:meth:`log_line`: ``desc:  40% 2/5 [00:12, loss=0.3]``) is written when the work crosses a
     quarter (25, 50, 75, 100%) at least :data:`LOG_MIN_SECONDS` after the previous line, and once
     when the bar closes, unless the last line already showed the final count. So a quick bar prints
     one line, a long one at most five; no carriage returns, cursor moves or clearing, so each line
@@ -53,8 +53,18 @@ class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands
             return 0
         return min(4, math.floor(4 * self.n / self.total))
 
+    def log_line(self) -> str:
+        """``desc: 40% 2/5 [00:12, postfix]``: the count and the elapsed time, without the rate, which
+        differs at every run (the elapsed time only when a step crosses a second)."""
+        elapsed = self.format_interval(self.format_dict["elapsed"])
+        postfix = f", {self.postfix}" if self.postfix else ""
+        prefix = f"{self.desc}: " if self.desc else ""
+        if self.total:
+            return f"{prefix}{100 * self.n / self.total:3.0f}% {self.n}/{self.total} [{elapsed}{postfix}]"
+        return f"{prefix}{self.n} {self.unit} [{elapsed}{postfix}]"
+
     def _write_line(self) -> None:
-        self.fp.write(self.__str__().rstrip() + "\n")
+        self.fp.write(self.log_line() + "\n")
         getattr(self.fp, "flush", lambda: None)()
         self._logged_quarter, self._logged_n, self._logged_at = self._quarter(), self.n, time.monotonic()
 
