@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gadlib.evaluation.table import CONTROL_SET, REGION_SETS
 from gadlib.pipeline.params import read_yaml
 from tests.fixtures import copy_repository, write_cub_tree, write_dogs_vs_cats_tree
 from tests.fixtures import run_command as run
@@ -44,7 +45,7 @@ def check_outputs(repo: Path, experiments: list[str], methods: list[str]) -> dic
             assert METHOD_KEYS <= set(values)
             assert values["n_images"] >= 1
         table = pd.read_csv(repo / "reports" / "experiments" / name / "hull_metrics.csv")
-        assert set(table["region_set"]) == {"original", "gad", "rest", "random"}
+        assert set(table["region_set"]) - {CONTROL_SET} == set(REGION_SETS)  # the control with alpha0_control
         assert set(table["method"]) == set(methods)
         pd.read_csv(repo / "reports" / "experiments" / name / "fidelity.csv")
         for nb in ("01_prepare", "02_train_classifier", "03_train_support", "04_attribute", "05_hull_metrics"):
