@@ -1,8 +1,11 @@
 # The commands people type. Each is a thin wrapper; the logic lives in gadlib and dvc.yaml.
 #   make repro   set up (once), obtain the data, run the pipeline (dvc repro)
 #   make test    set up (once), obtain the data, run the whole test suite
-#   make lab     JupyterLab with a kernel that imports gadlib
+#   make lab     JupyterLab with the project's kernel ("Python (gadlib)"), as a user or as root
+#   make shell   a shell with .venv active, for dvc commands typed by hand (dvc exp run -S ...)
 #   make bench   the benchmark (reports/bench.json)
+#   make compare the DVC runs' headline numbers in 80 columns (dvc exp show, cut down)
+#   make readme  rewrite README.md's generated numbers (results, timings, bench) from reports/
 #   make open-questions   the α sweep, multi-class GAD and GAD against SmoothGrad, as DVC experiments
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,7 +15,10 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND ?= Agg
 
-.PHONY: setup data repro test unit lab bench open-questions lint clean-venv
+# JupyterLab refuses to start as root (containers) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root) --MultiKernelManager.default_kernel_name=gadlib
+
+.PHONY: setup data repro test unit lab shell compare readme bench open-questions lint clean-venv
 
 setup: $(STAMP)
 
@@ -37,9 +43,21 @@ test: data
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not pipeline"
 
+# The notebooks name the kernel "gadlib"; it runs .venv's python, whatever python is on PATH.
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install --sys-prefix --name gadlib --display-name "Python (gadlib)" >/dev/null
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
+
+shell: $(STAMP)
+	@echo "== a shell with $(VENV) active: dvc, python and jupyter are the project's (exit to leave)"
+	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && . ~/.bashrc' '. $(BIN)/activate') -i
+
+# COMPARE_ARGS: e.g. "--method Saliency" or "-- -A" (options of dvc exp show after --)
+compare: $(STAMP)
+	$(BIN)/python -m gadlib.pipeline.compare $(COMPARE_ARGS)
+
+readme: $(STAMP)
+	$(BIN)/python -m gadlib.pipeline.readme
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)

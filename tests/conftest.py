@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gadlib.pipeline import paths
+from gadlib.pipeline.params import read_yaml
 from gadlib.pipeline.paths import DATA_DIR, PARAMS_FILE
 from tests.fixtures import (
     run_command,
@@ -20,7 +20,7 @@ from tests.fixtures import (
     write_fashion_mnist_tree,
 )
 
-_PARAMS = yaml.safe_load(PARAMS_FILE.read_text())
+_PARAMS = read_yaml(PARAMS_FILE.read_text())
 
 
 @pytest.fixture
@@ -75,4 +75,4 @@ def tiny_pipeline(tmp_path_factory) -> PipelineRun:
         pytest.skip("Fashion-MNIST not obtained (run `make data`)")
     repo = tiny_profile_repository(tmp_path_factory.mktemp("tiny_pipeline") / "repo", seed=0)
     result = run_command(["dvc", "repro"], repo)
-    return PipelineRun(repo, yaml.safe_load((repo / "params.yaml").read_text()), result)
+    return PipelineRun(repo, read_yaml((repo / "params.yaml").read_text()), result)

@@ -34,7 +34,7 @@ def test_a_wheel_installed_into_a_clean_venv_imports_every_subpackage(tmp_path):
     # built from a copy of the sources, so no build/ folder of an earlier build can fill the gaps
     source = tmp_path / "source"
     shutil.copytree(ROOT / "gadlib", source / "gadlib", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run(
@@ -140,3 +140,20 @@ def test_quantus_is_pinned_alike_in_the_lock_and_the_conda_environment():
     environment = (ROOT / "environment.yml").read_text()
     assert "quantus==0.6.0" in lock and "quantus==0.6.0" in environment
     assert '"quantus>=0.6,<0.7"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_license_and_citation_agree_with_the_package():
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"  # an SPDX expression (PEP 639), not the deprecated table
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert {"cff-version", "message", "title", "authors"} <= set(citation)  # CFF 1.2.0's required keys
+    assert citation["type"] == "software" and citation["license"] == project["license"]
+    assert citation["version"] == project["version"]
+    paper = citation["preferred-citation"]
+    assert paper["type"] == "article" and "2401.14434" in paper["doi"]
+    assert paper in citation["references"]

@@ -1,23 +1,92 @@
-"""Progress bars: widgets in a JupyterLab kernel, text everywhere else, and never a warning.
+"""Progress bars: widgets in a JupyterLab kernel, a few plain lines in pipeline runs, text elsewhere.
 
 ``tqdm.auto`` warns ("IProgress not found") in a kernel without ipywidgets and picks widgets in
 papermill runs, whose saved notebooks cannot show them. Here the choice is explicit: the
-environment variable ``GADLIB_PROGRESS`` = ``text`` forces text bars (the pipeline's stage runner
-sets it for the notebooks it executes), ``widgets`` asks for widget bars, and ``auto`` (the default)
-uses widgets inside a Jupyter kernel that has ipywidgets, and otherwise text bars that draw only on a
-terminal: a plain script whose output goes to a file or a pipe prints no bar (set
-``GADLIB_PROGRESS=text`` to have them there too).
+environment variable ``GADLIB_PROGRESS`` = ``log`` prints whole lines, at most one per quarter of the
+work and one at the end (the pipeline's stage runner sets it for the notebooks it executes, so a
+saved notebook holds a few lines per bar instead of every refresh); ``text`` forces ordinary text
+bars, ``widgets`` asks for widget bars, and ``auto`` (the default) uses widgets inside a Jupyter
+kernel that has ipywidgets, and otherwise text bars that draw only on a terminal: a plain script
+whose output goes to a file or a pipe prints no bar (set ``GADLIB_PROGRESS=text`` or ``log`` to
+have them there too).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
 
 from tqdm.std import tqdm as text_tqdm
 
 PROGRESS_ENV = "GADLIB_PROGRESS"
-PROGRESS_STYLES = ("auto", "text", "widgets")
+PROGRESS_STYLES = ("auto", "text", "widgets", "log")
+LOG_MIN_SECONDS = 30.0  # a quarter's line waits this long after the previous line (the end's never does)
+
+
+class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands in for
+    """A tqdm bar that writes whole lines for logs and saved notebooks.
+
+    A line (:meth:`log_line`: ``desc:  40% 2/5 [00:12, loss=0.3]``) is written when the work crosses a
+    quarter (25, 50, 75, 100%) at least :data:`LOG_MIN_SECONDS` after the previous line, and once
+    when the bar closes, unless the last line already showed the final count. So a quick bar prints
+    one line, a long one at most five; no carriage returns, cursor moves or clearing, so each line
+    stays readable in a file. A bar without a total prints only its end. Lines go to standard
+    output unless ``file`` says otherwise: progress is information, and a notebook shows standard
+    error as pink warning blocks.
+    """
+
+    monitor_interval = 0  # no monitor thread: lines come only from the bar's own updates
+    log_min_seconds = LOG_MIN_SECONDS
+
+    def __init__(self, *args, **kwargs):
+        # set before tqdm's constructor, which displays the bar once (at 0%: no line)
+        self._logged_quarter = 0
+        self._logged_n: float | None = None
+        self._logged_at = time.monotonic()
+        if len(args) < 5:  # ``file`` is tqdm's fifth positional parameter
+            kwargs.setdefault("file", sys.stdout)
+        super().__init__(*args, **kwargs)
+
+    def _quarter(self) -> int:
+        """How many quarters of the total are done (0-4); 0 without a total."""
+        if not self.total:
+            return 0
+        return min(4, math.floor(4 * self.n / self.total))
+
+    def log_line(self) -> str:
+        """``desc: 40% 2/5 [00:12, postfix]``: the count and the elapsed time, without the rate, which
+        differs at every run (the elapsed time only when a step crosses a second)."""
+        elapsed = self.format_interval(self.format_dict["elapsed"])
+        postfix = f", {self.postfix}" if self.postfix else ""
+        prefix = f"{self.desc}: " if self.desc else ""
+        if self.total:
+            return f"{prefix}{100 * self.n / self.total:3.0f}% {self.n}/{self.total} [{elapsed}{postfix}]"
+        return f"{prefix}{self.n} {self.unit} [{elapsed}{postfix}]"
+
+    def _write_line(self) -> None:
+        self.fp.write(self.log_line() + "\n")
+        getattr(self.fp, "flush", lambda: None)()
+        self._logged_quarter, self._logged_n, self._logged_at = self._quarter(), self.n, time.monotonic()
+
+    def display(self, msg=None, pos=None) -> bool:
+        """Write a line if a new quarter is done and the previous line is old enough; True if written."""
+        if msg is not None:  # tqdm clearing the bar ('') or a custom message: nothing to log
+            return False
+        quarter = self._quarter()
+        if quarter > self._logged_quarter and time.monotonic() - self._logged_at >= self.log_min_seconds:
+            self._write_line()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Write the final line (unless already written), then close without tqdm's clearing."""
+        if not self.disable and self.n != self._logged_n:
+            with self._lock:
+                self._write_line()
+        self.leave = False  # tqdm would otherwise redraw the bar and add a newline
+        super().close()
 
 
 class TerminalTqdm(text_tqdm):
@@ -34,6 +103,8 @@ def progress_class(style: str | None = None) -> type[text_tqdm]:
     style = (style or os.environ.get(PROGRESS_ENV) or "auto").strip().lower()
     if style not in PROGRESS_STYLES:
         raise ValueError(f"{PROGRESS_ENV}={style!r} is not a progress style; use one of {PROGRESS_STYLES}")
+    if style == "log":
+        return log_tqdm
     in_kernel = "ipykernel" in sys.modules
     if style == "text":
         return text_tqdm

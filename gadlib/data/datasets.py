@@ -16,7 +16,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ FASHION_MNIST_CONTENT_MD5 = {
 FASHION_MNIST_FILES = tuple(FASHION_MNIST_CONTENT_MD5)
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
+APT_LOCK_TIMEOUT_SECONDS = 120  # how long apt waits for a dpkg lock that another apt process holds
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 # What a damaged gzip stream raises: a bad header (OSError), a cut-off file (EOFError), bad deflate data.
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
@@ -63,30 +64,42 @@ class ImageSet:
 
 # --------------------------------------------------------------------------- Fashion-MNIST
 def obtain_fashion_mnist(
-    dest: str | Path, system_dir: str | Path = DEBIAN_FASHION_MNIST_DIR, use_apt: bool = True, use_download: bool = True
+    dest: str | Path,
+    system_dir: str | Path = DEBIAN_FASHION_MNIST_DIR,
+    use_apt: bool = True,
+    use_download: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
     """Put the four raw Fashion-MNIST files into ``dest``, byte for byte; return where they came from.
 
     Files already in ``dest`` are kept (raw data is never overwritten). Otherwise the sources are
-    tried in order: the Debian package's folder (installed with apt when missing and ``use_apt``),
-    then torchvision's download (``use_download``).
+    tried in order: the Debian package's folder (installed with apt when missing and ``use_apt``,
+    waiting up to :data:`APT_LOCK_TIMEOUT_SECONDS` for a dpkg lock that another apt holds), then
+    torchvision's download (``use_download``). ``report`` receives a line before each slow step.
+
+    Raises
+    ------
+    DataError when no source worked, with each source's reason (apt's own error message included).
     """
     dest, system_dir = Path(dest), Path(system_dir)
+    report = report or (lambda message: None)
     missing = [name for name in FASHION_MNIST_FILES if not (dest / name).is_file()]
     if not missing:
         return "already present"
     in_system_dir = lambda: all((system_dir / name).is_file() for name in FASHION_MNIST_FILES)
+    apt_error = ""
     if not in_system_dir() and use_apt and shutil.which("apt-get"):
         # Best effort: without root or apt sources this fails and the next source is tried.
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", DEBIAN_PACKAGE]):
-            if subprocess.run(cmd, capture_output=True).returncode != 0:
-                break
+        report(f"installing {DEBIAN_PACKAGE} with apt-get (waits up to {APT_LOCK_TIMEOUT_SECONDS} s for a held lock)")
+        failure = install_debian_package(DEBIAN_PACKAGE)
+        apt_error = f"; {failure}" if failure else ""
     if in_system_dir():
         for name in missing:
             _copy_atomically(system_dir / name, dest / name)
         return f"Debian package {DEBIAN_PACKAGE} ({system_dir})"
     download_error = ""
     if use_download:
+        report("downloading Fashion-MNIST with torchvision")
         try:
             from torchvision.datasets import FashionMNIST
 
@@ -99,10 +112,36 @@ def obtain_fashion_mnist(
         except Exception as exc:  # any network or mirror failure ends in the one message below
             download_error = f"; torchvision's download failed too ({exc})"
     raise DataError(
-        f"Fashion-MNIST is not available: {system_dir} does not hold the four raw files{download_error}. "
+        f"Fashion-MNIST is not available: {system_dir} does not hold the four raw files{apt_error}{download_error}. "
         f"Install the Debian package (apt-get install {DEBIAN_PACKAGE}) or copy "
         f"{', '.join(FASHION_MNIST_FILES)} into {dest}."
     )
+
+
+def install_debian_package(package: str, lock_timeout: int = APT_LOCK_TIMEOUT_SECONDS) -> str | None:
+    """Install ``package`` with ``apt-get`` (index update first); None on success, else why not.
+
+    apt waits up to ``lock_timeout`` seconds for a dpkg lock held by another apt process
+    (``-o DPkg::Lock::Timeout``) instead of failing at once. A failed index update (one unreachable
+    source, say) does not stop the install, which may work from the lists already there.
+
+    Returns
+    -------
+    None, or one line naming the command that failed, its exit status and apt's own error output.
+    """
+    wait = ["-o", f"DPkg::Lock::Timeout={lock_timeout}"]
+    failures = []
+    for cmd in (["apt-get", *wait, "update", "-qq"], ["apt-get", *wait, "install", "-y", "-qq", package]):
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:
+            return f"`{' '.join(cmd)}` could not run ({exc})"
+        if result.returncode != 0:
+            said = " ".join((result.stderr or result.stdout).split())[-600:] or "no message"
+            failures.append(f"`{' '.join(cmd)}` failed (exit {result.returncode}): {said}")
+        elif cmd[-1] == package:
+            return None
+    return "; ".join(failures)
 
 
 def verify_fashion_mnist(root: str | Path) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,19 @@ from gadlib.models.architectures import model_device
 from gadlib.pipeline.experiment import SupportSet, load_classifier, trained_sets
 from gadlib.pipeline.params import Params
 from gadlib.pipeline.paths import ExperimentPaths
+
+# Warnings that every run gives for what a method is, not for a fault: Captum says at each
+# GuidedBackprop call that it hooks the ReLUs (that is the method). Every other warning is shown.
+EXPECTED_WARNINGS = ("Setting backward hooks on ReLU activations",)
+
+
+@contextlib.contextmanager
+def expected_warnings_hidden() -> Iterator[None]:
+    """Inside (or in a function it decorates), the :data:`EXPECTED_WARNINGS` are not shown."""
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def load_supports(params: Params, name: str, original: torch.nn.Module, spec: SupportSet) -> list:
@@ -48,6 +64,7 @@ def explained_images(params: Params, prepared: PreparedData, original, spec: Sup
     return torch.sort(chosen[order[:n]]).values
 
 
+@expected_warnings_hidden()
 def run(params: Params, name: str) -> pd.DataFrame:
     """Explain the chosen test images with every method, original and GAD; save one file per method.
 

@@ -96,7 +96,7 @@ def _dvc(dvc: str, command: str, pin_file: Path, *options: str) -> str:
 def main() -> int:
     dest = resolve_path(load_params().data.fashion_mnist_dir)
     try:
-        source = obtain_fashion_mnist(dest)
+        source = obtain_fashion_mnist(dest, report=lambda message: print(message, file=sys.stderr))
         verify_fashion_mnist(dest)
         dvc = shutil.which("dvc")
         pin = check_pin(dvc) if dvc and PIN_FILE.exists() else "not checked (dvc not installed)"

@@ -16,11 +16,12 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from gadlib import plots as plotting
+from gadlib.common.atomic import write_text
 from gadlib.data.prepared import load_prepared
 from gadlib.evaluation.sensitivity import occlude
 from gadlib.evaluation.table import RegionSets, build_region_sets
 from gadlib.pipeline import paths
-from gadlib.pipeline.experiment import load_attributions
+from gadlib.pipeline.experiment import CONTROL, load_attributions
 from gadlib.pipeline.params import Params, RegionParams
 from gadlib.pipeline.paths import ExperimentPaths
 
@@ -83,6 +84,46 @@ def save_report_figures(
     )
     save("Support-model fidelity against α", "support_fidelity", plotting.plot_support_fidelity(fidelity))
     return saved_paths
+
+
+# The columns of each file that dvc.yaml's plots read (reports/plots/)
+PLOT_DATA_COLUMNS = {
+    "rc.csv": ["experiment", "method", "image", "rc"],
+    "rs.csv": ["experiment", "method", "image", "region_set", "rs"],
+    "fidelity.csv": ["experiment", "support_set", "model", "alpha", "accuracy", "agreement", "margin"],
+}
+
+
+def write_plot_data(hull: pd.DataFrame, fidelity: pd.DataFrame, folder: str | Path | None = None) -> dict[str, str]:
+    """Write the per-image tables that ``dvc plots show`` and ``dvc plots diff`` draw (dvc.yaml's plots).
+
+    - ``rc.csv``: experiment, method, image, rc: GAD's hull area over the original's, per image;
+    - ``rs.csv``: experiment, method, image, region_set, rs: RS of every region set (original, gad,
+      rest, random and the baselines and control present), under the main fill;
+    - ``fidelity.csv``: experiment, support_set, model, alpha, accuracy, agreement, margin: each
+      support model of the distancing sets (the α = 0 control, all at α = 0, is left out).
+
+    Parameters
+    ----------
+    hull, fidelity : the experiments' tables, concatenated (:func:`read_tables`)
+    folder : where the files go; default ``reports/plots`` (``paths.PLOT_DATA_DIR`` at call time)
+
+    Returns
+    -------
+    dict file name -> path of the written file.
+    """
+    folder = Path(paths.PLOT_DATA_DIR if folder is None else folder)
+    tables = {
+        "rc.csv": hull[hull["region_set"] == "gad"],
+        "rs.csv": hull,
+        "fidelity.csv": fidelity[fidelity["support_set"] != CONTROL],
+    }
+    written = {}
+    for name, columns in PLOT_DATA_COLUMNS.items():
+        path = folder / name
+        write_text(path, tables[name][columns].to_csv(index=False))
+        written[name] = str(path)
+    return written
 
 
 def read_tables(experiments: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -140,3 +140,25 @@ def expected_conditions(table: pd.DataFrame) -> pd.DataFrame:
         images=("image", "nunique"), empty_gad_maps=("empty", "sum"), rs_undefined=("undefined", "sum")
     )
     return out
+
+
+def expected_condition_lines(table: pd.DataFrame) -> list[str]:
+    """One line of information per method: :func:`expected_conditions` in words, for the stage's
+    notebook (printed, so a reader sees counts where a warning would look like a fault).
+
+    Parameters
+    ----------
+    table : the per-image table of :func:`run` (columns method, image, region_set, n_pixels, rs)
+
+    Returns
+    -------
+    list of str, one per method in table order, e.g. ``"Saliency: GAD map empty on 30 of 40 images;
+    RS undefined for 90 of 200 region sets (an empty set has no RS)"``.
+    """
+    rows = table[table["region_set"] != CONTROL_SET]
+    sets_per_method = rows.groupby("method", sort=False).size()
+    return [
+        f"{method}: GAD map empty on {counts.empty_gad_maps} of {counts.images} images; RS undefined for "
+        f"{counts.rs_undefined} of {sets_per_method[method]} region sets (an empty set has no RS)"
+        for method, counts in expected_conditions(table).iterrows()
+    ]

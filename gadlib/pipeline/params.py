@@ -36,6 +36,39 @@ class ConfigError(ValueError):
     """params.yaml has an unknown key, a wrong type or a value out of range."""
 
 
+# YAML 1.2's floats (what DVC, through ruamel, writes and reads): an exponent needs no dot or sign
+# (1e-09, 1e5), a leading dot is enough (.5). PyYAML follows YAML 1.1 and reads 1e-09 as a string.
+YAML12_FLOAT = re.compile(
+    r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[0-9][0-9_]*[eE][-+]?[0-9]+
+    |\.(?:inf|Inf|INF))$
+    |^\.(?:nan|NaN|NAN)$""",
+    re.X,
+)
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that numbers are read as YAML 1.2 reads them (:data:`YAML12_FLOAT`).
+
+    ``dvc exp run -S support.lr=1e-9`` writes ``lr: 1e-09``; DVC reads that as a number, and so
+    does this loader, so the value the stages validate is the value DVC records for the experiment.
+    """
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver(_FLOAT_TAG, YAML12_FLOAT, list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text (a params file) with :class:`ParamsLoader`: plain dicts, lists and scalars."""
+    return yaml.load(text, Loader=ParamsLoader)  # safe: ParamsLoader is a SafeLoader
+
+
 # Each field's description is what the error message says is allowed.
 def _number(allowed: str, **bounds: float) -> Any:
     return Annotated[float, Field(allow_inf_nan=False, description=allowed, **bounds)]
@@ -281,7 +314,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ConfigError(f"parameter file {path} does not exist; copy params.yaml from the repository")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     return validate_params(raw, source=str(path))
@@ -325,7 +358,16 @@ def _describe(error: dict, raw: dict) -> str:
         return f"missing key '{key}'; add it (the repository's params.yaml shows every key with a comment)"
     if error["type"] == "model_type" or field is None:
         return f"{key or 'the top level'} must be a mapping; got {value!r}"
-    return f"'{key}' = {value!r} is not allowed; expected {field.description}"
+    kind = f" ({_type_name(value)})" if error["type"].endswith("_type") else ""
+    return f"'{key}' = {value!r}{kind} is not allowed; expected {field.description}"
+
+
+def _type_name(value: Any) -> str:
+    """'a str', 'an int', 'null': what a wrong value is, for error messages."""
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _config_error(message: str) -> PydanticCustomError:

@@ -8,6 +8,7 @@ DATA_DIR = ROOT / "data"
 ARTIFACTS_DIR = ROOT / "artifacts"
 REPORTS_DIR = ROOT / "reports"
 FIGURES_DIR = REPORTS_DIR / "figures"
+PLOT_DATA_DIR = REPORTS_DIR / "plots"  # the per-image tables dvc.yaml's plots draw (dvc plots show / diff)
 METRICS_FILE = REPORTS_DIR / "metrics.json"
 REPORT_FILE = REPORTS_DIR / "report.md"
 TIMINGS_FILE = REPORTS_DIR / "timings.json"

@@ -5,7 +5,7 @@ import pytest
 from tqdm.notebook import tqdm as widget_tqdm
 from tqdm.std import tqdm as text_tqdm
 
-from gadlib.common.progress import PROGRESS_ENV, TerminalTqdm, progress_class
+from gadlib.common.progress import PROGRESS_ENV, TerminalTqdm, log_tqdm, progress_class
 
 
 def test_text_bars_outside_a_kernel_and_when_asked(monkeypatch):
@@ -57,3 +57,66 @@ def test_outside_a_kernel_bars_draw_on_a_terminal_only_unless_text_is_asked_for(
     for _ in progress_class()(range(3), file=(output := io.StringIO()), desc="work"):
         pass
     assert "work" in output.getvalue()
+
+
+def test_log_style_is_chosen_by_name(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # even inside a kernel: the pipeline's notebooks
+    monkeypatch.setenv(PROGRESS_ENV, "log")
+    assert progress_class() is log_tqdm
+    assert progress_class("LOG") is log_tqdm
+
+
+def test_log_bars_write_one_plain_line_when_quick():
+    out = io.StringIO()
+    for _ in log_tqdm(range(1000), desc="quick", file=out):
+        pass
+    for _ in log_tqdm(range(3), desc="transient", file=out, leave=False):
+        pass
+    for _ in log_tqdm(range(3), desc="off", file=out, disable=True):
+        pass
+    lines = out.getvalue().split("\n")
+    assert lines[-1] == ""  # every line ends
+    assert [line.split(":")[0] for line in lines[:-1]] == ["quick", "transient"]
+    assert "1000/1000" in lines[0] and "3/3" in lines[1]
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()  # no carriage return, no cursor move
+
+
+def test_log_bars_write_at_most_a_line_per_quarter_and_one_at_the_end(monkeypatch):
+    monkeypatch.setattr(log_tqdm, "log_min_seconds", 0.0)
+    out = io.StringIO()
+    bar = log_tqdm(total=100, desc="long", file=out, mininterval=0)
+    for _ in range(100):
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["25%", "50%", "75%", "100%"]
+    assert lines[-1] == "long: 100% 100/100 [00:00]"  # no rate: it differs at every run
+
+    out = io.StringIO()
+    bar = log_tqdm(total=8, desc="stopped early", file=out, mininterval=0)
+    bar.update(4)
+    bar.update(1)
+    bar.close()  # the end is written even short of the total (early stopping)
+    assert [line.split()[2] for line in out.getvalue().splitlines()] == ["50%", "62%"]
+
+    out = io.StringIO()
+    for _ in log_tqdm(iter(range(50)), desc="no total", file=out, mininterval=0):
+        pass
+    assert out.getvalue().splitlines() == ["no total: 50 it [00:00]"]
+
+
+def test_log_bars_wait_between_lines(monkeypatch):
+    monkeypatch.setattr(log_tqdm, "log_min_seconds", 3600.0)
+    out = io.StringIO()
+    bar = log_tqdm(total=4, desc="slow", file=out, mininterval=0)
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    assert len(out.getvalue().splitlines()) == 1  # only the end: no quarter came an hour after the start
+
+
+def test_log_bars_write_to_standard_output(capsys):
+    for _ in log_tqdm(range(3), desc="info"):
+        pass
+    captured = capsys.readouterr()
+    assert captured.out.startswith("info: 100%") and captured.err == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 
 import numpy as np
 import pytest
@@ -148,6 +149,51 @@ def test_obtain_without_any_source_says_what_to_do(tmp_path):
         data.obtain_fashion_mnist(tmp_path / "dest", system_dir=tmp_path / "none", use_apt=False, use_download=False)
     assert str(tmp_path / "dest") in str(err.value)
     assert not (tmp_path / "dest").exists()
+
+
+class FakeApt:
+    """Stands in for subprocess.run of apt-get: records the commands, answers with the given results."""
+
+    def __init__(self, *results: tuple[int, str]):
+        self.results, self.commands = list(results), []
+
+    def __call__(self, cmd, **kwargs):
+        self.commands.append(cmd)
+        code, stderr = self.results.pop(0)
+        return subprocess.CompletedProcess(cmd, code, stdout="", stderr=stderr)
+
+
+LOCKED = "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (apt-get)\n"
+
+
+def test_apt_waits_a_bounded_time_for_the_lock_and_its_error_reaches_the_message(tmp_path, monkeypatch):
+    apt = FakeApt((0, ""), (100, LOCKED))
+    monkeypatch.setattr(data.subprocess, "run", apt)
+    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
+    reported = []
+    with pytest.raises(DataError) as err:
+        data.obtain_fashion_mnist(
+            tmp_path / "dest", system_dir=tmp_path / "none", use_download=False, report=reported.append
+        )
+    assert [cmd[1:3] for cmd in apt.commands] == [["-o", "DPkg::Lock::Timeout=120"]] * 2
+    assert [cmd[3] for cmd in apt.commands] == ["update", "install"]
+    message = str(err.value)
+    assert "install -y -qq dataset-fashion-mnist` failed (exit 100)" in message
+    assert "It is held by process 4242 (apt-get)" in message and "\n" not in message
+    assert reported and "waits up to 120 s" in reported[0]
+
+
+def test_a_failed_index_update_does_not_stop_the_install(monkeypatch):
+    apt = FakeApt((100, "W: Failed to fetch http://example.invalid/dists"), (0, ""))
+    monkeypatch.setattr(data.subprocess, "run", apt)
+    assert data.install_debian_package("dataset-fashion-mnist", lock_timeout=5) is None
+    assert "DPkg::Lock::Timeout=5" in apt.commands[1]
+
+    apt = FakeApt((100, "W: Failed to fetch"), (100, "E: Unable to locate package dataset-fashion-mnist"))
+    monkeypatch.setattr(data.subprocess, "run", apt)
+    failure = data.install_debian_package("dataset-fashion-mnist")
+    assert "update -qq` failed (exit 100): W: Failed to fetch" in failure
+    assert "E: Unable to locate package dataset-fashion-mnist" in failure
 
 
 # --------------------------------------------------------------------------- Dogs vs. Cats

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 
 from gadlib.pipeline import params as config
 from gadlib.pipeline.params import ConfigError, load_params, resolve_path, validate_params
@@ -18,7 +17,7 @@ FIRST = "experiments.tshirt_vs_shirt"
 def test_the_repository_params_validate():
     params = load_params(PARAMS_FILE)
     assert params.seed == 0
-    assert params.experiment_names == list(yaml.safe_load(PARAMS_FILE.read_text())["experiments"])
+    assert params.experiment_names == list(config.read_yaml(PARAMS_FILE.read_text())["experiments"])
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
@@ -53,7 +52,7 @@ BAD_VALUES = [
     ("data.val_fraction", 0.5, "a number in (0, 0.5)"),
     ("data.max_train_per_class", True, "an integer >= 2 or null"),
     ("classifier.epochs", 2.5, "an integer >= 1"),
-    ("classifier.lr", "1e-3", "a number > 0"),  # YAML reads 1e-3 without a dot as text
+    ("classifier.lr", "1e-3", "a number > 0"),  # quoted in the file: text, not a number
     ("classifier.lr", float("nan"), "a number > 0"),
     ("classifier.pretrained", "yes", "true or false"),
     ("support.alphas", [1.0, 0.5, 2.0], "strictly increasing"),
@@ -88,6 +87,59 @@ def test_a_bad_value_names_key_value_and_what_is_allowed(params, key, value, all
     message = str(err.value)
     assert f"'{key}' = {value!r}" in message
     assert allowed in message
+
+
+@pytest.mark.parametrize(
+    "key, value, kind",
+    [("support.lr", "1e-09", "a str"), ("seed", 1.5, "a float"), ("classifier.epochs", None, "null")],
+)
+def test_a_value_of_the_wrong_type_says_its_type(params, key, value, kind):
+    set_key(params, key, value)
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}' = {re.escape(repr(value))} \({kind}\) is not allowed"):
+        validate_params(params)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-09", 1e-09),
+        ("1e5", 1e5),
+        (".5", 0.5),
+        ("-.5e3", -500.0),
+        ("1.5e3", 1500.0),  # YAML 1.1 (PyYAML) wants a sign in the exponent
+        ("1.0e-04", 1e-4),
+        ("0.003", 0.003),
+        ("3", 3),
+        ("-1", -1),
+        ("1e", "1e"),
+        ("e5", "e5"),
+        ("1.2.3", "1.2.3"),
+        ("null", None),
+        ("true", True),
+    ],
+)
+def test_params_files_read_numbers_as_yaml_1_2(text, value):
+    read = config.read_yaml(f"x: {text}\n")["x"]
+    assert read == value and type(read) is type(value)
+
+
+@pytest.mark.parametrize(
+    "override, key, value",
+    [
+        ("support.lr=1e-9", ("support", "lr"), 1e-9),
+        ("classifier.lr=3e-3", ("classifier", "lr"), 3e-3),
+        ("support.alpha_scale=.5", ("support", "alpha_scale"), 0.5),
+        ("attribution.q=0.95", ("attribution", "q"), 0.95),
+        ("support.alphas=[0.5,1e1]", ("support", "alphas"), [0.5, 10.0]),
+    ],
+)
+def test_values_written_by_dvc_exp_run_set_param_load_as_numbers(tmp_path, override, key, value):
+    hydra = pytest.importorskip("dvc.utils.hydra")  # what `dvc exp run -S` calls to rewrite params.yaml
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_FILE.read_text())
+    hydra.apply_overrides(str(path), [override])
+    section, name = key
+    assert getattr(getattr(load_params(path), section), name) == value
 
 
 @pytest.mark.parametrize("key", ["colour", "data.fashion_mnist_path", "support.K", f"{FIRST}.epochs"])

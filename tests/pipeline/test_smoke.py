@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from gadlib.evaluation.table import CONTROL_SET, REGION_SETS
+from gadlib.pipeline.params import read_yaml
 from tests.fixtures import copy_repository, write_cub_tree, write_dogs_vs_cats_tree
 from tests.fixtures import run_command as run
 
@@ -79,7 +80,7 @@ def test_paper_profile_on_generated_trees(tmp_path):
     repo = copy_repository(tmp_path / "repo")
     write_dogs_vs_cats_tree(repo / "data" / "dogs-vs-cats", per_class=12, size=40)
     write_cub_tree(repo / "data" / "CUB_200_2011", class_ids=(113, 114, 158, 159), per_class=6, size=40)
-    params = yaml.safe_load((repo / "profiles" / "paper.yaml").read_text())
+    params = read_yaml((repo / "profiles" / "paper.yaml").read_text())
     # The paper's sizes are a GPU job; the same profile, shrunk, on the generated trees.
     keep = ["dogs_vs_cats_resnet18", "cub_sparrows_vs_warblers_vgg16"]
     params["experiments"] = {k: dict(params["experiments"][k], image_size=32) for k in keep}

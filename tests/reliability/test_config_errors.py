@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from gadlib.pipeline import stage
+from gadlib.pipeline.params import read_yaml
 from gadlib.pipeline.paths import PARAMS_FILE, ROOT
 from tests.fixtures import copy_repository, repository_env
 
@@ -95,7 +96,7 @@ FAULTS = {
 
 
 def broken_params(fault: str) -> str:
-    params = yaml.safe_load(PARAMS_FILE.read_text())
+    params = read_yaml(PARAMS_FILE.read_text())
     FAULTS[fault][0](params)
     return yaml.safe_dump(params, sort_keys=False)
 

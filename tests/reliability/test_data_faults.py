@@ -19,7 +19,7 @@ import yaml
 
 from gadlib.data.datasets import DataError
 from gadlib.pipeline import prepare as prepare_stage
-from gadlib.pipeline.params import validate_params
+from gadlib.pipeline.params import read_yaml, validate_params
 from gadlib.pipeline.paths import DATA_DIR
 from tests.fixtures import (
     copy_repository,
@@ -189,7 +189,7 @@ def test_prepare_stage_reports_a_corrupt_image(tmp_path):
     repo = copy_repository(tmp_path / "repo")
     root = write_dogs_vs_cats_tree(repo / "data" / "dogs-vs-cats", per_class=6)
     (root / "cat.2.jpg").write_bytes(b"garbage")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = read_yaml((repo / "params.yaml").read_text())
     params["experiments"] = {
         "broken": {
             "dataset": "dogs_vs_cats",
