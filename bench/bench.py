@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one_model: also time torch.compile on the folded model (compiles for a minute)",
     )
     parser.add_argument(
-        "--train-images", type=int, default=None, help="images per timed training epoch (default 512 CPU, 4096 CUDA)"
+        "--train-images", type=int, default=None, help="images per timed training epoch (default 2048 CPU, 4096 CUDA)"
     )
     parser.add_argument("--train-batch", type=int, default=None, help="default 128 (the support models' batch)")
     parser.add_argument("--region-maps", type=int, default=None, help="maps for the hull metrics (default 16)")
@@ -554,13 +554,13 @@ def gpu_goal(report: dict, args, cuda: bool) -> dict:
 
 def bench_training(original, args, device, cuda: bool) -> dict:
     """One support model's training, as the pipeline trains it: MSE on 2 target logits, Adam, a 1-channel
-    28 px ResNet18 (the default experiments' model), 512 images per epoch on the CPU (4096 on CUDA),
+    28 px ResNet18 (the default experiments' model), 2048 images per epoch on the CPU (4096 on CUDA),
     batch 128; images/s of the second of two epochs, for the plain Adam loop (``torch.optim.Adam``,
     the pipeline's optimiser before) and the fused Adam that gadlib now uses (``training.adam``)."""
     from gadlib.models import training
     from gadlib.models.architectures import build_model
 
-    n = args.train_images or (4096 if cuda else 512)
+    n = args.train_images or (4096 if cuda else 2048)
     batch = args.train_batch or 128
     generator = torch.Generator().manual_seed(args.seed + 100)
     images = torch.rand(n, 1, 28, 28, generator=generator).to(device)
