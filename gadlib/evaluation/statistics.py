@@ -88,18 +88,7 @@ def paired_test(
     if n == 0:
         return PairedTest(0, math.nan, (math.nan, math.nan), math.nan, math.nan, math.nan)
     median = float(np.median(diffs))
-    if n >= 2 and np.ptp(diffs) > 0:
-        interval = stats.bootstrap(
-            (diffs,),
-            np.median,
-            n_resamples=n_resamples,
-            confidence_level=confidence,
-            method="percentile",
-            random_state=np.random.default_rng(rng),
-        ).confidence_interval
-        ci = (float(interval.low), float(interval.high))
-    else:  # one pair, or all differences equal: nothing to resample
-        ci = (median, median)
+    ci = _bootstrap_ci(diffs, np.median, median, rng=rng, n_resamples=n_resamples, confidence=confidence)
     p = 1.0 if not np.any(diffs) else float(stats.wilcoxon(diffs, alternative="two-sided").pvalue)
     return PairedTest(n, median, ci, p, float(np.mean(diffs > 0)), float(np.mean(diffs < 0)))
 
@@ -145,21 +134,28 @@ def paired_rate_test(
         return RateTest(0, math.nan, math.nan, math.nan, (math.nan, math.nan), math.nan)
     diffs = a.astype(np.float64) - b.astype(np.float64)
     diff = float(diffs.mean())
-    if n >= 2 and np.ptp(diffs) > 0:
-        interval = stats.bootstrap(
-            (diffs,),
-            np.mean,
-            n_resamples=n_resamples,
-            confidence_level=confidence,
-            method="percentile",
-            random_state=np.random.default_rng(rng),
-        ).confidence_interval
-        ci = (float(interval.low), float(interval.high))
-    else:
-        ci = (diff, diff)
+    ci = _bootstrap_ci(diffs, np.mean, diff, rng=rng, n_resamples=n_resamples, confidence=confidence)
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
     p = 1.0 if only_a + only_b == 0 else float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
     return RateTest(n, float(a.mean()), float(b.mean()), diff, ci, p)
+
+
+def _bootstrap_ci(
+    values: np.ndarray, statistic, estimate: float, *, rng, n_resamples: int, confidence: float
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``statistic`` over ``values``; the estimate itself when there is
+    nothing to resample (one value, or all equal)."""
+    if values.size < 2 or np.ptp(values) == 0:
+        return estimate, estimate
+    interval = stats.bootstrap(
+        (values,),
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        random_state=np.random.default_rng(rng),
+    ).confidence_interval
+    return float(interval.low), float(interval.high)
 
 
 def adjust(p_values) -> np.ndarray:

@@ -31,7 +31,7 @@ REPORT = REPORTS_DIR / "open_questions.md"
 # The dvc beside this interpreter (the project's venv), else the one on PATH.
 DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else "dvc"
 # The α-sweep table's columns from each run's metrics.json (gadlib.evaluation.table.summarize).
-SWEEP_KEYS = ("rc_median", "rc_below_1", "gad_empty", "rs_gad_mean", "rs_rest_mean", "rs_gad_beats_rest")
+SWEEP_KEYS = ("rc_median_nonempty", "gad_empty", "rs_gad_mean", "rs_rest_mean", "rs_gad_beats_rest")
 FIDELITY_COLUMNS = ["experiment", "support_set", "model", "alpha", "accuracy", "agreement", "margin", "target_margin"]
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -128,7 +128,13 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
         pairs = table.dropna(subset=["rs_gad", "rs_rest"]).groupby("method").size()
         agreement = {"agreement_mean": table["agreement"].iloc[0], "agreement_min": table["agreement_min"].iloc[0]}
         for method, m in sorted(methods.items()):
-            row = {"scale": scale, "method": method, **{key: m.get(key) for key in SWEEP_KEYS}}
+            test = m.get("tests", {}).get("rs_gad_vs_rest", {})
+            row = {
+                "scale": scale,
+                "method": method,
+                **{key: m.get(key) for key in SWEEP_KEYS},
+                "RS(GAD) > RS(rest)": test.get("verdict"),
+            }
             summary.append({**row, "n_rs_pairs": int(pairs.get(method, 0)), **agreement})
     if tables:
         table = pd.concat(tables, ignore_index=True)
@@ -246,9 +252,15 @@ def _figure(fig, file: str, alt: str) -> str:
 
 
 def _methods_table(metrics: dict) -> str:
-    keys = ("n_images", "rc_median", "rc_below_1", "rs_gad_mean", "rs_rest_mean", "rs_random_mean", "rs_gad_beats_rest")
-    rows = [(e, m, *(v.get(k) for k in keys)) for e, exp in metrics.items() for m, v in exp["methods"].items()]
-    return pd.DataFrame(rows, columns=["experiment", "method", *keys]).to_markdown(index=False, floatfmt=".3g")
+    """Per experiment and method: the summary numbers and the verdicts of the RS claims (each run's own report)."""
+    keys = ("n_images", "gad_empty", "rc_median_nonempty", "rs_gad_mean", "rs_rest_mean", "rs_gad_beats_rest")
+    claims = ("rs_gad_vs_rest", "rs_gad_vs_random", "rs_gad_vs_top_n")
+    rows = [
+        (e, m, *(v.get(k) for k in keys), *(v.get("tests", {}).get(c, {}).get("verdict") for c in claims))
+        for e, exp in metrics.items()
+        for m, v in exp["methods"].items()
+    ]
+    return pd.DataFrame(rows, columns=["experiment", "method", *keys, *claims]).to_markdown(index=False, floatfmt=".3g")
 
 
 def main(argv: list[str] | None = None) -> int:

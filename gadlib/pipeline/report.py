@@ -322,6 +322,12 @@ def _standard_metric_lines(metrics: dict) -> list[str]:
         "",
     ]
     lines += [f"- **{metric}**: {text}." for metric, text in directions.items()]
+    lines += [
+        "",
+        "Sparseness and Complexity reward any map that keeps fewer pixels: a GAD map is zero outside its "
+        "consistency mask (at most the original's top-q pixels), so these two favour it whatever its quality; "
+        "Pixel-Flipping and the randomisation test are the informative ones here.",
+    ]
     lines += ["", "| experiment | method | metric | original | GAD | n |", "|---|---|---|---|---|---|"]
     for e, quantus in found.items():
         for method, maps in quantus.items():
