@@ -1,8 +1,11 @@
 """The benchmark's accelerations of the batched path (bench/accelerated.py) against the exact path and Captum.
 
 Bounds on ``relative_error = ||ours - exact||_F / ||exact||_F``: batch-norm folding, the affine stem
-and channels_last <= 2e-3 (other kernels round differently, and along the IG path a ReLU or
-max-pool near a tie then sends a gradient elsewhere); bfloat16 autocast <= 0.4 (its 8-bit mantissa
+and channels_last <= 2e-3 for Saliency and InputXGradient (other kernels round differently: about
+1e-6 seen), <= 0.05 for Integrated Gradients (along its path a ReLU or max-pool near a tie then
+sends one step's gradient elsewhere: up to 1.3e-2 seen for one map on an AMD EPYC CPU, 1e-7 for
+the rest; a wrong gradient gives about 1.4, and the other methods keep the tight bound on the same
+code); bfloat16 autocast <= 0.4 (its 8-bit mantissa
 flips many ReLUs of a random-weight network, while a wrong gradient gives about 1.4, so the bound
 still catches bugs); float16 autocast <= 0.15, and closer than bfloat16.
 """
@@ -36,6 +39,7 @@ sys.path.insert(0, str(BENCH))
 from accelerated import attribute_models, fold_batchnorm_copy, split_affine_stem  # noqa: E402
 
 ACCELERATED_RELATIVE_ERROR = 2e-3
+ACCELERATED_PATH_RELATIVE_ERROR = 5e-2  # Integrated Gradients: a tie on the path moves one step's gradient
 BF16_RELATIVE_ERROR = 0.4
 FP16_RELATIVE_ERROR = 0.15
 N_IMAGES, SIZE = 4, 32
@@ -88,8 +92,10 @@ def test_accelerations_agree_closely(images, method_name):
             affine_stem=stem,
             internal_batch_size=12,
         )
+        path_method = method_name == "IntegratedGradients"
+        bound = ACCELERATED_PATH_RELATIVE_ERROR if path_method else ACCELERATED_RELATIVE_ERROR
         for index in range(len(models)):
-            assert relative_error(fast[index], exact[index]) <= ACCELERATED_RELATIVE_ERROR
+            assert relative_error(fast[index], exact[index]) <= bound
 
 
 def test_models_are_left_as_they_were(images):

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -212,6 +213,36 @@ def test_bench_rows_come_from_every_benchmark_file(tmp_path):
     assert lines[0].startswith("| machine | method | Captum img/s | GAD (K = 5) img/s")
     assert lines[2] == "| 2-core CPU, resnet18 32 px | IntegratedGradients (50 steps) | 19.9 | 5.3 | 3.77 |"
     assert lines[3].startswith("| NVIDIA H200, resnet18 32 px |")
+
+
+def test_support_size_rows_summarise_each_size(tmp_path):
+    reports = write_reports(tmp_path)
+    assert "No support-size study yet" in readme.render_support_size(reports)
+    rows = [
+        # size, experiment, method, empty, RC, verdict, agreement, margin reached, training seconds
+        (250, "a", "IG", 0.0, 0.4, "supported", 0.98, 0.6, 50.0),
+        (250, "a", "Saliency", 0.1, 0.6, "not significant", 0.98, 0.6, 50.0),
+        (250, "b", "IG", 0.2, 0.8, "not significant", 0.96, 0.8, 70.0),
+        (500, "a", "IG", 0.0, 0.5, "contradicted", 0.99, 0.7, 100.0),
+        (1000, "a", "IG", 0.0, 0.3, "supported", 0.95, None, 180.0),  # a run without per-model margins
+    ]
+    columns = [
+        "images_per_class",
+        "experiment",
+        "method",
+        "gad_empty",
+        "rc_median_nonempty",
+        "rs_verdict",
+        "support_agreement",
+        "margin_reached",
+        "support_train_seconds",
+    ]
+    (reports / "open_questions").mkdir()
+    pd.DataFrame(rows, columns=columns).to_csv(reports / "open_questions" / "support_size.csv", index=False)
+    lines = readme.render_support_size(reports).splitlines()
+    assert lines[2] == "| 250 | 120 | 0.67 | 0.973 | 10% | 0.6 | 2 not significant, 1 supported (of 3) |"
+    assert lines[3] == "| 500 | 100 | 0.70 | 0.990 | 0% | 0.5 | 1 contradicted (of 1) |"
+    assert lines[4] == "| 1,000 | 180 | not recorded | 0.950 | 0% | 0.3 | 1 supported (of 1) |"
 
 
 def test_settings_follow_params(params):

@@ -33,6 +33,26 @@ DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_na
 # The α-sweep table's columns from each run's metrics.json (gadlib.evaluation.table.summarize).
 SWEEP_KEYS = ("rc_median_nonempty", "gad_empty", "rs_gad_mean", "rs_rest_mean", "rs_gad_beats_rest")
 FIDELITY_COLUMNS = ["experiment", "support_set", "model", "alpha", "accuracy", "agreement", "margin", "target_margin"]
+# support_size.csv's columns as the report shows them
+SUPPORT_SIZE_COLUMNS = {
+    "images_per_class": "images per class",
+    "experiment": "experiment",
+    "method": "method",
+    "gad_empty": "GAD empty",
+    "rc_median_nonempty": "RC median (non-empty)",
+    "rs_diff": "RS(GAD) − RS(rest), median [95% CI]",
+    "rs_verdict": "verdict",
+    "n": "n",
+    "support_agreement": "support agreement",
+    "margin_reached": "margin reached",
+    "support_train_seconds": "support training s",
+}
+# what a section says when none of its experiments has finished in this repository
+NOT_FINISHED = {
+    "alpha": "No α-sweep experiment has finished yet.",
+    "multiclass": "The multi-class experiment has not finished yet.",
+    "smoothgrad": "The SmoothGrad experiment has not finished yet.",
+}
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -147,7 +167,7 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
             _figure(plotting.plot_alpha_sweep(table), "alpha_sweep.png", "α sweep"),
         ]
     else:
-        blocks.append("No α-sweep experiment has finished yet.")
+        blocks.append(NOT_FINISHED["alpha"])
     blocks.append("## 2. Multi-class GAD: One vs. All and Split output space")
     if "multiclass" in revs:
         hull, fidelity = read_tables(revs["multiclass"], list(plan["multiclass"]["experiments"]))
@@ -160,7 +180,7 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
             _figure(plotting.plot_rs_comparison(hull), "multiclass_rs.png", "RS"),
         ]
     else:
-        blocks.append("The multi-class experiment has not finished yet.")
+        blocks.append(NOT_FINISHED["multiclass"])
     blocks.append("## 3. GAD against SmoothGrad")
     if "smoothgrad" in revs:
         metrics = json.loads(read_at(revs["smoothgrad"], "reports/metrics.json"))
@@ -178,11 +198,37 @@ def collect(plan: dict, revs: dict[str, str]) -> str:
             _figure(plotting.plot_gad_vs_smoothgrad(hull, cost=cost), "smoothgrad.png", "GAD against SmoothGrad"),
         ]
     else:
-        blocks.append("The SmoothGrad experiment has not finished yet.")
+        blocks.append(NOT_FINISHED["smoothgrad"])
     blocks += support_size_blocks(plan, revs)
     text = "\n\n".join(blocks) + "\n\n"
+    text = keep_earlier_sections(text, REPORT.read_text() if REPORT.is_file() else "")
     write_text(REPORT, text)
     return text
+
+
+def keep_earlier_sections(text: str, earlier: str) -> str:
+    """``text`` with each section that has no finished experiment here taken from ``earlier`` instead.
+
+    DVC keeps finished experiments as local Git refs: a fresh clone, or a checkout whose experiments were
+    removed, holds none of them. A section whose runs are absent then keeps what the collect that had
+    them wrote (its tables and figures in ``reports/open_questions/`` are left as they are), rather than
+    turning into "not finished yet"; a later collect with the runs present rewrites it."""
+    earlier_sections = dict(_sections(earlier))
+    kept = []
+    for heading, body in _sections(text):
+        previous = earlier_sections.get(heading, "")
+        if body.strip() in NOT_FINISHED.values() and previous.strip() and previous.strip() not in NOT_FINISHED.values():
+            print(f"kept from the earlier report (no finished experiment here): {heading.strip()}")
+            body = previous
+        kept.append(heading + body)
+    return "".join(kept)
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """Markdown split at its ``## `` headings: (heading line, the body up to the next one); the part before
+    the first heading has the heading ''."""
+    parts = re.split(r"(?m)^(## .*\n)", text)
+    return [("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
 
 
 def support_size_blocks(plan: dict, revs: dict[str, str], baseline: str = "HEAD") -> list[str]:
@@ -198,35 +244,65 @@ def support_size_blocks(plan: dict, revs: dict[str, str], baseline: str = "HEAD"
         metrics = json.loads(read_at(rev, "reports/metrics.json"))
         fidelity = _tables_at(rev, list(metrics), "fidelity.csv")
         for experiment, exp in metrics.items():
-            supports = fidelity[(fidelity["experiment"] == experiment) & (fidelity["model"] > 0)]
+            rows_of_experiment = fidelity[fidelity["experiment"] == experiment]
+            supports = rows_of_experiment[rows_of_experiment["model"] > 0]
             gad = supports[supports["support_set"] != "alpha0"]
+            original_margin = rows_of_experiment.loc[rows_of_experiment["model"] == 0, "margin"].iloc[0]
+            # the share of the intended margin gain reached (1 = the classes moved apart by the full α)
+            gain_reached = (gad["margin"] - original_margin) / (gad["target_margin"] - original_margin)
             for method, m in exp["methods"].items():
                 test = m["tests"]["rs_gad_vs_rest"]
                 rows.append(
                     {
-                        "images per class": size,
+                        "images_per_class": size,
                         "experiment": experiment,
                         "method": method,
-                        "GAD empty": m["gad_empty"],
-                        "RC median (non-empty)": m["rc_median_nonempty"],
-                        "RS(GAD) − RS(rest), median [95% CI]": f"{test['median_diff']:.3g} "
-                        f"[{test['ci95'][0]:.3g}, {test['ci95'][1]:.3g}]"
-                        if test["n"]
-                        else "n/a",
-                        "verdict": test["verdict"],
+                        "gad_empty": m["gad_empty"],
+                        "rc_median_nonempty": m["rc_median_nonempty"],
+                        "rs_diff_median": test["median_diff"] if test["n"] else None,
+                        "rs_diff_ci_low": test["ci95"][0] if test["n"] else None,
+                        "rs_diff_ci_high": test["ci95"][1] if test["n"] else None,
+                        "rs_verdict": test["verdict"],
                         "n": test["n"],
-                        "support agreement": gad["agreement"].mean(),
-                        "margin reached": (gad["margin"] / gad["target_margin"]).mean(),
-                        "support training s": supports.groupby("support_set")["train_seconds"].first().sum(),
+                        "support_agreement": gad["agreement"].mean(),
+                        "margin_reached": gain_reached.mean(),
+                        "support_train_seconds": supports.groupby("support_set")["train_seconds"].first().sum(),
                     }
                 )
+    table = pd.DataFrame(rows)
+    # a size whose experiment this repository does not hold (a fresh clone) keeps its committed rows
+    earlier = OUT_DIR / "support_size.csv"
+    absent = [size for size in sizes if size not in runs]
+    if absent and earlier.is_file():
+        previous = pd.read_csv(earlier)
+        kept = previous[previous["images_per_class"].isin(absent)]
+        if len(kept):
+            kept_sizes = sorted(set(kept["images_per_class"]))
+            print(f"support sizes kept from the committed table (no finished experiment here): {kept_sizes}")
+            table = pd.concat([table, kept], ignore_index=True).sort_values("images_per_class", kind="stable")
+    write_text(OUT_DIR / "support_size.csv", table.to_csv(index=False))
+    shown_sizes = sorted({int(size) for size in table["images_per_class"].dropna()} - {default})
+    not_run = [size for size in sizes if size not in shown_sizes]
+    shown = table.assign(
+        rs_diff=[
+            "n/a" if pd.isna(median) else f"{median:.3g} [{low:.3g}, {high:.3g}]"
+            for median, low, high in table[["rs_diff_median", "rs_diff_ci_low", "rs_diff_ci_high"]].itertuples(
+                index=False
+            )
+        ],
+        # a run whose table predates the column has no per-model margins to compute it from
+        margin_reached=["not recorded" if pd.isna(value) else f"{value:.3g}" for value in table["margin_reached"]],
+    )[list(SUPPORT_SIZE_COLUMNS)].rename(columns=SUPPORT_SIZE_COLUMNS)
     return [
         "## 4. How many training images the support models regress",
         f"The default (`support.max_train_per_class: {default}`, the committed run) against "
-        f"{', '.join(str(s) for s in sizes)} images per class; everything else as in params.yaml. "
-        "Margin reached = achieved over target mean margin of the GAD support models on the test images; "
+        f"{', '.join(str(s) for s in shown_sizes) or 'no other size'} images per class"
+        + (f" ({', '.join(str(s) for s in not_run)}: planned, not run yet)" if not_run else "")
+        + "; everything else as in params.yaml. "
+        "Margin reached = the share of the intended margin gain the GAD support models reach on the test "
+        "images, (margin − original's) / (target − original's), mean over the K models; "
         "support training s = the stage's training time of both support sets (GAD and α = 0).",
-        pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"),
+        shown.to_markdown(index=False, floatfmt=".3g"),
     ]
 
 

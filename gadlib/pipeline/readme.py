@@ -7,7 +7,9 @@ README.md holds generated blocks between ``<!-- NAME:begin -->`` and ``<!-- NAME
   and, per experiment and method, the share of empty GAD maps, the median RC of the non-empty ones
   and the verdicts of the paper's claims (``reports/metrics.json``);
 - ``timings``: the pipeline's wall time per stage, summed over the experiments (``reports/timings.json``);
-- ``bench``: GAD against plain Captum (``reports/bench.json`` and ``reports/gpu/bench_*.json``).
+- ``bench``: GAD against plain Captum (``reports/bench.json`` and ``reports/gpu/bench_*.json``);
+- ``support_size``: the support-set size study, one row per size (``reports/open_questions/support_size.csv``,
+  written by ``python -m gadlib.pipeline.open_questions collect``).
 
 ``python -m gadlib.pipeline.readme`` (``make readme``) rewrites the blocks after a run;
 ``--check`` only compares, and ``tests/test_readme.py`` fails when README.md and the committed
@@ -22,6 +24,8 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 from gadlib.evaluation.claims import CLAIMS
 from gadlib.pipeline.params import Params, load_params
@@ -146,6 +150,33 @@ def render_bench(reports: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_support_size(reports: Path) -> str:
+    """Per support-set size: training time, fidelity of the support models, and what GAD's maps do
+    (``reports/open_questions/support_size.csv``, one row per size, experiment and method)."""
+    path = reports / "open_questions" / "support_size.csv"
+    if not path.is_file():
+        return "No support-size study yet: `make open-questions` runs it.\n"
+    table = pd.read_csv(path)
+    lines = [
+        "| images per class | support training s (both sets, all experiments) | margin reached | "
+        "support agreement | GAD empty (median) | RC non-empty (median) | RS(GAD) > RS(rest) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size, rows in table.groupby("images_per_class", dropna=False, sort=True):
+        seconds = rows.groupby("experiment")["support_train_seconds"].first().sum()
+        verdicts = rows["rs_verdict"].value_counts()
+        verdict_text = ", ".join(f"{count} {verdict}" for verdict, count in verdicts.items())
+        label = "all" if pd.isna(size) else f"{int(size):,}"
+        margin = rows["margin_reached"].mean()  # NaN: a run recorded before the column existed
+        fidelity = f"{'not recorded' if pd.isna(margin) else f'{margin:.2f}'} | {rows['support_agreement'].mean():.3f}"
+        lines.append(
+            f"| {label} | {seconds:,.0f} | {fidelity} "
+            f"| {_percent(rows['gad_empty'].median())} | {_number(rows['rc_median_nonempty'].median())} "
+            f"| {verdict_text} (of {len(rows)}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render_blocks(root: Path = ROOT, params_file: Path | None = None) -> dict[str, str]:
     """Every generated block's content, from ``root``'s params.yaml and reports/."""
     reports = Path(root) / "reports"
@@ -155,6 +186,7 @@ def render_blocks(root: Path = ROOT, params_file: Path | None = None) -> dict[st
         "results": lambda: render_results(reports),
         "timings": lambda: render_timings(reports),
         "bench": lambda: render_bench(reports),
+        "support_size": lambda: render_support_size(reports),
     }
     return {name: render() for name, render in renderers.items()}
 
