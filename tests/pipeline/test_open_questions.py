@@ -96,6 +96,21 @@ def test_sections_split_at_second_level_headings_only():
     assert "".join(heading + body for heading, body in sections) == text
 
 
+def _one_run_per_revision(monkeypatch, tmp_path, rc: float, verdict: str, fidelity_rows: str) -> None:
+    """Every revision holds the same one-experiment run ("a", method "IG"; default size 500 in params.yaml);
+    tables go to ``tmp_path``."""
+    test = {"n": 30, "median_diff": 0.1, "ci95": [0.0, 0.2], "verdict": verdict}
+    method = {"gad_empty": 0.0, "rc_median_nonempty": rc, "tests": {"rs_gad_vs_rest": test}}
+    files = {
+        "params.yaml": "support:\n  max_train_per_class: 500\n",
+        "reports/metrics.json": json.dumps({"a": {"methods": {"IG": method}}}),
+        "reports/experiments/a/fidelity.csv": "experiment,support_set,model,agreement,margin,target_margin,"
+        "train_seconds\n" + fidelity_rows,
+    }
+    monkeypatch.setattr(oq, "read_at", lambda rev, path: files[path])
+    monkeypatch.setattr(oq, "OUT_DIR", tmp_path)
+
+
 def test_support_size_runs_and_their_section(tmp_path, monkeypatch):
     plan = {
         "alpha_sweep": {"experiment": "a", "scales": []},
@@ -106,16 +121,8 @@ def test_support_size_runs_and_their_section(tmp_path, monkeypatch):
     runs = oq.planned_runs(plan, ["a"])
     assert runs["support-250"] == ["support.max_train_per_class=250"] and "support-1000" in runs
 
-    test = {"n": 30, "median_diff": 0.1, "ci95": [0.0, 0.2], "verdict": "not significant"}
-    method = {"gad_empty": 0.1, "rc_median_nonempty": 0.05, "tests": {"rs_gad_vs_rest": test}}
-    files = {
-        "params.yaml": "support:\n  max_train_per_class: 500\n",
-        "reports/metrics.json": json.dumps({"a": {"methods": {"IG": method}}}),
-        "reports/experiments/a/fidelity.csv": "experiment,support_set,model,agreement,margin,target_margin,"
-        "train_seconds\na,pair,0,1,2,2,10\na,pair,1,0.9,3,4,10\na,alpha0,1,0.95,2,2,8\n",
-    }
-    monkeypatch.setattr(oq, "read_at", lambda rev, path: files[path])
-    monkeypatch.setattr(oq, "OUT_DIR", tmp_path)
+    fidelity = "a,pair,0,1,2,2,10\na,pair,1,0.9,3,4,10\na,alpha0,1,0.95,2,2,8\n"
+    _one_run_per_revision(monkeypatch, tmp_path, 0.05, "not significant", fidelity)
     text = "\n".join(oq.support_size_blocks(plan, {"support-250": "r250"}))
     rows = [line for line in text.splitlines() if line.startswith("|") and "IG" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["250", "500"]  # the default (HEAD) and the finished run
@@ -127,16 +134,7 @@ def test_support_size_runs_and_their_section(tmp_path, monkeypatch):
 
 def test_support_sizes_without_their_experiment_keep_their_committed_rows(tmp_path, monkeypatch):
     plan = {"support_size": {"sizes": [250, 1000]}}
-    test = {"n": 30, "median_diff": 0.1, "ci95": [0.0, 0.2], "verdict": "supported"}
-    method = {"gad_empty": 0.0, "rc_median_nonempty": 0.5, "tests": {"rs_gad_vs_rest": test}}
-    files = {
-        "params.yaml": "support:\n  max_train_per_class: 500\n",
-        "reports/metrics.json": json.dumps({"a": {"methods": {"IG": method}}}),
-        "reports/experiments/a/fidelity.csv": "experiment,support_set,model,agreement,margin,target_margin,"
-        "train_seconds\na,pair,0,1,2,2,10\na,pair,1,0.9,3,4,10\n",
-    }
-    monkeypatch.setattr(oq, "read_at", lambda rev, path: files[path])
-    monkeypatch.setattr(oq, "OUT_DIR", tmp_path)
+    _one_run_per_revision(monkeypatch, tmp_path, 0.5, "supported", "a,pair,0,1,2,2,10\na,pair,1,0.9,3,4,10\n")
     committed = pd.DataFrame(
         {"images_per_class": [250, 500], "experiment": "a", "method": "IG", "gad_empty": 0.0}
         | {"rc_median_nonempty": [0.6, 0.1], "rs_diff_median": 0.2, "rs_diff_ci_low": 0.1, "rs_diff_ci_high": 0.3}
