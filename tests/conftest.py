@@ -76,3 +76,12 @@ def tiny_pipeline(tmp_path_factory) -> PipelineRun:
     repo = tiny_profile_repository(tmp_path_factory.mktemp("tiny_pipeline") / "repo", seed=0)
     result = run_command(["dvc", "repro"], repo)
     return PipelineRun(repo, read_yaml((repo / "params.yaml").read_text()), result)
+
+
+@pytest.fixture
+def close_figures():
+    """Close every matplotlib figure a test left open (modules that draw: ``pytestmark``)."""
+    yield
+    import matplotlib.pyplot as plt  # here, so modules that draw nothing import no matplotlib
+
+    plt.close("all")

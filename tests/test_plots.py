@@ -22,10 +22,7 @@ N, H, W = 3, 8, 10
 LABELS = ["original", "support 1 (α=0.5)", "support 2 (α=1)"]
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture

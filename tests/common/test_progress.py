@@ -81,14 +81,19 @@ def test_log_bars_write_one_plain_line_when_quick():
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()  # no carriage return, no cursor move
 
 
-def test_log_bars_write_at_most_a_line_per_quarter_and_one_at_the_end(monkeypatch):
-    monkeypatch.setattr(log_tqdm, "log_min_seconds", 0.0)
+def _log_lines_of_a_full_run(total: int, desc: str) -> list[str]:
+    """The lines a log bar writes while counting to ``total`` one step at a time."""
     out = io.StringIO()
-    bar = log_tqdm(total=100, desc="long", file=out, mininterval=0)
-    for _ in range(100):
+    bar = log_tqdm(total=total, desc=desc, file=out, mininterval=0)
+    for _ in range(total):
         bar.update(1)
     bar.close()
-    lines = out.getvalue().splitlines()
+    return out.getvalue().splitlines()
+
+
+def test_log_bars_write_at_most_a_line_per_quarter_and_one_at_the_end(monkeypatch):
+    monkeypatch.setattr(log_tqdm, "log_min_seconds", 0.0)
+    lines = _log_lines_of_a_full_run(100, "long")
     assert [line.split()[1] for line in lines] == ["25%", "50%", "75%", "100%"]
     assert lines[-1] == "long: 100% 100/100 [00:00]"  # no rate: it differs at every run
 
@@ -107,12 +112,7 @@ def test_log_bars_write_at_most_a_line_per_quarter_and_one_at_the_end(monkeypatc
 
 def test_log_bars_wait_between_lines(monkeypatch):
     monkeypatch.setattr(log_tqdm, "log_min_seconds", 3600.0)
-    out = io.StringIO()
-    bar = log_tqdm(total=4, desc="slow", file=out, mininterval=0)
-    for _ in range(4):
-        bar.update(1)
-    bar.close()
-    assert len(out.getvalue().splitlines()) == 1  # only the end: no quarter came an hour after the start
+    assert len(_log_lines_of_a_full_run(4, "slow")) == 1  # only the end: no quarter came an hour after the start
 
 
 def test_log_bars_write_to_standard_output(capsys):

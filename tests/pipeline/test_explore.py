@@ -9,7 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
@@ -22,10 +21,7 @@ from tests.pipeline.test_figures import INDEX, METHODS, write_stage_outputs  # n
 NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture

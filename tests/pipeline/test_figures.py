@@ -22,11 +22,7 @@ INDEX = np.array([11, 30, 38])  # dataset indices of the explained images: not 0
 METHODS = ["Saliency", "InputXGradient"]
 from gadlib.evaluation.table import REGION_SETS  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture

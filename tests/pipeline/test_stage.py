@@ -115,13 +115,17 @@ def test_executed_notebooks_are_tidied_for_reading_and_diffing(tmp_path):
     nbformat.validate(nb)
 
 
+def last_cell_outputs(tmp_path, name: str, source: str) -> list:
+    """Run a one-cell notebook as a stage (experiment EXPERIMENT); the executed cell's outputs."""
+    output = tmp_path / "out" / f"{name}.ipynb"
+    run_stage(write_notebook(tmp_path / f"{name}.ipynb", source), output, {"experiment": EXPERIMENT}, PARAMS_FILE)
+    return nbformat.read(output, as_version=4).cells[-1].outputs
+
+
 def test_a_stage_run_leaves_one_line_per_quick_progress_bar_on_stdout(tmp_path, monkeypatch):
     monkeypatch.delenv("GADLIB_PROGRESS", raising=False)
     loop = "from gadlib.common.progress import tqdm\nfor i in tqdm(range(200), desc='work', mininterval=0): pass"
-    notebook = write_notebook(tmp_path / "bars.ipynb", loop)
-    output = tmp_path / "out" / "bars.ipynb"
-    run_stage(notebook, output, {"experiment": EXPERIMENT}, PARAMS_FILE)
-    outputs = nbformat.read(output, as_version=4).cells[-1].outputs
+    outputs = last_cell_outputs(tmp_path, "bars", loop)
     assert len(outputs) == 1 and outputs[0].name == "stdout"
     assert outputs[0].text.count("\n") == 1 and "200/200" in outputs[0].text
 
@@ -194,9 +198,6 @@ def test_figures_are_saved_in_the_executed_notebook_whatever_the_callers_backend
     monkeypatch.setenv("MPLBACKEND", "Agg")  # as `make` exports it
     monkeypatch.delenv("GADLIB_PROGRESS", raising=False)
     plot = "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]);"
-    notebook = write_notebook(tmp_path / "figure.ipynb", plot)
-    output = tmp_path / "out" / "figure.ipynb"
-    run_stage(notebook, output, {"experiment": EXPERIMENT}, PARAMS_FILE)
-    outputs = nbformat.read(output, as_version=4).cells[-1].outputs
+    outputs = last_cell_outputs(tmp_path, "figure", plot)
     assert [o.output_type for o in outputs] == ["display_data"] and "image/png" in outputs[0].data
     assert os.environ["MPLBACKEND"] == "Agg" and "GADLIB_PROGRESS" not in os.environ  # restored
