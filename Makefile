@@ -1,5 +1,6 @@
-# The commands people type. Each is a thin wrapper; the logic lives in gadlib and dvc.yaml.
-#   make repro   set up (once), obtain the data, run the pipeline (dvc repro)
+# The commands people type. Each is a thin wrapper: the analysis lives in notebooks/ (run by dvc.yaml),
+# the method in gadlib/, the project's own scripts in tools/.
+#   make repro   set up (once), obtain the data, run the pipeline (dvc repro), record its timings
 #   make test    set up (once), obtain the data, run the whole test suite
 #   make lab     JupyterLab with the project's kernel ("Python (gadlib)"), as a user or as root
 #   make shell   a shell with .venv active, for dvc commands typed by hand (dvc exp run -S ...)
@@ -32,10 +33,11 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 data: $(STAMP)
-	$(BIN)/python -m gadlib.pipeline.fetch
+	$(BIN)/python -m tools.fetch
 
 repro: data
 	$(BIN)/dvc repro
+	$(BIN)/python -m tools.timings
 
 test: data
 	$(BIN)/python -m pytest -q
@@ -54,20 +56,20 @@ shell: $(STAMP)
 
 # COMPARE_ARGS: e.g. "--method Saliency" or "-- -A" (options of dvc exp show after --)
 compare: $(STAMP)
-	$(BIN)/python -m gadlib.pipeline.compare $(COMPARE_ARGS)
+	$(BIN)/python -m tools.compare $(COMPARE_ARGS)
 
 readme: $(STAMP)
-	$(BIN)/python -m gadlib.pipeline.readme
+	$(BIN)/python -m tools.readme
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 open-questions: data
-	$(BIN)/python -m gadlib.pipeline.open_questions run
+	$(BIN)/python -m tools.open_questions run
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check gadlib tests bench
-	$(BIN)/ruff check gadlib tests bench
+	$(BIN)/ruff format --check gadlib tests bench tools
+	$(BIN)/ruff check gadlib tests bench tools
 
 clean-venv:
 	rm -rf $(VENV)

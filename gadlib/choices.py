@@ -1,8 +1,6 @@
-"""Every set of allowed choices, in one module that imports nothing heavy.
-
-Both the validation of ``params.yaml`` (:mod:`gadlib.pipeline.params`) and the library functions
-that take these options import them from here, so the two can never disagree; and validating a
-parameter file stays fast (no torch), so a misspelt value fails in a fraction of a second.
+"""Every set of allowed choices, in one module that imports nothing heavy: the validation of
+``params.yaml`` (:mod:`gadlib.project.params`, fast without torch) and the library take them from here,
+so the two never disagree.
 """
 
 DATASETS = ("fashion_mnist", "dogs_vs_cats", "cub200")

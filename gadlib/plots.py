@@ -1,9 +1,9 @@
 """Figures of the GAD study: attribution grids, hulls, occlusion examples and metric summaries.
 
-Each ``plot_*`` draws arrays or DataFrames (left unchanged) on the given ``ax`` / ``axes`` (default: a
-new figure) and returns the Figure; only :func:`save_figure` writes files. Box figures show a box and
-the jittered points of each group, with NaN values left out and counted under the x label. Colours
-are Okabe-Ito (safe under colour-vision deficiencies), one per region set across all figures.
+Each ``plot_*`` draws arrays or DataFrames (left unchanged) on the given ``ax`` / ``axes`` (default: a new
+figure) and returns the Figure; only :func:`save_figure` writes files. Images are (C, H, W) floats in
+[0, 1], C in {1, 3}. Summary figures take :func:`gadlib.evaluation.table.evaluate_maps` tables with an
+``experiment`` column and show each group's box and jittered points, NaN counted under the x label.
 """
 
 from __future__ import annotations
@@ -41,13 +41,6 @@ REGION_SET_COLORS = {
     "random_subset": "#F0E442",
     "gad_alpha0": "#CC79A7",
 }
-VERDICT_COLORS = {
-    "supported": "#009E73",
-    "not significant": "#999999",
-    "contradicted": "#D55E00",
-    "degenerate": "#F0E442",
-    "by construction": "#56B4E9",
-}
 IMPORTANCE_CMAP = "viridis"  # perceptually uniform, colour-blind safe, readable in greyscale
 PNG_DPI = 150
 BOX_WIDTH = 0.8  # of each box group (seaborn's default); the per-box annotations are placed with it
@@ -55,10 +48,8 @@ _JITTER_SEED = 0  # strip-plot jitter is display only; a fixed seed keeps figure
 
 TIDY_COLUMNS = ("experiment", "image", "method", "region_set")
 FIDELITY_COLUMNS = ("experiment", "model", "alpha", "accuracy", "agreement", "margin", "target_margin", "final_loss")
-SWEEP_COLUMNS = ("scale", "method", "rc", "rs_gad", "rs_rest", "agreement")
 
 
-# ---- images: attribution maps, hulls, occlusion --------------------------------------------
 def plot_attribution_grid(
     images: Any,
     importance_by_method: Mapping[str, Any],
@@ -69,24 +60,14 @@ def plot_attribution_grid(
     share_across_images: bool = False,
     cmap: str = IMPORTANCE_CMAP,
 ) -> Figure:
-    """Show each image next to its importance maps for every model and the GAD map.
+    """Each (N, C, H, W) image next to its importance maps for every model and the GAD map: a row per (image,
+    method), images outermost, of the image, the M maps and GAD on one colour scale from 0 with its colour
+    bar (rows * (M + 2) image axes, then rows colour-bar axes).
 
-    Parameters
-    ----------
-    images : (N, C, H, W) float array in [0, 1], C in {1, 3}
-    importance_by_method : dict method -> (M, N, H, W) non-negative maps; model 0 is the original.
-    gad_by_method : dict method -> (N, H, W) non-negative GAD maps; the same methods.
-    model_labels : M column titles, e.g. ``["original", "support 1 (α=0.5)", ...]``
-    image_indices : the images to show; default all N.
-    clip_percentile : top of the colour scale, a percentile in (0, 100] of the model maps, so that a
-        few extreme gradient pixels do not wash out the rest; 100 = the maximum.
-    share_across_images : one colour scale per method over all shown images, not one per row.
-    cmap : colour map for importance.
-
-    Returns
-    -------
-    Figure, a row per (image, method), images outermost: the image, the M maps and GAD on one colour
-    scale from 0 with its colour bar (rows * (M + 2) image axes, then rows colour-bar axes).
+    ``importance_by_method``: method -> (M, N, H, W) non-negative maps, model 0 the original;
+    ``gad_by_method``: the same methods -> (N, H, W) GAD maps; ``model_labels``: M column titles;
+    ``clip_percentile`` in (0, 100]: the colour scale's top, a percentile of the model maps (so a few extreme
+    pixels do not wash out the rest), over the shown images with ``share_across_images``, else per row.
     """
     imgs = _validate_images(images)
     n_images, _, height, width = imgs.shape
@@ -103,7 +84,6 @@ def plot_attribution_grid(
     maps = {m: _validate_maps(importance_by_method[m], shape, f"importance_by_method[{m!r}]") for m in methods}
     gads = {m: check_importance(gad_by_method[m], f"gad_by_method[{m!r}]", shape=shape[1:]) for m in methods}
     indices = _validate_indices(image_indices, n_images)
-
     n_cols, rows = len(labels) + 2, [(i, method) for i in indices for method in methods]
     fig, grid = _grid(len(rows), n_cols, (1.7 * n_cols + 1.2, 1.7 * len(rows) + 0.6))
     for row_axes, (i, method) in zip(grid, rows, strict=True):
@@ -132,28 +112,16 @@ def plot_attribution(
     cmap: str = IMPORTANCE_CMAP,
     alpha: float = 0.6,
 ) -> Figure:
-    """One attribution map as a heat map of its per-pixel importance, over the image if given.
-
-    Like Captum's ``visualize_image_attr(..., method="blended_heat_map", sign="absolute_value")``, but
-    an all-zero map (an empty GAD map: no pixel kept) is drawn, titled "empty", instead of Captum's
-    "Cannot normalize by scale factor = 0".
-
-    Parameters
-    ----------
-    attribution : (C, H, W) or (H, W) array or tensor; importance = sum over channels of |values|.
-    image : optional (C, H, W) pixel-space image in [0, 1], C in {1, 3}, shown under the map.
-    ax : Axes to draw on; default a new figure. title : default "attribution".
-    cmap, alpha : colour map of the importance, and its opacity over the image.
-
-    Returns
-    -------
-    The Figure; the colour bar runs from 0 to the map's largest importance (to 1 for an empty map).
+    """One (C, H, W) or (H, W) attribution map as a heat map of its importance (sum over channels of
+    |values|; colour bar from 0 to its maximum), with opacity ``alpha`` over the (C, H, W) ``image`` if given:
+    Captum's ``visualize_image_attr(..., "blended_heat_map", sign="absolute_value")``, except that an
+    all-zero (empty GAD) map is drawn, titled "empty", where Captum fails.
     """
     values = as_numpy(attribution).astype(np.float64)
     if values.ndim not in (2, 3):
         raise ValueError(f"attribution must be one (C, H, W) or (H, W) map; got shape {values.shape}")
     importance = np.nan_to_num(np.abs(values) if values.ndim == 2 else np.abs(values).sum(axis=0))
-    fig, (ax,) = _axes(ax, [3.4], 3.0)
+    fig, (ax,) = panel_axes(ax, [3.4], 3.0)
     if image is not None:
         img = as_numpy(image)
         if img.ndim != 3 or img.shape[1:] != importance.shape:
@@ -178,27 +146,15 @@ def plot_hulls(
     ax: Axes | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Draw the convex-hull regions of the original map and of the GAD map over the image.
-
-    Parameters
-    ----------
-    image : (C, H, W) float array in [0, 1], C in {1, 3}
-    original_polygons, gad_polygons : shapely (Multi)Polygons in pixel coordinates, x = column,
-        y = row (pixel (r, c) covers [c, c+1] x [r, r+1]); empty ones are skipped.
-    ax : Axes to draw on; default a new figure.
-    title : axes title; default "Regions: original vs GAD".
-
-    Returns
-    -------
-    The Figure: a patch per region (holes open), original hulls orange and dashed, GAD hulls blue
-    and solid; the legend below the image counts the regions of each.
-    """
+    """The convex-hull regions of the original map (dashed) and of the GAD map (solid) over the (C, H, W)
+    image: shapely (Multi)Polygons in pixel-edge coordinates (:mod:`gadlib.evaluation.regions`), holes open;
+    the legend counts the regions."""
     img = as_numpy(image)
     if img.ndim != 3:
         raise ValueError(f"image must be one (C, H, W) image; got {img.shape}")
     img = _validate_images(img[None], name="image")[0]
     _, height, width = img.shape
-    fig, (ax,) = _axes(ax, [4.2], 4.2)
+    fig, (ax,) = panel_axes(ax, [4.2], 4.2)
     _show_image(ax, img, extent=(0, width, height, 0))
     halo = [patheffects.withStroke(linewidth=3.0, foreground="white")]  # outlines stay visible on any image
     handles = []
@@ -223,22 +179,9 @@ def plot_occlusion_examples(
     fill_images: Any = None,
     image_indices: Sequence[int] | None = None,
 ) -> Figure:
-    """Show each image with each region set occluded, titled by the score drop and RS.
-
-    Parameters
-    ----------
-    images : (N, C, H, W) float array in [0, 1], C in {1, 3}
-    masks_by_set : dict region-set name -> (N, H, W) bool (or 0/1) array, True = occluded.
-    drops : dict region-set name -> (N,) score drop s(I) - s(I occluded); the same names.
-    fill_images : what replaces occluded pixels: None = black (the pipeline's default), a number in
-        [0, 1], or an (N, C, H, W) array (dataset mean, blur ...).
-    image_indices : the images to show; default all N.
-
-    Returns
-    -------
-    Figure, a row per image: the image, then each region set occluded and outlined; RS = drop /
-    occluded pixels ("n/a" for an empty mask).
-    """
+    """A row per (N, C, H, W) image: the image, then each region set of ``masks_by_set`` (name -> (N, H, W)
+    bool, True = occluded) occluded by ``fill_images`` (None = black, a number in [0, 1] or (N, C, H, W)
+    images) and outlined, titled by its (N,) score ``drops`` and RS."""
     imgs = _validate_images(images)
     n_images, names = imgs.shape[0], list(masks_by_set)
     if not names or set(names) != set(drops):
@@ -254,7 +197,6 @@ def plot_occlusion_examples(
         raise ValueError(f"fill_images must be a number or have shape (N, C, H, W) = {imgs.shape}; got {fill.shape}")
     fill = _validate_images(np.broadcast_to(fill, imgs.shape), name="fill_images")
     indices = _validate_indices(image_indices, n_images)
-
     fig, grid = _grid(len(indices), 1 + len(names), (2.1 * (1 + len(names)), 2.3 * len(indices) + 0.5))
     for row_axes, i in zip(grid, indices, strict=True):
         _show_image(row_axes[0], imgs[i])
@@ -271,35 +213,22 @@ def plot_occlusion_examples(
     return fig
 
 
-# ---- metric summaries -----------------------------------------------------------------------
 def plot_rc_distributions(table: pd.DataFrame, ax: Axes | None = None, log_scale: bool | None = None) -> Figure:
-    """Distribution of RC per method (experiments as hue), with the RC = 1 line.
-
-    Parameters
-    ----------
-    table : per-image tidy table with columns experiment, image, method, region_set, rc; RC is read
-        from the ``region_set == "gad"`` rows (NaN: an empty original map).
-    ax : Axes to draw on; default a new figure.
-    log_scale : log y axis; default (None) when all RC > 0 and they span more than 20x.
-
-    Returns
-    -------
-    The Figure, a box per (method, experiment) with, above it, the share of its images with RC < 1
-    (GAD regions smaller than the original's) and their number.
-    """
-    _check_table(table, (*TIDY_COLUMNS, "rc"), "table")
+    """RC (the tidy table's ``rc`` of its ``gad`` rows), a box per method and experiment with, above it, its
+    share of images with RC < 1 and their number; ``log_scale`` default: when all RC > 0 span over 20x."""
+    check_table(table, (*TIDY_COLUMNS, "rc"), "table")
     rows = table[table["region_set"] == "gad"]
     if rows.empty:
         raise ValueError("table has no rows with region_set == 'gad'; RC is read from those rows")
     rows = rows.assign(rc=pd.to_numeric(rows["rc"], errors="coerce"))
     if log_scale is None:
-        log_scale = _spread(rows["rc"]) > 20
+        log_scale = value_spread(rows["rc"]) > 20
     elif log_scale and rows["rc"].min() <= 0:
         raise ValueError(f"log_scale=True but RC has values <= 0 (min {rows['rc'].min():g}); use log_scale=False")
-    fig, (ax,) = _axes(ax, [max(5.0, 0.9 * rows["method"].nunique() * rows["experiment"].nunique() + 2.5)], 4.2)
+    fig, (ax,) = panel_axes(ax, [max(5.0, 0.9 * rows["method"].nunique() * rows["experiment"].nunique() + 2.5)], 4.2)
     ax.set(xlabel="attribution method", ylabel="RC = complexity(GAD) / complexity(original)")
     ax.set_title("Relative complexity of GAD regions (lower = smaller area)", fontsize=10)
-    _box_strip(ax, rows, "method", "rc", "experiment", nan="NaN RC", share=("<", 1.0, "share of images with RC < 1"))
+    box_strip(ax, rows, "method", "rc", "experiment", nan="NaN RC", share=("<", 1.0, "share of images with RC < 1"))
     if log_scale:
         ax.set_yscale("log")
     return fig
@@ -311,23 +240,10 @@ def plot_rs_comparison(
     paired: bool = True,
     region_sets: Sequence[str] = ("gad", "rest", "random"),
 ) -> Figure:
-    """RS of GAD regions against the rest of the original regions and a random control.
-
-    Parameters
-    ----------
-    table : per-image tidy table with columns experiment, image, method, region_set, rs; one row
-        per experiment, image, method and region_set.
-    axes : one Axes (``paired=False``) or two (``paired=True``); default a new figure.
-    paired : add a panel of the per-image difference RS(gad) − RS(rest), which the paper claims > 0.
-    region_sets : region sets to compare, in this order; those absent from the table are skipped.
-
-    Returns
-    -------
-    The Figure, a box group per method ("experiment" above "method" when there are several) with
-    region sets as hue; above each box of the paired panel, the share of its images with
-    RS(gad) > RS(rest) and their number.
-    """
-    _check_table(table, (*TIDY_COLUMNS, "rs"), "table", unique=True)
+    """RS (the tidy table's ``rs``) of the ``region_sets`` present, a box group per method (and experiment);
+    with ``paired``, a second panel of the per-image RS(gad) − RS(rest) with, above each box, its share of
+    images with RS(gad) > RS(rest) and their number."""
+    check_table(table, (*TIDY_COLUMNS, "rs"), "table", unique=True)
     present = set(table["region_set"])
     sets = [name for name in region_sets if name in present]
     if not sets:
@@ -340,11 +256,11 @@ def plot_rs_comparison(
     data = table.assign(rs=pd.to_numeric(table["rs"], errors="coerce"), group=group)
     rows = data[data["region_set"].isin(sets)]
     groups = list(pd.unique(rows["group"]))
-    fig, panels = _axes(axes, [max(5.0, 0.6 * len(groups) + 2.0)] * (2 if paired else 1), 4.2)
+    fig, panels = panel_axes(axes, [max(5.0, 0.6 * len(groups) + 2.0)] * (2 if paired else 1), 4.2)
     panels[0].set(xlabel="attribution method", ylabel="RS = score drop per occluded pixel")
     panels[0].set_title("Occlusion sensitivity by region set", fontsize=10)
     colors = {name: REGION_SET_COLORS.get(name, OKABE_ITO[2]) for name in sets}
-    _box_strip(panels[0], rows, "group", "rs", "region_set", colors=colors, legend=True, nan="NaN RS")
+    box_strip(panels[0], rows, "group", "rs", "region_set", colors=colors, legend=True, nan="NaN RS")
     if paired:
         wide = data.pivot(index=["group", "experiment", "image", "method"], columns="region_set", values="rs")
         diffs = (wide["gad"] - wide["rest"]).rename("diff").reset_index()
@@ -352,242 +268,40 @@ def plot_rs_comparison(
         panels[1].set_title("Paired difference (> 0: GAD regions more sensitive)", fontsize=10)
         share = (">", 0.0, "share of images with RS(gad) > RS(rest)")
         color = REGION_SET_COLORS["gad"]
-        _box_strip(
+        box_strip(
             panels[1], diffs, "group", "diff", order=groups, colors=color, nan="images without both RS", share=share
         )
     return fig
 
 
 def plot_support_fidelity(fidelity: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:
-    """How well the support models keep the original's behaviour as α grows.
-
-    Parameters
-    ----------
-    fidelity : table with columns experiment, model (0 = original), alpha (0 for the original),
-        accuracy, agreement, margin, target_margin, final_loss.
-    axes : four Axes; default a new 1 x 4 figure.
-
-    Returns
-    -------
-    The Figure: test accuracy, argmax agreement with the original, achieved (solid) vs target
-    (dashed) mean margin and the support models' final loss against α, a colour per experiment;
-    several support sets (One vs. All) draw their mean and, as a band, their range.
-    """
-    _check_table(fidelity, FIDELITY_COLUMNS, "fidelity")
-    fig, panels = _axes(axes, [3.6] * 4, 3.6)
+    """How the support models keep the original's behaviour as α grows, from :data:`FIDELITY_COLUMNS`
+    (:func:`gadlib.method.support.support_fidelity` rows): accuracy, agreement, achieved (solid) vs target
+    (dashed) margin and final loss, a colour per experiment (several support sets: mean and range)."""
+    check_table(fidelity, FIDELITY_COLUMNS, "fidelity")
+    fig, panels = panel_axes(axes, [3.6] * 4, 3.6)
     data = fidelity.astype({column: float for column in FIDELITY_COLUMNS[2:]})
     supports = data[data["model"] != 0]
-    line = _line_kws("alpha", "experiment", data, errorbar=("pi", 100))
+    line = line_kws("alpha", "experiment", data, errorbar=("pi", 100))
     sns.lineplot(data, y="accuracy", ax=panels[0], legend=False, **line)
     sns.lineplot(data, y="agreement", ax=panels[1], legend=False, **line)
-    _solid_and_dashed(panels[2], data, {"margin": "achieved", "target_margin": "target"}, "margin", line)
+    solid_and_dashed(panels[2], data, {"margin": "achieved", "target_margin": "target"}, "margin", line)
     sns.lineplot(supports, y="final_loss", ax=panels[3], legend=False, **line)
-    if _spread(supports["final_loss"]) > 20:
+    if value_spread(supports["final_loss"]) > 20:
         panels[3].set_yscale("log")
     panels[0].set(ylabel="test accuracy", title="Accuracy")
     panels[1].set(ylabel="argmax agreement with original", title="Agreement with the original")
     panels[2].set(ylabel="mean margin between the pair's logits", title="Margin: achieved vs target")
     panels[3].set(ylabel="final MSE loss", title="Support-model training loss")
-    _finish_lines(fig, panels, "α (schedule value; 0 = original)")
+    finish_line_panels(fig, panels, "α (schedule value; 0 = original)")
     for ax in panels[:2]:
         ax.set_ylim(top=1.02)
     return fig
 
 
-def plot_alpha_sweep(sweep: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:
-    """RC, RS (gad vs rest) and support agreement against the α schedule multiplier.
-
-    Parameters
-    ----------
-    sweep : per-image rows with columns scale (α schedule multiplier), method, rc, rs_gad, rs_rest,
-        agreement (mean over the run's support models), of one experiment.
-    axes : three Axes; default a new 1 x 3 figure.
-
-    Returns
-    -------
-    The Figure: per method, the median over images (line) and interquartile range (band), NaN left
-    out; RS(gad) solid, RS(rest) dashed in the method's colour.
-    """
-    _check_table(sweep, SWEEP_COLUMNS, "sweep")
-    if "experiment" in sweep.columns and sweep["experiment"].nunique(dropna=False) > 1:
-        raise ValueError(f"sweep mixes experiments {list(sweep['experiment'].unique())}; plot one at a time")
-    fig, panels = _axes(axes, [4.4] * 3, 3.8)
-    data = sweep.astype({column: float for column in SWEEP_COLUMNS if column != "method"})
-    # the median line; errorbar ("pi", 50) is the band from the 25th to the 75th percentile
-    line = _line_kws("scale", "method", data, estimator="median", errorbar=("pi", 50))
-    sns.lineplot(data, y="rc", ax=panels[0], legend=False, **line)
-    _solid_and_dashed(panels[1], data, {"rs_gad": "GAD regions", "rs_rest": "rest of original"}, "regions", line)
-    sns.lineplot(data, x="scale", y="agreement", color="k", marker="o", estimator="median", errorbar=None, ax=panels[2])
-    panels[0].axhline(1.0, color="black", linestyle=":", linewidth=1.0, zorder=0)
-    panels[0].set(ylabel="RC (median, IQR band)", title="Relative complexity vs α")
-    panels[1].set(ylabel="RS (median, IQR band)", title="Occlusion sensitivity vs α")
-    panels[2].set(ylabel="agreement with original", title="Support-model agreement vs α")
-    _finish_lines(fig, panels, "α schedule multiplier")
-    scales = np.sort(data["scale"].unique())
-    if _spread(scales) >= 8:  # doubling sweeps read evenly in log2
-        for ax in panels:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(scales, [f"{v:g}" for v in scales])
-    return fig
-
-
-def plot_gad_vs_smoothgrad(
-    table: pd.DataFrame,
-    cost: Mapping[str, float] | pd.Series | None = None,
-    axes: Sequence[Axes] | None = None,
-    variants: Mapping[str, tuple[str, str]] | None = None,
-    baseline: str | None = None,
-) -> Figure:
-    """Compare noise-reduction variants (e.g. Saliency, SmoothGrad, GAD) by area, RS and cost.
-
-    Parameters
-    ----------
-    table : per-image tidy table with columns experiment, image, method, region_set, complexity, rs.
-    cost : seconds per image by variant label, drawn in this order as a third panel; default none.
-    axes : two Axes, or three with ``cost``; default a new figure.
-    variants : display label -> (method, region_set) of each variant's regions, in order; default
-        ``method`` -> (method, "original") and ``GAD(method)`` -> (method, "gad") where present.
-    baseline : label of the variant complexity is relative to; default the first variant.
-
-    Returns
-    -------
-    The Figure, experiments as hue: per image, complexity over the baseline's (zero baseline: NaN)
-    with, above each box, the share of images below 1 and their number; each variant's RS; the cost.
-    """
-    _check_table(table, (*TIDY_COLUMNS, "complexity", "rs"), "table", unique=True)
-    by_pair = dict(list(table.groupby(["method", "region_set"], sort=False)))
-    if variants is None:
-        variants = {
-            label: (method, region_set)
-            for method in pd.unique(table["method"])
-            for label, region_set in ((str(method), "original"), (f"GAD({method})", "gad"))
-            if (method, region_set) in by_pair
-        }
-    labels = list(variants)
-    if not labels:
-        raise ValueError("no variants: the table has no 'original' or 'gad' rows")
-    baseline = labels[0] if baseline is None else baseline
-    if baseline not in labels:
-        raise ValueError(f"baseline {baseline!r} is not one of the variants {labels}")
-    if missing := [label for label, pair in variants.items() if tuple(pair) not in by_pair]:
-        raise ValueError(f"variants {missing} select (method, region_set) pairs with no rows in the table")
-    parts = [by_pair[tuple(pair)].assign(variant=label) for label, pair in variants.items()]
-    data = pd.concat(parts, ignore_index=True).astype({"complexity": float, "rs": float})
-    base = data[data["variant"] == baseline].set_index(["experiment", "image"])["complexity"].rename("base")
-    data = data.join(base.where(base > 0), on=["experiment", "image"])
-    data["ratio"] = data["complexity"] / data["base"]
-    palette = _palette(pd.unique(data["experiment"]))  # one colour per experiment in both panels
-
-    box_width = max(5.0, 0.45 * len(labels) * len(palette) + 2.0)
-    fig, panels = _axes(axes, [box_width, box_width, 4.5][: 2 if cost is None else 3], 4.2)
-    panels[0].set(xlabel="variant", ylabel=f"complexity / complexity({baseline})")
-    panels[0].set_title(f"Area relative to {baseline} (lower = smaller)", fontsize=10)
-    ratios = data[data["variant"] != baseline]
-    share = ("<", 1.0, f"share of images smaller than {baseline}")
-    nan = f"NaN ratios (zero {baseline})"
-    _box_strip(panels[0], ratios, "variant", "ratio", "experiment", colors=palette, legend=False, nan=nan, share=share)
-    panels[1].set(xlabel="variant", ylabel="RS = score drop per occluded pixel")
-    panels[1].set_title("Occlusion sensitivity of each variant's regions", fontsize=10)
-    _box_strip(panels[1], data, "variant", "rs", "experiment", colors=palette, nan="NaN RS")
-    if cost is not None:
-        seconds = pd.Series(cost, dtype=float)
-        if seconds.empty or not np.isfinite(seconds).all() or (seconds < 0).any():
-            raise ValueError(f"cost must hold finite non-negative seconds per variant, or be None; got {dict(seconds)}")
-        sns.barplot(x=seconds.index.astype(str), y=seconds.to_numpy(), color=OKABE_ITO[2], ax=panels[2])
-        panels[2].bar_label(panels[2].containers[0], labels=[_fmt(v) for v in seconds], fontsize=8)
-        panels[2].set(xlabel="variant", ylabel="seconds per image")
-        panels[2].set_title("Cost", fontsize=10)
-        _slant_ticks(panels[2])
-    return fig
-
-
-def plot_claims(tests: pd.DataFrame) -> Figure:
-    """Each claim's effect with its 95% CI, per experiment and method, coloured by verdict.
-
-    Parameters
-    ----------
-    tests : one row per test with columns claim, label (e.g. "method, experiment"), median_diff,
-        ci_low, ci_high, verdict, n; claims of different units get their own panel.
-
-    Returns
-    -------
-    The Figure, one panel per claim, a point and an interval per test, the 0 line dashed.
-    """
-    _check_table(tests, ("claim", "label", "median_diff", "ci_low", "ci_high", "verdict", "n"), "tests")
-    claims = list(pd.unique(tests["claim"]))
-    labels = list(pd.unique(tests["label"]))
-    columns = min(4, len(claims))
-    rows_of_panels = -(-len(claims) // columns)
-    fig, axes = plt.subplots(
-        rows_of_panels,
-        columns,
-        figsize=(3.3 * columns + 2.6, (0.3 * len(labels) + 1.0) * rows_of_panels + 0.6),
-        sharey=True,
-        squeeze=False,
-        layout="constrained",
-    )
-    y = np.arange(len(labels))
-    for ax, claim in zip(axes.flat, claims, strict=False):
-        rows = tests[tests["claim"] == claim].set_index("label").reindex(labels)
-        for verdict, color in VERDICT_COLORS.items():
-            hit = (rows["verdict"] == verdict).to_numpy()
-            ax.hlines(y[hit], rows["ci_low"][hit], rows["ci_high"][hit], color=color, lw=1.2)
-            ax.plot(rows["median_diff"][hit], y[hit], "o", color=color, ms=4)
-        ax.axvline(0, color="black", lw=0.8, ls="--")
-        ax.set_title(claim, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_yticks(y, labels)
-    for ax in axes.flat[len(claims) :]:
-        ax.set_visible(False)
-    axes[0, 0].invert_yaxis()  # the first test on top (the axes share y)
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLORS.items()]
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
-    fig.supxlabel("median paired difference (GAD minus the baseline or control), 95% bootstrap CI", fontsize=9)
-    return fig
-
-
-def plot_agreement(agreement: pd.DataFrame) -> Figure:
-    """How many of the K + 1 binarised maps keep a pixel: observed against independent maps.
-
-    Parameters
-    ----------
-    agreement : columns label (e.g. "method, experiment"), maps (0..K+1), observed, independent
-        (shares of pixels, each summing to 1 per label).
-
-    Returns
-    -------
-    The Figure, one panel per label: bars of the observed shares, the independent shares as a line,
-    log scale (the share kept by every map, GAD's pixels, is tiny under independence).
-    """
-    _check_table(agreement, ("label", "maps", "observed", "independent"), "agreement")
-    labels = list(pd.unique(agreement["label"]))
-    columns = min(4, len(labels))
-    rows = -(-len(labels) // columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(3.1 * columns, 2.5 * rows), squeeze=False, sharey=True, layout="constrained"
-    )
-    for ax, label in zip(axes.flat, labels, strict=False):
-        data = agreement[agreement["label"] == label]
-        ax.bar(data["maps"], data["observed"].clip(lower=1e-9), color=REGION_SET_COLORS["gad"], label="observed")
-        ax.plot(data["maps"], data["independent"].clip(lower=1e-9), "o-", color="black", ms=3, label="independent")
-        ax.set(yscale="log", ylim=(1e-7, 1.5), xticks=data["maps"])
-        ax.set_title(label, fontsize=8)
-    for ax in axes.flat[len(labels) :]:
-        ax.set_visible(False)
-    axes[0, 0].legend(fontsize=7)
-    fig.supxlabel("number of the K + 1 maps that keep the pixel", fontsize=9)
-    fig.supylabel("share of pixels", fontsize=9)
-    return fig
-
-
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
-    """Write ``fig`` as a PNG (150 dpi) atomically, creating the folders, then close it.
-
-    Parameters
-    ----------
-    fig : the Figure to write.
-    path : target file; must end in ``.png``.
-    """
+    """Write ``fig`` to ``path`` (ending in ``.png``) as a 150-dpi PNG atomically, creating the folders,
+    then close it."""
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure; got {type(fig).__name__}")
     if not os.fspath(path).lower().endswith(".png"):
@@ -599,8 +313,8 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> None:
         plt.close(fig)
 
 
-# ---- helpers: summaries ---------------------------------------------------------------------
-def _box_strip(
+# ---- building blocks of the summary figures (tools/open_questions.py draws with them too) ----
+def box_strip(
     ax: Axes,
     data: pd.DataFrame,
     x: str,
@@ -613,18 +327,14 @@ def _box_strip(
     legend: bool | None = None,
     share: tuple[str, float, str] | None = None,
 ) -> None:
-    """A box per (x, hue) level, without fliers since every value is drawn over it as a jittered point.
-
-    nan : what NaN ``y`` values are; counted under the caller's x label (seaborn labels only unlabelled axes).
-    order : the ``x`` levels; default in order of appearance.
-    colors : hue level -> colour, in hue order (default Okabe-Ito); without hue, the one colour.
-    legend : default when there are several hue levels; right of the axes.
-    share : (op "<" or ">", threshold, label): a dashed line at the threshold and, on a top axis above
-        each box, the share of its values op threshold and their number. Default: a line at 0.
-    """
+    """A box per (x, hue) level of ``data``, without fliers: every value is drawn over it as a jittered point.
+    ``nan`` names the NaN ``y`` values counted under the x label; ``order``: the ``x`` levels; ``colors``:
+    hue level -> colour, or the one colour without hue; ``legend``: right of the axes (default with several
+    hue levels); ``share``: (op "<" or ">", threshold, label), a dashed line at the threshold and, above
+    each box, the share of its values op threshold and their number (default: a line at 0)."""
     order = list(pd.unique(data[x]) if order is None else order)
     if hue:
-        colors = dict(colors or _palette(pd.unique(data[hue])))
+        colors = dict(colors or palette(pd.unique(data[hue])))
     n_missing, data = int(data[y].isna().sum()), data.dropna(subset=[y])
     hue_kws = {"hue": hue, "hue_order": list(colors), "palette": colors} if hue else {"color": colors}
     common = {"data": data, "x": x, "y": y, "order": order, "ax": ax, **hue_kws}
@@ -662,22 +372,22 @@ def _box_strip(
         top.set_xlabel(share_label, fontsize=8)
     if n_missing:
         ax.set_xlabel(f"{ax.get_xlabel()}\n({n_missing} {nan} not shown)")
-    _slant_ticks(ax)
+    slant_ticks(ax)
 
 
-def _line_kws(x: str, hue: str, data: pd.DataFrame, **kws: Any) -> dict[str, Any]:
+def line_kws(x: str, hue: str, data: pd.DataFrame, **kws: Any) -> dict[str, Any]:
     """seaborn.lineplot arguments shared by the panels of a figure: one Okabe-Ito colour per hue level."""
     levels = list(pd.unique(data[hue]))
-    return {"x": x, "hue": hue, "hue_order": levels, "palette": _palette(levels), "marker": "o", **kws}
+    return {"x": x, "hue": hue, "hue_order": levels, "palette": palette(levels), "marker": "o", **kws}
 
 
-def _solid_and_dashed(ax: Axes, data: pd.DataFrame, columns: dict[str, str], name: str, line: dict[str, Any]) -> None:
+def solid_and_dashed(ax: Axes, data: pd.DataFrame, columns: dict[str, str], name: str, line: dict[str, Any]) -> None:
     """Lines of two columns of ``data`` (column -> label) told apart by style: the first solid, the second dashed."""
     long = data.melt([line["x"], line["hue"]], list(columns), var_name=name, value_name="value")
     sns.lineplot(long.replace({name: columns}), y="value", style=name, ax=ax, **line)
 
 
-def _finish_lines(fig: Figure, panels: list[Axes], xlabel: str) -> None:
+def finish_line_panels(fig: Figure, panels: list[Axes], xlabel: str) -> None:
     """``xlabel``, a grid and 10-point titles on each panel; seaborn's legends moved right of the figure."""
     for ax in panels:
         ax.set_xlabel(xlabel)
@@ -690,21 +400,21 @@ def _finish_lines(fig: Figure, panels: list[Axes], xlabel: str) -> None:
             legend.remove()
 
 
-def _slant_ticks(ax: Axes) -> None:
+def slant_ticks(ax: Axes) -> None:
     """Slant the x tick labels when there are many or long ones (variant names, experiment above method)."""
     labels = ax.get_xticklabels()
     if len(labels) > 3 or any(len(label.get_text()) > 14 for label in labels):
         plt.setp(labels, rotation=25, ha="right", rotation_mode="anchor", fontsize=8)
 
 
-def _spread(values: Any) -> float:
+def value_spread(values: Any) -> float:
     """max / min of the non-NaN values; 0 when there are none or one is <= 0 (no log axis then)."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     return float(values.max() / values.min()) if values.size and values.min() > 0 else 0.0
 
 
-def _check_table(table: Any, columns: Sequence[str], name: str, unique: bool = False) -> None:
+def check_table(table: Any, columns: Sequence[str], name: str, unique: bool = False) -> None:
     """Raise unless ``table`` is a non-empty DataFrame with ``columns`` (if ``unique``: one row per TIDY_COLUMNS)."""
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"{name} must be a pandas DataFrame; got {type(table).__name__}")
@@ -718,11 +428,11 @@ def _check_table(table: Any, columns: Sequence[str], name: str, unique: bool = F
         raise ValueError(f"{name} has more than one row for {first}; it must hold one per {', '.join(TIDY_COLUMNS)}")
 
 
-def _palette(keys: Sequence[Any]) -> dict[Any, str]:
+def palette(keys: Sequence[Any]) -> dict[Any, str]:
     return {key: OKABE_ITO[k % len(OKABE_ITO)] for k, key in enumerate(keys)}
 
 
-def _axes(axes: Axes | Sequence[Axes] | None, widths: Sequence[float], height: float) -> tuple[Figure, list[Axes]]:
+def panel_axes(axes: Axes | Sequence[Axes] | None, widths: Sequence[float], height: float) -> tuple[Figure, list[Axes]]:
     """The caller's Axes (one per panel) and their figure, or a new row of panels ``widths`` x ``height`` inches."""
     if axes is None:
         fig, grid = _grid(1, len(widths), (sum(widths), height), width_ratios=widths)
@@ -737,7 +447,6 @@ def _axes(axes: Axes | Sequence[Axes] | None, widths: Sequence[float], height: f
 
 
 def _grid(n_rows: int, n_cols: int, figsize: tuple[float, float], **kws: Any) -> tuple[Figure, np.ndarray]:
-    """A new figure with an (n_rows, n_cols) array of Axes in constrained layout."""
     return plt.subplots(n_rows, n_cols, figsize=figsize, squeeze=False, layout="constrained", **kws)
 
 
@@ -745,13 +454,11 @@ def _fmt(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.3g}"
 
 
-# ---- helpers: images ------------------------------------------------------------------------
 def _validate_images(images: Any, name: str = "images") -> np.ndarray:
     return check_images(as_numpy(images), name, pixel_space=True, channels=(1, 3))
 
 
 def _validate_maps(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """``value`` as a non-negative float array of shape (M, N, H, W) = ``shape``."""
     arr = as_numpy(value)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape (M, N, H, W) = {shape}; got {arr.shape}")

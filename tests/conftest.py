@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gadlib.pipeline import paths
-from gadlib.pipeline.params import read_yaml
-from gadlib.pipeline.paths import DATA_DIR, PARAMS_FILE
+from gadlib.project.params import read_yaml
 from tests.fixtures import (
+    DATA_DIR,
+    ROOT,
     run_command,
     tiny_profile_repository,
     write_cub_tree,
@@ -20,7 +20,7 @@ from tests.fixtures import (
     write_fashion_mnist_tree,
 )
 
-_PARAMS = read_yaml(PARAMS_FILE.read_text())
+_PARAMS = read_yaml((ROOT / "params.yaml").read_text())
 
 
 @pytest.fixture
@@ -30,11 +30,16 @@ def params() -> dict:
 
 
 @pytest.fixture
-def stage_outputs(tmp_path, monkeypatch) -> Path:
-    """The stages write under tmp_path/artifacts and tmp_path/reports instead of the repository's."""
-    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
-    monkeypatch.setattr(paths, "REPORTS_DIR", tmp_path / "reports")
-    return tmp_path / "artifacts"
+def project_dir(tmp_path, monkeypatch) -> Path:
+    """An empty project (the repository's params.yaml and dvc.yaml) as the working directory, so
+    gadlib.project reads and writes artifacts/ and reports/ there instead of in the repository."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("params.yaml", "dvc.yaml"):
+        (project / name).write_bytes((ROOT / name).read_bytes())
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return project
 
 
 @pytest.fixture

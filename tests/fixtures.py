@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gadlib.pipeline.paths import DATA_DIR, ROOT
+ROOT = Path(__file__).resolve().parents[1]  # the repository these tests belong to
+DATA_DIR = ROOT / "data"
 
 FASHION_SIZE = 4  # pixels per side of the generated Fashion-MNIST images
 
@@ -140,6 +141,7 @@ def copy_repository(dest: Path) -> Path:
 def repository_env(repo: Path) -> dict[str, str]:
     """Environment for a command run in a copy: that copy's gadlib, this interpreter's tools (dvc)."""
     env = dict(os.environ, PYTHONPATH=str(repo), MPLBACKEND="Agg")
+    env.pop("DVC_ROOT", None)  # the copy is the project, even when the tests themselves run under DVC
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return env
 

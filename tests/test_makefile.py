@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gadlib.pipeline.paths import ROOT
+from tests.fixtures import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
@@ -52,4 +52,9 @@ def test_shell_activates_the_venv(tmp_path):
 
 
 def test_compare_prints_the_headline_table(tmp_path):
-    assert "python -m gadlib.pipeline.compare" in make_dry_run("compare", tmp_path)
+    assert "python -m tools.compare" in make_dry_run("compare", tmp_path)
+
+
+def test_repro_records_the_timings_after_the_pipeline(tmp_path):
+    commands = make_dry_run("repro", tmp_path)
+    assert commands.index("dvc repro") < commands.index("python -m tools.timings")

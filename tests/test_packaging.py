@@ -11,7 +11,7 @@ import sysconfig
 import venv
 from pathlib import Path
 
-from gadlib.pipeline.paths import ROOT
+from tests.fixtures import ROOT
 
 SUBPACKAGES = sorted(
     ".".join(p.relative_to(ROOT).with_suffix("").parts[:-1]) for p in (ROOT / "gadlib").rglob("__init__.py")
@@ -23,7 +23,7 @@ def test_every_subpackage_is_found():
         "gadlib",
         "gadlib.method",
         "gadlib.evaluation",
-        "gadlib.pipeline",
+        "gadlib.project",
         "gadlib.models",
         "gadlib.data",
         "gadlib.common",
@@ -84,11 +84,28 @@ def test_a_wheel_installed_into_a_clean_venv_imports_every_subpackage(tmp_path):
     code = (
         "import importlib, gadlib; "
         f"[importlib.import_module(m) for m in {SUBPACKAGES!r}]; "
-        "import gadlib.method.gad, gadlib.evaluation.table, gadlib.pipeline.stage; print(gadlib.__file__)"
+        "import gadlib.method.gad, gadlib.evaluation.table, gadlib.project.params; print(gadlib.__file__)"
     )
     result = subprocess.run([python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).is_relative_to(Path(target)), result.stdout
+
+    # installed, gadlib finds the project it runs in (a clone elsewhere), not the one it was built from
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "params.yaml", clone / "params.yaml")
+    (clone / "dvc.yaml").write_text("stages: {}\n")
+    code = (
+        "from gadlib.project.params import load_params; from gadlib.project.paths import project_root; "
+        "print(project_root(), load_params().experiment_names[0])"
+    )
+    found = subprocess.run([python, "-c", code], cwd=clone / "notebooks", env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [str(clone.resolve()), "tshirt_vs_shirt"]
+    outside = subprocess.run([python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (
+        "ProjectNotFoundError: no GAD project here" in outside.stderr and "params.yaml and dvc.yaml" in outside.stderr
+    )
 
 
 def test_the_main_names_are_exported_lazily():

@@ -17,10 +17,8 @@ import numpy as np
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
-
-    On any exception the temporary file is removed and ``path`` is left as it was.
-    """
+    """Yield a temporary path in the target's folder, renamed onto ``path`` on success; on any exception
+    it is removed and ``path`` is left as it was."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -85,11 +83,8 @@ def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` written by :func:`save_arrays` without unpickling anything.
-
-    Raises FileNotFoundError if ``path`` does not exist; ValueError naming the file (and the array) if
-    it is not a readable ``.npz`` or holds Python objects, which would need unpickling (that can run code).
-    """
+    """Load an ``.npz`` written by :func:`save_arrays` without unpickling anything: ValueError naming the
+    file (and array) if it is unreadable or holds Python objects (unpickling can run code)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"array file {path} does not exist")

@@ -1,7 +1,5 @@
-"""Checks of the arrays users pass in: image batches, binary masks, per-pixel importance.
-
-Each check accepts numpy arrays and torch tensors alike and raises an exception that names the
-argument, the bad value and the fix. No torch import, so torch-free modules can use it.
+"""Checks of the arrays users pass in (image batches, binary masks, per-pixel importance), numpy or torch
+alike, raising exceptions that name the argument, the bad value and the fix. Imports no torch.
 """
 
 from __future__ import annotations
@@ -24,11 +22,8 @@ class InputRangeWarning(UserWarning):
 
 
 def check_batch(values: Any, name: str = "inputs", *, require_tensor: bool = False) -> Any:
-    """Return ``values`` if it is a floating-point (N, ...) batch, N >= 1 (numpy array or torch tensor).
-
-    ``name`` names the argument in errors; ``require_tensor`` refuses anything but a torch tensor
-    (for the paths that take gradients). Raises TypeError (type, dtype) or ValueError (shape).
-    """
+    """``values`` if it is a floating-point (N, ...) batch, N >= 1 (array or tensor; only a tensor with
+    ``require_tensor``), else TypeError or ValueError naming the argument ``name``."""
     _check_floating(values, name, require_tensor)
     if values.ndim < 2 or values.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1; got {tuple(values.shape)}")
@@ -43,12 +38,9 @@ def check_images(
     channels: Sequence[int] | None = None,
     require_tensor: bool = False,
 ) -> Any:
-    """Return ``images`` if it is a floating-point (N, C, H, W) batch, N >= 1, as :func:`check_batch`.
-
-    ``pixel_space`` also requires finite values in [0, 1] (up to ``PIXEL_RANGE_TOLERANCE``): images
-    before normalisation, as gadlib's models take them. ``channels``: the allowed numbers of channels
-    C (e.g. ``(1, 3)`` to show images), or None for any. Raises TypeError or ValueError.
-    """
+    """``images`` if it is a floating-point (N, C, H, W) batch as :func:`check_batch`, with C in
+    ``channels`` (None: any) and, with ``pixel_space``, finite values in [0, 1] (up to
+    ``PIXEL_RANGE_TOLERANCE``)."""
     _check_floating(images, name, require_tensor)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, C, H, W) with N >= 1; got {tuple(images.shape)}")
@@ -105,8 +97,7 @@ def name_indices(indices: Sequence[int], total: int) -> str:
 
 
 def check_finite_images(images: Any, name: str = "inputs") -> Any:
-    """Return ``images`` if every value is finite; otherwise raise ValueError naming the images (first
-    axis) that hold NaN or infinite values."""
+    """``images`` if every value is finite, else ValueError naming the images that are not."""
     if bad := non_finite_rows(images):
         raise ValueError(
             f"{name} hold NaN or infinite values in images {name_indices(bad, len(images))}; neither an "
@@ -118,12 +109,8 @@ def check_finite_images(images: Any, name: str = "inputs") -> Any:
 def check_mask(
     mask: Any, name: str = "mask", *, shape: Sequence[int] | None = None, axes: str = "(N, H, W)"
 ) -> np.ndarray:
-    """``mask`` (bool, or numbers all 0 or 1; numpy or torch) as a bool numpy array.
-
-    ``mask`` is one (H, W) mask or, with ``shape``, an array of exactly that shape (e.g. (N, H, W),
-    whose axes ``axes`` names in errors). A bool numpy array is returned as it is. Raises ValueError
-    for a wrong shape or values other than 0 and 1; TypeError for a non-numeric dtype.
-    """
+    """``mask`` (bool, or numbers all 0 or 1; numpy or torch) as a bool numpy array: one (H, W) mask or,
+    with ``shape``, exactly that shape (``axes`` names its axes in errors)."""
     arr = as_numpy(mask)
     if shape is None and arr.ndim != 2:
         raise ValueError(
@@ -146,14 +133,9 @@ def check_mask(
 
 
 def check_importance(importance: Any, name: str = "importance", *, shape: Sequence[int] | None = None) -> np.ndarray:
-    """``importance`` as a float numpy array of non-negative per-pixel importance.
-
-    ``importance``: (N, H, W) numpy array or torch tensor, channels collapsed (e.g. by
-    :func:`gadlib.method.fusion.pixel_importance`); ``shape``: the required shape, None = any 3-D.
-    Returns an (N, H, W) float array: a floating input keeps its dtype, other numbers become float32;
-    NaN and infinite values count as importance 0 (as ``pixel_importance`` reads them), with a
-    RuntimeWarning pointing at the caller's caller. Raises ValueError for a wrong shape or negative values.
-    """
+    """(N, H, W) non-negative per-pixel ``importance`` (array or tensor, channels collapsed; of ``shape``
+    if given) as a float numpy array (float32 for integers); NaN and infinite values count as 0, with a
+    RuntimeWarning pointing at the caller's caller."""
     arr = as_numpy(importance)
     if (shape is None and arr.ndim != 3) or (shape is not None and arr.shape != tuple(shape)):
         expected = "(N, H, W)" if shape is None else f"(N, H, W) = {tuple(shape)} to match the images"

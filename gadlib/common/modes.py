@@ -11,22 +11,11 @@ from torch import nn
 
 @contextlib.contextmanager
 def evaluation_mode(*models: nn.Module, freeze_parameters: bool = False, no_grad: bool = False) -> Iterator[None]:
-    """Run the block with every model in eval mode (batch norm on running statistics, no dropout).
-
-    Parameters
-    ----------
-    models : the modules to switch; each submodule's own training flag is restored afterwards, so a
-        model that was partly in eval mode comes back as it was.
-    freeze_parameters : also switch ``requires_grad`` off for every parameter (gradients with respect
-        to the inputs only, none accumulated in the weights); each flag is restored afterwards.
-    no_grad : also run the block without autograd (``torch.no_grad``).
-    """
+    """Run the block with every model in eval mode, each submodule's flag restored afterwards; with
+    ``freeze_parameters`` also every ``requires_grad`` off (restored too), with ``no_grad`` without autograd."""
     modes = {id(module): (module, module.training) for model in models for module in model.modules()}
-    flags = (
-        {id(param): (param, param.requires_grad) for model in models for param in model.parameters()}
-        if freeze_parameters
-        else {}
-    )
+    frozen = [param for model in models for param in model.parameters()] if freeze_parameters else []
+    flags = {id(param): (param, param.requires_grad) for param in frozen}
     try:
         for model in models:
             model.eval()

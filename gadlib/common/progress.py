@@ -1,14 +1,7 @@
-"""Progress bars: widgets in a JupyterLab kernel, a few plain lines in pipeline runs, text elsewhere.
-
-``tqdm.auto`` warns ("IProgress not found") in a kernel without ipywidgets and picks widgets in
-papermill runs, whose saved notebooks cannot show them. Here the choice is explicit: the
-environment variable ``GADLIB_PROGRESS`` = ``log`` prints whole lines, at most one per quarter of the
-work and one at the end (the pipeline's stage runner sets it for the notebooks it executes, so a
-saved notebook holds a few lines per bar instead of every refresh); ``text`` forces ordinary text
-bars, ``widgets`` asks for widget bars, and ``auto`` (the default) uses widgets inside a Jupyter
-kernel that has ipywidgets, and otherwise text bars that draw only on a terminal: a plain script
-whose output goes to a file or a pipe prints no bar (set ``GADLIB_PROGRESS=text`` or ``log`` to
-have them there too).
+"""Progress bars chosen by ``$GADLIB_PROGRESS`` (``tqdm.auto`` picks widgets that saved notebooks cannot
+show): ``log`` prints a few whole lines per bar (tools/run_notebook.py sets it for the pipeline's
+notebooks), ``text`` and ``widgets`` force those bars, and ``auto`` (default) uses widgets in a Jupyter
+kernel with ipywidgets, else text bars drawn only on a terminal.
 """
 
 from __future__ import annotations
@@ -26,16 +19,10 @@ LOG_MIN_SECONDS = 30.0  # a quarter's line waits this long after the previous li
 
 
 class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands in for
-    """A tqdm bar that writes whole lines for logs and saved notebooks.
-
-    A line (:meth:`log_line`: ``desc:  40% 2/5 [00:12, loss=0.3]``) is written when the work crosses a
-    quarter (25, 50, 75, 100%) at least :data:`LOG_MIN_SECONDS` after the previous line, and once
-    when the bar closes, unless the last line already showed the final count. So a quick bar prints
-    one line, a long one at most five; no carriage returns, cursor moves or clearing, so each line
-    stays readable in a file. A bar without a total prints only its end. Lines go to standard
-    output unless ``file`` says otherwise: progress is information, and a notebook shows standard
-    error as pink warning blocks.
-    """
+    """A tqdm bar that writes whole lines (:meth:`log_line`), readable in a file: one when the work crosses a
+    quarter at least :data:`LOG_MIN_SECONDS` after the previous line, and one at the close unless the last
+    showed the final count. Lines go to standard output by default (a notebook shows standard error as
+    warnings)."""
 
     monitor_interval = 0  # no monitor thread: lines come only from the bar's own updates
     log_min_seconds = LOG_MIN_SECONDS
@@ -51,13 +38,10 @@ class log_tqdm(text_tqdm):  # noqa: N801 - named like the tqdm classes it stands
 
     def _quarter(self) -> int:
         """How many quarters of the total are done (0-4); 0 without a total."""
-        if not self.total:
-            return 0
-        return min(4, math.floor(4 * self.n / self.total))
+        return min(4, math.floor(4 * self.n / self.total)) if self.total else 0
 
     def log_line(self) -> str:
-        """``desc: 40% 2/5 [00:12, postfix]``: the count and the elapsed time, without the rate, which
-        differs at every run (the elapsed time only when a step crosses a second)."""
+        """``desc: 40% 2/5 [00:12, postfix]``: the count and elapsed time, not the rate (it differs every run)."""
         elapsed = self.format_interval(self.format_dict["elapsed"])
         postfix = f", {self.postfix}" if self.postfix else ""
         prefix = f"{self.desc}: " if self.desc else ""
@@ -105,10 +89,9 @@ def progress_class(style: str | None = None) -> type[text_tqdm]:
         raise ValueError(f"{PROGRESS_ENV}={style!r} is not a progress style; use one of {PROGRESS_STYLES}")
     if style == "log":
         return log_tqdm
-    in_kernel = "ipykernel" in sys.modules
     if style == "text":
         return text_tqdm
-    if style == "auto" and not in_kernel:
+    if style == "auto" and "ipykernel" not in sys.modules:
         return TerminalTqdm
     try:
         import ipywidgets  # noqa: F401  (tqdm.notebook needs it to draw)

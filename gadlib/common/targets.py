@@ -15,27 +15,9 @@ def class_indices(
     name: str = "target",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``target`` as one class index per image.
-
-    Parameters
-    ----------
-    target : one index for every image (an int or a 0-d integer tensor), or ``n`` of them (a
-        sequence, a numpy array or a tensor of shape (n,)).
-    n : the number of images, N.
-    num_classes : the model's number of outputs K, when known: every index must lie in [0, K).
-        ``None`` refuses negative indices only.
-    name : the argument's name, for error messages.
-    device : where the result lives; ``None`` = where ``target`` is (the CPU for numbers).
-
-    Returns
-    -------
-    (N,) int64 contiguous tensor.
-
-    Raises
-    ------
-    TypeError for None; ValueError naming the value for a non-integer dtype, a wrong shape or an
-    index out of range.
-    """
+    """``target`` (one integer class index, or ``n`` of them: sequence, array or (n,) tensor) as an (n,)
+    int64 contiguous tensor on ``device`` (default ``target``'s); each index must lie in [0, ``num_classes``)
+    (if None, >= 0). ``name`` names the argument in the ValueError or TypeError (None)."""
     if target is None:
         raise TypeError(f"{name} must be a class index or {n} of them; got None")
     values = torch.as_tensor(target)

@@ -1,8 +1,5 @@
-"""Datasets: the embedded Fashion-MNIST, and the paper's Dogs vs. Cats and CUB-200-2011.
-
-Loaders return images as (N, C, H, W) float32 tensors in [0, 1], int64 labels and class names.
-They do not normalise: each model carries its own normalisation (``gadlib.models.architectures``),
-so occlusion can fill in pixel space. Raw files are only read, never written.
+"""Datasets: the embedded Fashion-MNIST, and the paper's Dogs vs. Cats and CUB-200-2011, loaded as
+:class:`ImageSet` (pixel space: each model normalises inside itself). Raw files are only read.
 """
 
 from __future__ import annotations
@@ -10,19 +7,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-import shutil
-import subprocess
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
 from gadlib.choices import DOGS_VS_CATS_CLASSES, FASHION_MNIST_CLASSES
-from gadlib.common.atomic import atomic_path
 
 # md5 of the *decompressed* idx files: the same whatever gzip wrapped them (Debian or upstream).
 FASHION_MNIST_CONTENT_MD5 = {
@@ -32,9 +25,6 @@ FASHION_MNIST_CONTENT_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
 }
 FASHION_MNIST_FILES = tuple(FASHION_MNIST_CONTENT_MD5)
-DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
-APT_LOCK_TIMEOUT_SECONDS = 120  # how long apt waits for a dpkg lock that another apt process holds
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 # What a damaged gzip stream raises: a bad header (OSError), a cut-off file (EOFError), bad deflate data.
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
@@ -60,88 +50,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-# --------------------------------------------------------------------------- Fashion-MNIST
-def obtain_fashion_mnist(
-    dest: str | Path,
-    system_dir: str | Path = DEBIAN_FASHION_MNIST_DIR,
-    use_apt: bool = True,
-    use_download: bool = True,
-    report: Callable[[str], None] | None = None,
-) -> str:
-    """Put the four raw Fashion-MNIST files into ``dest``, byte for byte; return where they came from.
-
-    Files already in ``dest`` are kept (raw data is never overwritten). Otherwise the sources are
-    tried in order: the Debian package's folder (installed with apt when missing and ``use_apt``,
-    waiting up to :data:`APT_LOCK_TIMEOUT_SECONDS` for a dpkg lock that another apt holds), then
-    torchvision's download (``use_download``). ``report`` receives a line before each slow step.
-
-    Raises
-    ------
-    DataError when no source worked, with each source's reason (apt's own error message included).
-    """
-    dest, system_dir = Path(dest), Path(system_dir)
-    report = report or (lambda message: None)
-    missing = [name for name in FASHION_MNIST_FILES if not (dest / name).is_file()]
-    if not missing:
-        return "already present"
-    in_system_dir = lambda: all((system_dir / name).is_file() for name in FASHION_MNIST_FILES)
-    apt_error = ""
-    if not in_system_dir() and use_apt and shutil.which("apt-get"):
-        # Best effort: without root or apt sources this fails and the next source is tried.
-        report(f"installing {DEBIAN_PACKAGE} with apt-get (waits up to {APT_LOCK_TIMEOUT_SECONDS} s for a held lock)")
-        failure = install_debian_package(DEBIAN_PACKAGE)
-        apt_error = f"; {failure}" if failure else ""
-    if in_system_dir():
-        for name in missing:
-            _copy_atomically(system_dir / name, dest / name)
-        return f"Debian package {DEBIAN_PACKAGE} ({system_dir})"
-    download_error = ""
-    if use_download:
-        report("downloading Fashion-MNIST with torchvision")
-        try:
-            from torchvision.datasets import FashionMNIST
-
-            with tempfile.TemporaryDirectory() as tmp:
-                FashionMNIST(tmp, train=True, download=True)
-                FashionMNIST(tmp, train=False, download=True)
-                for name in missing:
-                    _copy_atomically(Path(tmp) / "FashionMNIST" / "raw" / name, dest / name)
-            return "torchvision download"
-        except Exception as exc:  # any network or mirror failure ends in the one message below
-            download_error = f"; torchvision's download failed too ({exc})"
-    raise DataError(
-        f"Fashion-MNIST is not available: {system_dir} does not hold the four raw files{apt_error}{download_error}. "
-        f"Install the Debian package (apt-get install {DEBIAN_PACKAGE}) or copy "
-        f"{', '.join(FASHION_MNIST_FILES)} into {dest}."
-    )
-
-
-def install_debian_package(package: str, lock_timeout: int = APT_LOCK_TIMEOUT_SECONDS) -> str | None:
-    """Install ``package`` with ``apt-get`` (index update first); None on success, else why not.
-
-    apt waits up to ``lock_timeout`` seconds for a dpkg lock held by another apt process
-    (``-o DPkg::Lock::Timeout``) instead of failing at once. A failed index update (one unreachable
-    source, say) does not stop the install, which may work from the lists already there.
-
-    Returns
-    -------
-    None, or one line naming the command that failed, its exit status and apt's own error output.
-    """
-    wait = ["-o", f"DPkg::Lock::Timeout={lock_timeout}"]
-    failures = []
-    for cmd in (["apt-get", *wait, "update", "-qq"], ["apt-get", *wait, "install", "-y", "-qq", package]):
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as exc:
-            return f"`{' '.join(cmd)}` could not run ({exc})"
-        if result.returncode != 0:
-            said = " ".join((result.stderr or result.stdout).split())[-600:] or "no message"
-            failures.append(f"`{' '.join(cmd)}` failed (exit {result.returncode}): {said}")
-        elif cmd[-1] == package:
-            return None
-    return "; ".join(failures)
 
 
 def verify_fashion_mnist(root: str | Path) -> None:
@@ -175,8 +83,7 @@ def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
 
 
 def _gunzip(path: Path) -> bytes:
-    """The decompressed content of a raw gzip file; DataError if it is missing (pointing at a copy in
-    the wrong place, if any) or unreadable."""
+    """The decompressed content of a raw gzip file; DataError if missing (naming a misplaced copy) or unreadable."""
     if not path.is_file():
         unpacked = path.with_suffix("")  # train-images-idx3-ubyte: gunzipped in place
         nested = sorted(path.parent.glob(f"*/{path.name}")) + sorted(path.parent.glob(f"*/*/{path.name}"))
@@ -210,19 +117,9 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     return data.reshape(shape).copy()
 
 
-def _copy_atomically(source: Path, target: Path) -> None:
-    # An interrupted copy must not leave a partial file: a present file is never overwritten later.
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
-
-
-# --------------------------------------------------------------------------- folders of images
 def load_dogs_vs_cats(root: str | Path, image_size: int, max_per_class: int | None = None) -> ImageSet:
-    """Read Kaggle "Dogs vs. Cats": a folder of ``cat.<n>.jpg`` and ``dog.<n>.jpg`` files.
-
-    Returns an ImageSet of (N, 3, image_size, image_size) RGB images, cats first, class names
-    ``["cat", "dog"]``; with ``max_per_class`` only the first files of each class in numeric order.
-    """
+    """Kaggle's "Dogs vs. Cats" (a folder of ``cat.<n>.jpg`` and ``dog.<n>.jpg``) as (N, 3, image_size,
+    image_size) images, cats first; with ``max_per_class`` only the first files of each class by number."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(
@@ -252,20 +149,12 @@ def load_cub200(
     split: str,
     max_per_class: int | None = None,
 ) -> ImageSet:
-    """Read CUB-200-2011 (the ``CUB_200_2011`` folder ``root``, with images.txt, ...) for the selected classes.
+    """CUB-200-2011's ``split`` ("train" or "test", its own) of the ``CUB_200_2011`` folder ``root`` as
+    (N, 3, image_size, image_size) images, at most ``max_per_class`` per label (lowest ids first).
 
-    Parameters
-    ----------
-    classes : selectors, one label each in the given order: an int is a CUB class id (1-200), a str
-        a class name from classes.txt (``"113.Baird_Sparrow"`` or ``"Baird_Sparrow"``), a dict
-        ``{"name": "sparrow", "ids": [113, 133]}`` merges the id range into one label; ``"all"``:
-        every class. The paper's task: sparrows 113-133 against warblers 158-178.
-    image_size : images are resized to ``image_size`` × ``image_size`` RGB.
-    split : "train" or "test", CUB's own split (train_test_split.txt).
-    max_per_class : read at most this many images of each label (lowest image ids first).
-
-    Returns an ImageSet of (N, 3, image_size, image_size) images named by the selectors; every
-    selection problem is raised before any image is decoded.
+    ``classes``: one label per selector, in order: a CUB class id (1-200), a name from classes.txt
+    (``"113.Baird_Sparrow"`` or ``"Baird_Sparrow"``), or ``{"name": "sparrow", "ids": [113, 133]}`` merging
+    an id range; or ``"all"``. Every selection problem is raised before any image is decoded.
     """
     root = Path(root)
     missing = [name for name in CUB_FILES if not (root / name).is_file()]
@@ -347,7 +236,6 @@ def _resolve_cub_selectors(
 
 
 def _is_group(sel: dict) -> bool:
-    """Whether ``sel`` is ``{"name": ..., "ids": [first, last]}`` with integer ids, first <= last."""
     ids = sel.get("ids")
     pair = isinstance(ids, (list, tuple)) and len(ids) == 2 and all(map(_is_int, ids))
     return set(sel) == {"name", "ids"} and pair and ids[0] <= ids[1]
@@ -375,8 +263,7 @@ def _read_table(path: Path, int_values: bool = False) -> dict:
 
 
 def _read_images(per_label: Sequence[Sequence[Path]], image_size: int, class_names: Sequence[str]) -> ImageSet:
-    """Decode the image files of each label (``per_label[i]``: those of label i) into an ImageSet of
-    (N, 3, image_size, image_size) RGB images."""
+    """The image files of each label (``per_label[i]``) as an ImageSet of (N, 3, image_size, image_size) RGB."""
     from PIL import Image, UnidentifiedImageError
 
     paths = [path for group in per_label for path in group]
@@ -399,10 +286,9 @@ def _read_images(per_label: Sequence[Sequence[Path]], image_size: int, class_nam
     return ImageSet(torch.from_numpy(out).float().div_(255.0), labels, list(class_names))
 
 
-# --------------------------------------------------------------------------- selection and splits
 def class_indices(class_names: Sequence[str], classes: Sequence[str | int]) -> list[int]:
-    """Indices into ``class_names`` of the selected classes (names or ids), in the given order; raises
-    DataError for fewer than two, an unknown name or id, or a repeat (a check before any reading)."""
+    """Indices into ``class_names`` of the selected classes (names or ids), in order; DataError for fewer
+    than two, an unknown one or a repeat."""
     if isinstance(classes, str) or len(classes) < 2:
         raise DataError(f"select at least two classes (a pair or a list), or 'all'; got {classes!r}")
     ids = []
@@ -444,15 +330,10 @@ def stratified_split(
     class_names: Sequence[str] | None = None,
     purpose: str = "",
 ) -> list[torch.Tensor]:
-    """Split indices into parts with the given fractions, class by class, deterministically.
-
-    Of a class's n images (shuffled by ``seed``), each part takes ``round(fraction * n)``, but at
-    least one and never so many that a later part would get none; when the fractions sum to 1 the
-    last part takes the remainder. ``labels``: (N,) int tensor; ``fractions``: positive, summing to
-    at most 1; ``class_names`` and ``purpose`` name the class and the split (e.g. "the validation
-    split (data.val_fraction)") in the error for a class with fewer images than parts. Returns one
-    sorted (n_part,) int64 index tensor per fraction.
-    """
+    """One sorted int64 index tensor per fraction (positive, summing to at most 1) of the (N,) ``labels``,
+    class by class: of a class's n images, shuffled by ``seed``, each part takes ``round(fraction * n)``,
+    at least one and leaving one for each later part (the last takes the rest when the fractions sum to
+    1). ``class_names`` and ``purpose`` name the class and the split in the error for too few images."""
     if not fractions or not all(f > 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
         raise ValueError(f"fractions must be positive and sum to at most 1; got {list(fractions)}")
     if len(labels) == 0:
@@ -496,8 +377,7 @@ def _shuffled_classes(labels: torch.Tensor, seed: int):
 
 
 def channel_mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (at least 1e-6) of (N, C, H, W) images, as two lists of C floats:
-    the models' normalisation."""
+    """Per-channel mean and std (at least 1e-6) of (N, C, H, W) images, two lists of C floats."""
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor; got {tuple(images.shape)}")
     mean = images.mean(dim=(0, 2, 3))

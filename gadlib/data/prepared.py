@@ -1,7 +1,5 @@
-"""An experiment's prepared data: train / validation / test images of the selected classes.
-
-Written once by the prepare stage and read by every later stage. Images are stored as uint8 (the
-sources are 8-bit, so nothing is lost) and returned as float32 in [0, 1].
+"""An experiment's prepared train / validation / test images of the selected classes, written by the
+prepare stage as uint8 (the sources are 8-bit: nothing is lost) and read back as float32 in [0, 1].
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class PreparedData:
-    """Train / val / test ImageSets, and the training split's per-channel mean and std (the models' normalisation)."""
+    """Train / val / test ImageSets, and the training split's per-channel mean and std."""
 
     train: datasets.ImageSet
     val: datasets.ImageSet
@@ -51,19 +49,11 @@ def prepare_experiment(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
 ) -> PreparedData:
-    """Load a dataset, select its classes, subsample, split it and resize it.
-
-    Parameters
-    ----------
-    dataset : one of ``gadlib.choices.DATASETS``; root : its folder (only read).
-    classes : class names, ids or CUB ``{name, ids}`` groups (at least two), or ``"all"``.
-    image_size : side of the square images returned; seed : fixes the subsampling and the splits.
-    max_train_per_class, max_test_per_class : cap of images per class (``None``: all).
-    val_fraction : share of the training images held out for early stopping.
-    test_fraction : share held out as the test split, for datasets without their own.
-
-    Returns PreparedData with (N, C, image_size, image_size) images, C = 1 for Fashion-MNIST, else 3.
-    An unknown dataset or class is reported before any image is read.
+    """PreparedData of (N, C, image_size, image_size) images (C = 1 for Fashion-MNIST, else 3): ``dataset``
+    (one of ``DATASETS``, read from ``root``) with its ``classes`` (names, ids or CUB groups, or ``"all"``)
+    selected, at most ``max_*_per_class`` images per class, ``val_fraction`` of the training images held
+    out for validation and, without a test split of its own, ``test_fraction`` for the test; ``seed``
+    fixes the draws. An unknown dataset or class is reported before any image is read.
     """
     if dataset not in DATASETS:
         raise datasets.DataError(f"unknown dataset {dataset!r}; use one of {list(DATASETS)}")
@@ -95,11 +85,8 @@ def prepare_experiment(
 
 def save_prepared(path: str | Path, prepared: PreparedData) -> None:
     """Write the prepared splits to one ``.npz`` (uint8 images; no pickle)."""
-    arrays = {
-        "class_names": np.array(prepared.class_names),
-        "mean": np.array(prepared.mean, np.float32),
-        "std": np.array(prepared.std, np.float32),
-    }
+    arrays = {"class_names": np.array(prepared.class_names), "mean": np.array(prepared.mean, np.float32)}
+    arrays["std"] = np.array(prepared.std, np.float32)
     for split in SPLITS:
         part: datasets.ImageSet = getattr(prepared, split)
         arrays[f"{split}_images"] = (part.images * 255).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -1,6 +1,2 @@
-"""Explanations read as regions, as the paper evaluates them.
-
-- :mod:`~gadlib.evaluation.regions`: binary mask -> groups of pixels -> convex hulls -> complexity;
-- :mod:`~gadlib.evaluation.sensitivity`: occlusion of region sets and the sensitivity RS;
-- :mod:`~gadlib.evaluation.table`: the per-image table (RC, RS of each region set) and its summaries.
-"""
+"""Explanations read as regions, as the paper evaluates them (docs/method.md): hulls, occlusion, baselines,
+the per-image table, map agreement, paired tests of the claims, and Quantus's metrics."""

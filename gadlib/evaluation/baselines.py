@@ -1,14 +1,5 @@
-"""Baselines of the same size as a GAD map, and an on-object random control.
-
-Under the default settings every GAD pixel is one of the original map's significant pixels, so GAD's
-regions are never larger than the original's (RC <= 1 by construction). Whether GAD is *more
-compact*, or its regions *matter more*, is only a question against baselines that keep as many
-pixels as GAD does (n per image):
-
-- :func:`top_n_mask`: the original map's own n most important pixels (a stricter threshold);
-- :func:`random_subset_mask`: n pixels drawn at random from the original's significant pixels;
-- :func:`on_object_blobs`: random regions of the GAD regions' pixel count and component sizes,
-  grown inside the object (the pixels an occlusion can change), never on empty background.
+"""Baselines of a GAD map's size (n pixels per image) and an on-object random control: what makes RC and
+RS claims falsifiable when RC <= 1 holds by construction (docs/method.md).
 """
 
 from __future__ import annotations
@@ -16,23 +7,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from gadlib.evaluation.regions import EIGHT_CONNECTED
+
 _FOUR_NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
 def top_n_mask(importance: np.ndarray, n: int) -> np.ndarray:
-    """The ``n`` most important pixels of one map (only pixels of positive importance).
-
-    Parameters
-    ----------
-    importance : (H, W) non-negative array.
-    n : number of pixels to keep (>= 0).
-
-    Returns
-    -------
-    (H, W) bool array with ``min(n, number of positive pixels)`` pixels set; ties are broken in
-    raster order, so the result is deterministic.
-    """
+    """(H, W) bool mask of the ``n`` >= 0 most important pixels of one (H, W) non-negative map, positive
+    ones only; ties broken in raster order."""
     importance = np.asarray(importance, dtype=np.float64)
     if importance.ndim != 2:
         raise ValueError(f"importance must be one (H, W) map; got shape {importance.shape}")
@@ -46,18 +28,8 @@ def top_n_mask(importance: np.ndarray, n: int) -> np.ndarray:
 
 
 def random_subset_mask(significant: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` pixels drawn uniformly, without replacement, from a map's significant pixels.
-
-    Parameters
-    ----------
-    significant : (H, W) bool array, the pixels to draw from.
-    n : pixels to draw; all of them when there are fewer.
-    rng : numpy Generator.
-
-    Returns
-    -------
-    (H, W) bool array.
-    """
+    """(H, W) bool mask of ``n`` pixels drawn by ``rng`` uniformly, without replacement, from the (H, W)
+    bool ``significant`` pixels (all of them when there are fewer)."""
     significant = np.asarray(significant, dtype=bool)
     if significant.ndim != 2:
         raise ValueError(f"significant must be one (H, W) mask; got shape {significant.shape}")
@@ -69,17 +41,8 @@ def random_subset_mask(significant: np.ndarray, n: int, rng: np.random.Generator
 
 
 def foreground(image: np.ndarray) -> np.ndarray:
-    """The object: pixels whose value is above 0 in some channel (what a black fill changes).
-
-    Parameters
-    ----------
-    image : (C, H, W) array in [0, 1].
-
-    Returns
-    -------
-    (H, W) bool array. For photographs nearly every pixel is foreground; for Fashion-MNIST the
-    garment, without the black background.
-    """
+    """(H, W) bool mask of the object in a (C, H, W) image in [0, 1]: pixels above 0 in some channel
+    (what a black fill changes; Fashion-MNIST's garment without its background)."""
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must have shape (C, H, W); got {image.shape}")
@@ -87,30 +50,19 @@ def foreground(image: np.ndarray) -> np.ndarray:
 
 
 def on_object_blobs(reference: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random regions with the reference's pixel count and component sizes, grown inside ``allowed``.
+    """Random regions with the pixel count and component sizes of ``reference`` (an (H, W) bool mask, e.g.
+    GAD's raster), grown inside ``allowed`` (e.g. :func:`foreground`): an (H, W) bool mask of
+    ``min(reference.sum(), allowed.sum())`` pixels.
 
-    For each 8-connected component of ``reference`` (largest first), a seed pixel is drawn uniformly
-    from the allowed pixels not yet used, and the region grows one pixel at a time by a uniformly
-    drawn 4-neighbour of the region that is allowed and unused, until it has the component's size.
-    A region that cannot grow further (its allowed area is used up) continues from a new seed, so
-    the total pixel count always matches while enough allowed pixels exist.
-
-    Parameters
-    ----------
-    reference : (H, W) bool array, e.g. the rasterised GAD regions of one image.
-    allowed : (H, W) bool array, e.g. :func:`foreground` of the image.
-    rng : numpy Generator.
-
-    Returns
-    -------
-    (H, W) bool array inside ``allowed``, with ``min(reference.sum(), allowed.sum())`` pixels.
+    For each 8-connected component (largest first), a seed drawn uniformly from the free allowed pixels
+    grows by uniformly drawn free 4-neighbours to the component's size, re-seeding when it cannot grow.
     """
     reference, allowed = np.asarray(reference, dtype=bool), np.asarray(allowed, dtype=bool)
     if reference.shape != allowed.shape or reference.ndim != 2:
         raise ValueError(
             f"reference and allowed must be (H, W) masks of one shape; got {reference.shape} and {allowed.shape}"
         )
-    labels, count = ndimage.label(reference, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(reference, structure=EIGHT_CONNECTED)
     sizes = sorted(np.bincount(labels.ravel())[1:].tolist(), reverse=True) if count else []
     height, width = reference.shape
     free = allowed.copy()

@@ -1,9 +1,6 @@
-"""The paper's claims as paired tests on the per-image table, and what holds by construction.
-
-Each claim compares one quantity of the GAD regions with a baseline or control on the same images
-(:data:`CLAIMS`): the relative complexity RC (hull area over the original's) or the occlusion
-sensitivity RS (score drop per occluded pixel). :func:`claim_tests` runs them for one method;
-:func:`judge` corrects the p-values of a whole report together and gives each test its verdict.
+"""The paper's claims (:data:`CLAIMS`: RC or RS of the GAD regions against a baseline or control) as
+paired tests on the per-image table (docs/method.md): :func:`claim_tests` runs them for one method,
+:func:`judge` corrects a whole report's p-values together and gives each test its verdict.
 """
 
 from __future__ import annotations
@@ -19,12 +16,8 @@ from gadlib.evaluation import statistics
 
 @dataclass(frozen=True)
 class Claim:
-    """One comparison: ``quantity`` of region set ``a`` against region set ``b`` (or a number).
-
-    ``direction`` is +1 when the paper expects ``a > b``, -1 when it expects ``a < b``;
-    ``nonempty`` restricts the test to images whose GAD map keeps at least one pixel (where an
-    empty map would compare 0 with 0).
-    """
+    """``quantity`` of region set ``a`` against region set ``b`` (or a number), expected ``a > b`` for
+    ``direction`` +1, ``a < b`` for -1; ``nonempty``: only images whose GAD map keeps a pixel."""
 
     quantity: str
     a: str
@@ -34,35 +27,25 @@ class Claim:
     nonempty: bool = False
 
 
+def _more_sensitive(b: str, regions: str) -> Claim:
+    return Claim("rs", "gad", b, 1, f"RS(GAD regions) > RS({regions})")
+
+
+def _more_compact(b: str, than: str) -> Claim:  # on images whose GAD map keeps a pixel (an empty one has RC 0)
+    return Claim("rc", "gad", b, -1, f"GAD is more compact than {than}", nonempty=True)
+
+
 CLAIMS = {
     "rc_below_1": Claim("rc", "gad", 1.0, -1, "RC < 1 (GAD's regions cover less than the original's)"),
-    "rs_gad_vs_rest": Claim("rs", "gad", "rest", 1, "RS(GAD regions) > RS(original regions − GAD regions)"),
-    "rs_gad_vs_random": Claim(
-        "rs", "gad", "random", 1, "RS(GAD regions) > RS(random regions of the same area on the object)"
-    ),
-    "rs_gad_vs_top_n": Claim("rs", "gad", "top_n", 1, "RS(GAD regions) > RS(the original's own top-n pixels)"),
-    "rc_vs_top_n": Claim(
-        "rc",
-        "gad",
-        "top_n",
-        -1,
-        "GAD is more compact than the original's own top-n pixels (same pixel count)",
-        nonempty=True,
-    ),
-    "rc_vs_random_subset": Claim(
-        "rc",
-        "gad",
-        "random_subset",
-        -1,
-        "GAD is more compact than n random pixels of the original's significant set",
-        nonempty=True,
-    ),
+    "rs_gad_vs_rest": _more_sensitive("rest", "original regions − GAD regions"),
+    "rs_gad_vs_random": _more_sensitive("random", "random regions of the same area on the object"),
+    "rs_gad_vs_top_n": _more_sensitive("top_n", "the original's own top-n pixels"),
+    "rc_vs_top_n": _more_compact("top_n", "the original's own top-n pixels (same pixel count)"),
+    "rc_vs_random_subset": _more_compact("random_subset", "n random pixels of the original's significant set"),
 }
 CONTROL_CLAIMS = {
-    "rs_gad_vs_alpha0": Claim("rs", "gad", "gad_alpha0", 1, "RS(GAD regions) > RS(GAD regions without distancing)"),
-    "complexity_gad_vs_alpha0": Claim(
-        "rc", "gad", "gad_alpha0", -1, "GAD is more compact than GAD without distancing (α = 0)", nonempty=True
-    ),
+    "rs_gad_vs_alpha0": _more_sensitive("gad_alpha0", "GAD regions without distancing"),
+    "complexity_gad_vs_alpha0": _more_compact("gad_alpha0", "GAD without distancing (α = 0)"),
 }
 
 
@@ -77,20 +60,9 @@ def rc_bounded_by_construction(
     eval_q: float,
     eval_tau: float,
 ) -> bool:
-    """Whether RC <= 1 holds for every input under these settings.
-
-    It does when every GAD pixel is one of the original's significant pixels: the consistency mask
-    requires the original's own map (every map must keep the pixel), and the evaluation keeps at
-    least the pixels the fusion kept in the original's map (same importance, same kind of
-    threshold, no stricter). Grouping, dilation and convex hulls are monotone, so the GAD hull
-    union then lies inside the original's.
-
-    Parameters
-    ----------
-    fusion_mode, fusion_q, fusion_tau : the fusion's binarisation (``attribution.*`` in params).
-    min_agreement : maps that must keep a pixel (None = all); n_maps : K + 1.
-    eval_mode, eval_q, eval_tau : the evaluation's binarisation (``regions.*`` in params).
-    """
+    """Whether RC <= 1 holds for every input (docs/method.md, "What holds by construction"): every map
+    must keep a pixel (``min_agreement`` None or ``n_maps`` = K + 1), and the evaluation's binarisation
+    (``eval_*``, ``regions.*`` in params) is the fusion's (``fusion_*``, ``attribution.*``) or looser."""
     every_map = min_agreement is None or min_agreement >= n_maps
     if not every_map or fusion_mode != eval_mode:
         return False
@@ -105,19 +77,9 @@ def wide(table: pd.DataFrame, quantity: str) -> pd.DataFrame:
 def claim_tests(
     table: pd.DataFrame, claims: dict[str, Claim], *, rng: np.random.Generator, n_resamples: int = 2000
 ) -> dict[str, dict]:
-    """Run each claim's paired test on one method's per-image table.
-
-    Parameters
-    ----------
-    table : rows of one method (image x region set) with columns image, region_set, n_pixels and
-        the claims' quantities (``rc``, ``rs``).
-    claims : name -> :class:`Claim`; claims whose region sets the table lacks are left out.
-    rng : bootstrap generator.
-
-    Returns
-    -------
-    name -> {n, median_diff, ci95, p, share_positive, share_negative}; p-values are raw (see :func:`judge`).
-    """
+    """Each claim's paired test (:func:`gadlib.evaluation.statistics.paired_test`, raw p) on one method's
+    rows (image x region set; columns image, region_set, n_pixels and the claims' quantities): name ->
+    its ``as_dict``, for the ``claims`` (name -> :class:`Claim`) whose region sets the table has."""
     present = set(table["region_set"])
     nonempty = wide(table, "n_pixels")["gad"].to_numpy() > 0 if "gad" in present else None
     out = {}
@@ -139,17 +101,9 @@ def claim_tests(
 def judge(
     tests: list[dict], directions: list[int], *, alpha: float, min_pairs: int, by_construction: list[bool] | None = None
 ) -> None:
-    """Correct the p-values of every test of a report together and give each its verdict, in place.
-
-    Parameters
-    ----------
-    tests : dicts from :func:`claim_tests` (or a rate test's ``as_dict``, with ``diff``); each gains
-        ``p_adjusted`` (Benjamini-Hochberg over the tests that are neither degenerate nor by
-        construction) and ``verdict``.
-    directions : +1 / -1, the paper's direction of each test.
-    alpha, min_pairs : see :func:`gadlib.evaluation.statistics.verdict`.
-    by_construction : which tests hold for every input under the settings (no p-value needed).
-    """
+    """Give every test of a report (dicts of :func:`claim_tests`, or rate tests with ``diff``) its
+    ``p_adjusted`` (Benjamini-Hochberg over the tests neither degenerate nor ``by_construction``) and
+    ``verdict`` (:func:`gadlib.evaluation.statistics.verdict` in the paper's ``directions``), in place."""
     by_construction = by_construction or [False] * len(tests)
     testable = [
         not bc and t["n"] >= min_pairs and math.isfinite(t["p"]) for t, bc in zip(tests, by_construction, strict=True)
@@ -168,22 +122,10 @@ def judge(
 
 
 def method_claims(table: pd.DataFrame, *, fills: list[str], rng: np.random.Generator, n_resamples: int = 2000) -> dict:
-    """Every raw test of one method: the claims, RS against the rest under each fill, the controls.
-
-    Parameters
-    ----------
-    table : rows of one method from :func:`gadlib.evaluation.table.evaluate_maps` (with ``rs_<fill>``
-        columns for ``fills``, and region set ``gad_alpha0`` for the controls).
-    fills : the fills measured; the first is the one of the ``rs`` column.
-    rng : bootstrap generator.
-
-    Returns
-    -------
-    dict with ``tests`` (name -> test, :data:`CLAIMS`), ``rs_by_fill`` (fill -> the
-    ``rs_gad_vs_rest`` test under that fill) and, when the table has the control, ``controls``
-    (:data:`CONTROL_CLAIMS`, and ``empty_gad_vs_alpha0``: the rate of empty maps, paired).
-    p-values are raw; :func:`judge` corrects and reads them.
-    """
+    """Every raw test of one method's :func:`gadlib.evaluation.table.evaluate_maps` rows: ``tests``
+    (:data:`CLAIMS`), ``rs_by_fill`` (fill -> ``rs_gad_vs_rest`` on its ``rs_<fill>`` column, for ``fills``)
+    and, with region set ``gad_alpha0``, ``controls`` (:data:`CONTROL_CLAIMS` and the paired rate of
+    empty maps, ``empty_gad_vs_alpha0``); ``rng`` draws the bootstrap."""
     out = {"tests": claim_tests(table, CLAIMS, rng=rng, n_resamples=n_resamples), "rs_by_fill": {}}
     for fill in fills:
         by_fill = table.assign(rs=table[f"rs_{fill}"])

@@ -1,24 +1,9 @@
-"""A Quantus ``explain_func`` built from a GAD configuration.
+"""A Quantus ``explain_func`` built from a GAD configuration (numpy in, numpy out; Quantus not imported).
 
-Quantus (https://github.com/understandable-machine-intelligence-lab/Quantus) calls
-``explain_func(model=..., inputs=..., targets=..., **explain_func_kwargs)`` with numpy arrays and wants
-a numpy array back; its randomisation metrics (MPRT and the like) pass a copy of the model whose
-weights they randomised. A GAD map depends on the support models too, so what "randomise the model"
-means for GAD must be chosen; :class:`QuantusExplainFunc` makes that choice explicit:
-
-- ``"randomise"`` (default): every parameter that Quantus changed in the model is changed the same
-  way in every support model (each support takes the randomised model's values of those
-  parameters), so the support models are randomised together with the model, layer by layer. Fully
-  randomised, all K + 1 models are the same random network.
-- ``"retrain"``: the support models are trained again from the randomised model
-  (:func:`gadlib.method.support.train_support_models` on the training images given), which is what
-  GAD would do with that model; one training per randomised model (cached), so use it with a test
-  that randomises the model once (Quantus's ``MPRT(skip_layers=True)``) or expect K trainings per layer.
-- ``"keep"``: the trained support models are kept; only the original is randomised. This is what a
-  plain wrapper around ``GAD.attribute`` does, and it does not test GAD: the support models still
-  carry the trained network's maps into the consistency mask.
-
-The module imports neither Quantus nor anything heavy: the adapter is plain numpy in, numpy out.
+When Quantus randomises the model (MPRT), ``"randomise"`` (default) gives every support model the
+randomised values of the parameters Quantus changed, ``"retrain"`` trains them again from the randomised
+model (cached: use a test that randomises once, e.g. ``MPRT(skip_layers=True)``), and ``"keep"`` keeps
+the trained ones, which does not test GAD (docs/method.md).
 """
 
 from __future__ import annotations
@@ -47,29 +32,17 @@ _CACHE_BYTES = 128 * 2**20  # maps kept for repeated calls (Quantus explains the
 class QuantusExplainFunc:
     """A Quantus ``explain_func``: numpy (N, C, H, W) images and (N,) targets in, numpy maps out.
 
-    Parameters
-    ----------
-    gad : the GAD configuration (method, original model, support models, fusion options).
-    output : ``"gad"`` (the GAD map) or ``"original"`` (the original model's own map A_0 with the same
-        method and settings, to compare GAD against).
-    randomisation : what happens to the support models when Quantus passes a model whose weights
-        differ from the GAD original's: ``"randomise"``, ``"retrain"`` or ``"keep"`` (see the module's
-        docstring). Irrelevant for ``output="original"``, which uses the model Quantus passes.
-    train_images, train_labels, support_options : for ``"retrain"``: the support models' training
-        images and labels and the keyword arguments of :func:`gadlib.method.support.train_support_models`
-        (``alphas`` at least; ``pair``, ``epochs``, ``lr``, ...), normally those the supports were trained with.
-    attribute_kwargs : default keyword arguments of :meth:`GAD.attribute` (e.g. ``n_steps=50``);
-        Quantus's ``explain_func_kwargs`` override them.
+    ``gad``: the GAD configuration; ``output``: ``"gad"``, or ``"original"`` (the original model's own map
+    A_0); ``randomisation``: ``"randomise"``, ``"retrain"`` or ``"keep"`` (the module's docstring), for a
+    model whose weights differ from the GAD original's; ``train_images``, ``train_labels``,
+    ``support_options``: for ``"retrain"``, the supports' training data and
+    :func:`gadlib.method.support.train_support_models` arguments (``alphas`` at least);
+    ``attribute_kwargs``: defaults of :meth:`GAD.attribute` (e.g. ``n_steps=50``) under Quantus's own.
 
-    Calling it: ``explain(model, inputs, targets, **kwargs)``. ``model`` is the GAD original or a model
-    of its architecture (a randomised copy); ``inputs`` pixel-space images in [0, 1] (numpy or tensor);
-    ``targets`` one class index or N of them (None = the predicted class). Quantus's own keywords
-    (``device``, ``softmax``, ``channel_first``, ...: :data:`QUANTUS_KEYWORDS`) are absorbed; the rest
-    go to :meth:`GAD.attribute`. Returns a float32 numpy array shaped like ``inputs``.
-
-    Maps are cached image by image (same weights, image, target and plain keyword arguments give the
-    same map; up to 128 MiB), so Quantus explaining the same images again, in any batches, costs
-    nothing.
+    ``explain(model, inputs, targets, **kwargs)`` takes the GAD original or a randomised copy,
+    (N, C, H, W) pixel-space images (numpy or tensor) and one class index, N or None (predicted);
+    Quantus's keywords (:data:`QUANTUS_KEYWORDS`) are absorbed, the rest go to :meth:`GAD.attribute`. It
+    returns a float32 numpy array shaped like ``inputs``, caching maps image by image (up to 128 MiB).
 
     Examples
     --------
@@ -87,11 +60,6 @@ class QuantusExplainFunc:
     >>> maps = explain(model=model, inputs=x, targets=np.array([0, 1]), device="cpu")  # as Quantus calls it
     >>> type(maps).__name__, maps.shape, maps.dtype
     ('ndarray', (2, 1, 4, 4), dtype('float32'))
-
-    With Quantus (``import quantus``)::
-
-        metric = quantus.MPRT(skip_layers=True, return_last_correlation=True, disable_warnings=True)
-        scores = metric(model=model, x_batch=x, y_batch=y, a_batch=explain(model, x, y), explain_func=explain)
     """
 
     def __init__(
@@ -118,13 +86,11 @@ class QuantusExplainFunc:
                     "train_images, train_labels and support_options (the train_support_models arguments, "
                     "alphas at least, e.g. {'alphas': [0.5, 1, 1.5, 2, 2.5], 'pair': (k, l)})"
                 )
-        self.gad = gad
-        self.output = output
-        self.randomisation = randomisation
+        self.gad, self.output, self.randomisation = gad, output, randomisation
         self.train_images, self.train_labels = train_images, train_labels
         self.support_options = dict(support_options or {})
         self.attribute_kwargs = attribute_kwargs
-        self._reference = _cpu_state(gad.models[0])
+        self._reference = {name: value.detach().cpu().clone() for name, value in gad.models[0].state_dict().items()}
         self._retrained: dict[str, list[nn.Module]] = {}
         self._results: OrderedDict[tuple, np.ndarray] = OrderedDict()  # one map per (settings, image, target)
         self._cached_bytes = 0
@@ -141,7 +107,9 @@ class QuantusExplainFunc:
         call_kwargs = {**self.attribute_kwargs, **{k: v for k, v in kwargs.items() if k not in QUANTUS_KEYWORDS}}
         x = torch.from_numpy(np.ascontiguousarray(inputs)) if isinstance(inputs, np.ndarray) else inputs
         check_images(x, "inputs", require_tensor=True)
-        target = resolve_target(model, x, None if targets is None else _as_index_tensor(targets))
+        if targets is not None and not isinstance(targets, torch.Tensor):  # Quantus's numpy array or number
+            targets = torch.as_tensor(np.asarray(targets))
+        target = resolve_target(model, x, targets)
         keys = self._cache_keys(model, changed, x, target, call_kwargs)
         rows = {i: self._results[key] for i, key in enumerate(keys or []) if key in self._results}
         missing = [i for i in range(len(x)) if i not in rows]
@@ -172,8 +140,7 @@ class QuantusExplainFunc:
         return [name for name, value in state.items() if not torch.equal(value.detach().cpu(), self._reference[name])]
 
     def gad_for(self, model: nn.Module, changed: list[str] | None = None) -> GAD:
-        """The GAD object that explains ``model``: the configured one, or one around a randomised copy
-        with the support models handled as ``randomisation`` says."""
+        """The GAD object that explains ``model``, its support models handled as ``randomisation`` says."""
         changed = self.changed_parameters(model) if changed is None else changed
         supports = self.gad.models[1:]
         if not changed and model is self.gad.models[0]:
@@ -216,15 +183,6 @@ class QuantusExplainFunc:
         self._cached_bytes += value.nbytes
         while self._cached_bytes > _CACHE_BYTES and len(self._results) > 1:
             self._cached_bytes -= self._results.popitem(last=False)[1].nbytes
-
-
-def _as_index_tensor(targets: Any) -> torch.Tensor:
-    """Quantus's targets (a numpy array, a number, a tensor) as a tensor of class indices."""
-    return targets if isinstance(targets, torch.Tensor) else torch.as_tensor(np.asarray(targets))
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
 
 
 def _tensor_digest(value: torch.Tensor) -> str:

@@ -1,14 +1,6 @@
-"""Binary importance mask -> groups of pixels -> convex-hull polygons -> complexity.
-
-The evaluation reads a map as a person does: nearby important pixels form one object. A binary mask
-is dilated by ``dilation`` pixels only to decide which pixels belong together; each group is then the
-set of the *original* mask's pixels in one 8-connected component of the dilated mask, and its region
-is the convex hull of those pixels' squares (shapely polygon).
-
-Coordinates: pixel ``(r, c)`` (row, column) is the unit square ``x in [c, c+1], y in [r, r+1]``, so a
-lone pixel has hull area 1 and every hull has positive area. Polygons live in these pixel-edge
-coordinates; a pixel belongs to a rasterised polygon when its centre ``(c + 0.5, r + 0.5)`` lies
-inside the polygon or on its boundary.
+"""Binary importance mask -> groups of pixels -> convex-hull polygons -> complexity (docs/method.md).
+Polygons are in pixel-edge coordinates: pixel ``(r, c)`` is the unit square ``x in [c, c+1], y in [r, r+1]``,
+and belongs to a rasterised polygon when its centre lies inside it or on its boundary.
 """
 
 from __future__ import annotations
@@ -30,18 +22,9 @@ EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 class HullComplexity(NamedTuple):
-    """Complexity of one map's region set.
-
-    Attributes
-    ----------
-    fraction : float
-        Area of the union of the hull polygons divided by the image area H*W, in [0, 1]. Lower means
-        the map points at less of the image. 0.0 for an empty region set.
-    n_regions : int
-        Number of hull polygons (groups).
-    area_pixels : float
-        Area of the union of the hull polygons, in pixels (unit squares).
-    """
+    """Complexity of one map's region set: ``fraction``, the area of the hull polygons' union over H * W
+    (lower = the map points at less; 0.0 when empty); ``n_regions``, the number of polygons;
+    ``area_pixels``, the union's area in pixels."""
 
     fraction: float
     n_regions: int
@@ -58,17 +41,13 @@ def _check_shape(shape) -> tuple[int, int]:
     return height, width
 
 
-def _check_group_args(dilation, min_pixels) -> None:
+def _grouped_pixels(mask, dilation, min_pixels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept pixels sorted by group: (rows, cols, group index 0..G-1), each of shape (k,)."""
+    arr = check_mask(mask)
     if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 0:
         raise ValueError(f"dilation must be an integer >= 0 (pixels); got {dilation!r}")
     if isinstance(min_pixels, bool) or not isinstance(min_pixels, (int, np.integer)) or min_pixels < 1:
         raise ValueError(f"min_pixels must be an integer >= 1; got {min_pixels!r}")
-
-
-def _grouped_pixels(mask, dilation, min_pixels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kept pixels sorted by group: (rows, cols, group index 0..G-1), each of shape (k,)."""
-    arr = check_mask(mask)
-    _check_group_args(dilation, min_pixels)
     empty = np.zeros(0, dtype=np.int64)
     if not arr.any():
         return empty, empty, empty
@@ -90,26 +69,12 @@ def _grouped_pixels(mask, dilation, min_pixels) -> tuple[np.ndarray, np.ndarray,
 
 
 def group_pixels(mask, dilation: int = 1, min_pixels: int = 1) -> list[np.ndarray]:
-    """Group the pixels of a binary mask into regions: dilate, label 8-connected components.
+    """Group the pixels of an (H, W) binary mask (bool or 0/1; numpy or torch) into regions: the mask's
+    pixels in each 8-connected component of the mask dilated by a (2r+1) x (2r+1) square, r = ``dilation``
+    >= 0 (bridging gaps of up to 2r pixels); groups of fewer than ``min_pixels`` pixels are dropped.
 
-    Parameters
-    ----------
-    mask : (H, W) bool array (or 0/1 numbers; numpy or torch)
-        The significant pixels of one map.
-    dilation : int >= 0
-        Radius r in pixels of the dilation that decides grouping; the dilation is a
-        (2r+1) x (2r+1) square, so two pixels share a group when they are linked by a chain of mask pixels each within
-        chessboard distance 2r + 1 of the next (i.e. gaps of up to 2r background pixels are
-        bridged). r = 0 gives plain 8-connected components.
-    min_pixels : int >= 1
-        Groups with fewer *original mask* pixels than this are dropped.
-
-    Returns
-    -------
-    list of (k_i, 2) int64 arrays
-        One array per group, the (row, col) coordinates of the original mask's pixels in that group
-        (dilation only decides grouping; it adds no pixel). Groups are ordered by the raster order
-        of their component; rows inside a group in raster order. Empty list for an empty mask.
+    Returns one (k_i, 2) int64 array of (row, col) per group (dilation adds no pixel), groups and rows in
+    raster order; [] for an empty mask.
     """
     rows, cols, group = _grouped_pixels(mask, dilation, min_pixels)
     if group.size == 0:
@@ -119,21 +84,9 @@ def group_pixels(mask, dilation: int = 1, min_pixels: int = 1) -> list[np.ndarra
 
 
 def hull_polygons(mask, dilation: int = 1, min_pixels: int = 1) -> list[Polygon]:
-    """Convex-hull polygon of each pixel group of a binary mask (pixel squares, not centres).
-
-    Parameters
-    ----------
-    mask : (H, W) bool array
-    dilation, min_pixels
-        As in :func:`group_pixels`.
-
-    Returns
-    -------
-    list of shapely Polygon, one per group (same order), in pixel-edge coordinates (x = column,
-        y = row), with integer vertices. Every polygon has area >= 1: one pixel gives its unit
-        square, two adjacent pixels a 2 x 1 rectangle. Polygons of different groups may overlap
-        (hulls are convex); use the union for areas, as :func:`hull_complexity` and
-        :func:`rasterize` do.
+    """The convex hull (a shapely Polygon in pixel-edge coordinates, area >= 1) of each pixel group of an
+    (H, W) bool mask (``dilation``, ``min_pixels``: :func:`group_pixels`). Hulls of different groups may
+    overlap: areas come from their union (:func:`hull_complexity`, :func:`rasterize`).
 
     Examples
     --------
@@ -172,19 +125,8 @@ def hull_polygons(mask, dilation: int = 1, min_pixels: int = 1) -> list[Polygon]
 
 
 def rasterize(polygons: Sequence[Polygon], shape) -> np.ndarray:
-    """Pixels covered by the union of polygons.
-
-    Parameters
-    ----------
-    polygons : sequence of shapely Polygon, in pixel-edge coordinates (see module docstring)
-    shape : (H, W)
-
-    Returns
-    -------
-    (H, W) bool array: True where the pixel's centre lies inside the union or on its boundary.
-        All False for no polygons. A hull built by :func:`hull_polygons` covers every pixel of its
-        group, so the raster contains the mask it came from.
-    """
+    """(H, W) bool raster of the union of shapely polygons (pixel-edge coordinates) for ``shape`` (H, W):
+    True where the pixel's centre is inside or on the boundary, so it contains the mask of a hull."""
     height, width = _check_shape(shape)
     out = np.zeros((height, width), dtype=bool)
     polys = np.asarray([p for p in polygons if p is not None and not p.is_empty], dtype=object)
@@ -226,18 +168,8 @@ def _union_area(polys: np.ndarray) -> float:
 
 
 def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
-    """Area of the union of a map's hull polygons as a fraction of the image (lower = simpler).
-
-    Parameters
-    ----------
-    polygons : sequence of shapely Polygon (from :func:`hull_polygons`)
-    shape : (H, W)
-        The image size; the fraction's denominator is H * W.
-
-    Returns
-    -------
-    HullComplexity(fraction, n_regions, area_pixels). Lower fraction means the map points at less of
-        the image. An empty region set gives HullComplexity(0.0, 0, 0.0).
+    """The :class:`HullComplexity` of a map's hull ``polygons`` (:func:`hull_polygons`) in an image of
+    ``shape`` (H, W): the union's area as a fraction of the image (lower = simpler); 0.0 for no polygon.
 
     Examples
     --------
@@ -259,19 +191,9 @@ def hull_complexity(polygons: Sequence[Polygon], shape) -> HullComplexity:
 
 
 def relative_complexity(gad, original):
-    """RC = complexity(GAD map) / complexity(original map); RC < 1 means GAD points at less.
-
-    Parameters
-    ----------
-    gad, original : float or array-like of the same shape
-        Complexity fractions (>= 0), e.g. ``HullComplexity.fraction``.
-
-    Returns
-    -------
-    float (for scalar input) or float64 ndarray. Lower is better (simpler GAD map). Where
-        ``original == 0`` (an empty original map) RC is undefined: NaN, with one RuntimeWarning per
-        call giving the count, never 0 or 1. NaN inputs give NaN silently.
-    """
+    """RC = complexity(GAD map) / complexity(original map), float or float64 array like the complexity
+    fractions (>= 0) ``gad`` and ``original``; RC < 1: GAD points at less. Where ``original == 0`` RC is
+    NaN, with one RuntimeWarning per call giving the count."""
     g = np.asarray(gad, dtype=np.float64)
     o = np.asarray(original, dtype=np.float64)
     if np.any(g < 0) or np.any(o < 0):
@@ -281,12 +203,9 @@ def relative_complexity(gad, original):
     g, o = np.broadcast_arrays(g, o)
     zero = o == 0
     if zero.any():
-        warnings.warn(
-            f"relative complexity undefined for {int(zero.sum())} of {zero.size} maps whose original "
-            f"map has complexity 0 (no significant region); RC is NaN there",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        message = f"relative complexity undefined for {int(zero.sum())} of {zero.size} maps whose original "
+        message += "map has complexity 0 (no significant region); RC is NaN there"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     with np.errstate(divide="ignore", invalid="ignore"):
         rc = np.where(zero, np.nan, g / np.where(zero, 1.0, o))
     return float(rc) if rc.ndim == 0 else rc

@@ -1,8 +1,6 @@
-"""Occlusion of region sets and region sensitivity RS.
-
-``RS(I, M, a) = (s(I) - s(I with M occluded)) / a``: the drop of the score per occluded pixel, with
-``a`` the area of the region set M in pixels. Occlusion happens in pixel space, before the model's
-own normalisation layer, so the black fill is the pixel value 0 whatever the dataset statistics.
+"""Occlusion of region sets and region sensitivity ``RS(I, M, a) = (s(I) - s(I with M occluded)) / a``,
+the score drop per occluded pixel of region set M (docs/method.md). Occlusion is in pixel space, before
+the model's normalisation: black is the pixel value 0.
 """
 
 from __future__ import annotations
@@ -24,16 +22,9 @@ from gadlib.common.targets import class_indices
 
 @dataclass(frozen=True)
 class OcclusionResult:
-    """Sensitivity of one region set, per image. All arrays are float64 of shape (N,).
-
-    Attributes
-    ----------
-    score : s(I), the score of the un-occluded image.
-    occluded_score : s(I with M occluded).
-    score_drop : score - occluded_score. Higher means the region mattered more for the score.
-    area : a, the number of occluded pixels of M.
-    rs : drop / area, the drop per occluded pixel (higher = more sensitive); NaN where area == 0.
-    """
+    """Sensitivity of one region set M, per image, (N,) float64 arrays: ``score`` s(I), ``occluded_score``
+    s(I with M occluded), ``score_drop`` their difference, ``area`` a (occluded pixels) and ``rs`` =
+    drop / area (higher = more sensitive; NaN where a = 0)."""
 
     score: np.ndarray
     occluded_score: np.ndarray
@@ -43,7 +34,6 @@ class OcclusionResult:
 
 
 def _as_masks(masks, images: torch.Tensor, name: str = "masks") -> torch.Tensor:
-    """(N, H, W) bool masks of the images, on their device."""
     n, _, h, w = images.shape
     return torch.from_numpy(check_mask(masks, name, shape=(n, h, w))).to(images.device)
 
@@ -62,7 +52,6 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _fill_values(images: torch.Tensor, fill: str, mean, blur_sigma: float) -> torch.Tensor:
-    """Replacement pixel values, broadcastable to ``images``."""
     if fill == "black":
         return torch.zeros((), dtype=images.dtype, device=images.device)
     if fill == "mean":
@@ -88,26 +77,10 @@ def _check_fill(fill: str, mean, blur_sigma: float) -> None:
 
 
 def occlude(images: torch.Tensor, masks, fill: str = "black", mean=None, blur_sigma: float = 2.0) -> torch.Tensor:
-    """Replace the masked pixels of each image by a fill, in pixel space.
-
-    Parameters
-    ----------
-    images : (N, C, H, W) float tensor in [0, 1], pixel space (un-normalised)
-    masks : (N, H, W) bool tensor or array
-        True where the pixel is occluded (all channels).
-    fill : {"black", "mean", "blur"}
-        ``black``: pixel value 0. ``mean``: the per-channel dataset mean ``mean``. ``blur``: the same
-        image blurred by a Gaussian of ``blur_sigma`` pixels (kernel radius ceil(3 sigma), border
-        replicated), so the occluded pixels keep the local colour but lose detail.
-    mean : sequence of C floats in [0, 1], optional
-        Per-channel pixel-space mean; required for ``fill="mean"``.
-    blur_sigma : float > 0
-        Standard deviation of the blur, in pixels, for ``fill="blur"``.
-
-    Returns
-    -------
-    (N, C, H, W) tensor, a new tensor (the input is not modified), same dtype and device.
-    """
+    """A new (N, C, H, W) tensor: the (N, C, H, W) pixel-space images in [0, 1] with the pixels where the
+    (N, H, W) bool ``masks`` hold replaced, in every channel, by ``fill``: ``"black"`` (0), ``"mean"``
+    (``mean``, C per-channel values in [0, 1]) or ``"blur"`` (a Gaussian blur of ``blur_sigma`` > 0
+    pixels: the local colour without detail)."""
     check_images(images, pixel_space=True, require_tensor=True)
     _check_fill(fill, mean, blur_sigma)
     masks = _as_masks(masks, images)
@@ -115,31 +88,12 @@ def occlude(images: torch.Tensor, masks, fill: str = "black", mean=None, blur_si
 
 
 def score(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    target,
-    other=None,
-    mode: str = "logit",
-    batch_size: int = 256,
+    model: torch.nn.Module, images: torch.Tensor, target, other=None, mode: str = "logit", batch_size: int = 256
 ) -> np.ndarray:
-    """Score of each image: the target-class logit, or its margin over another class.
-
-    Parameters
-    ----------
-    model : module mapping pixel-space (N, C, H, W) images to (N, K) logits; run in eval mode
-        without gradients (its training flag is restored afterwards).
-    images : (N, C, H, W) float tensor in [0, 1] (pixel space), on the model's device
-    target : int or (N,) int tensor/array, the class whose logit is scored
-    other : int or (N,) ints, optional; for ``mode="margin"``. Default for a 2-output model: the
-        other output (1 - target).
-    mode : {"logit", "margin"}
-        ``logit``: s = z_target. ``margin``: s = z_target - z_other.
-    batch_size : int, images per forward pass
-
-    Returns
-    -------
-    (N,) float64 array of scores (higher = more confident in the target).
-    """
+    """(N,) float64 score of each image: the ``target`` logit (``mode="logit"``), or its margin over
+    ``other`` (``"margin"``; default for a 2-output model: the other output), computed by ``model`` in
+    eval mode, ``batch_size`` images at a time. ``images``: (N, C, H, W) pixel space, on the model's device;
+    ``target``, ``other``: an int or (N,) ints."""
     check_images(images, pixel_space=True, require_tensor=True)
     _check_score_args(mode, other)
     nothing_occluded = torch.zeros((1,) + tuple(images[:, 0].shape), dtype=torch.bool, device=images.device)
@@ -162,31 +116,13 @@ def occlusion_sensitivity(
     batch_size: int = 256,
     progress: bool = True,
 ) -> dict:
-    """Region sensitivity RS of several region sets on the same images, in batched forward passes.
+    """Region sensitivity of several region sets on the same images, in batched forward passes: name (or
+    0..S-1) -> :class:`OcclusionResult`; RS of an empty set is NaN, with one RuntimeWarning per call.
 
-    The clean images and every (set, image) occlusion form one stream of (S + 1) * N inputs, built
-    chunk by chunk (``batch_size`` per forward pass), so no more than one chunk of occluded images
-    is in memory.
-
-    Parameters
-    ----------
-    model : classifier taking pixel-space images, on the images' device (eval mode, no grad inside)
-    images : (N, C, H, W) float tensor in [0, 1], pixel space (the model normalises inside itself;
-        the black fill is pixel value 0)
-    masks_by_set : dict name -> (N, H, W) bool, or an (S, N, H, W) bool array/tensor
-        The region sets M to occlude (e.g. rasterised hull unions).
-    target : int or (N,) ints, the scored class
-    fill, mean, blur_sigma : as in :func:`occlude`
-    score_mode, other : as ``mode`` and ``other`` in :func:`score`
-    batch_size : int >= 1, inputs per forward pass
-    progress : show a progress bar over the forward passes
-
-    Returns
-    -------
-    dict name -> OcclusionResult (arrays of shape (N,)); names are the dict's keys, or 0..S-1 for an
-        array. RS = drop / area: higher means the set is more sensitive to occlusion (the score
-        falls more per occluded pixel). Where a set is empty for an image (area 0), RS is NaN, with
-        one RuntimeWarning per call giving the counts per set.
+    ``model`` takes pixel-space images on the device of ``images`` ((N, C, H, W) floats in [0, 1]);
+    ``masks_by_set``: the region sets, name -> (N, H, W) bool or an (S, N, H, W) bool array; ``target``:
+    an int or (N,) ints; ``fill``, ``mean``, ``blur_sigma``: see :func:`occlude`; ``score_mode``, ``other``:
+    :func:`score`'s; ``batch_size``: inputs per pass of the stream of clean and occluded images.
 
     Examples
     --------
@@ -238,21 +174,16 @@ def occlusion_sensitivity(
             empty_counts[name] = int((area == 0).sum())
         results[name] = OcclusionResult(clean.copy(), scores[i + 1].copy(), drop, area, rs)
     if empty_counts:
-        warnings.warn(
-            f"RS undefined (empty region set, area 0) for images per set {empty_counts} of {n}; RS is NaN there",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        message = f"RS undefined (empty region set, area 0) for images per set {empty_counts} of {n}; RS is NaN there"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     return results
 
 
 def _occluded_scores(
     model, images, all_masks, target, other, mode, fill, mean, blur_sigma, batch_size, progress
 ) -> np.ndarray:
-    """(S, N) float64 scores of the N images with each of the (S, N, H, W) masks occluded.
-
-    The S x N inputs are one stream, set-major, of ``batch_size`` inputs per forward pass.
-    """
+    """(S, N) float64 scores of the N images with each of the (S, N, H, W) masks occluded, in a set-major
+    stream of ``batch_size`` inputs per forward pass."""
     n = images.shape[0]
     target_t = class_indices(target, n, device=images.device)
     other_t = None if other is None else class_indices(other, n, name="other", device=images.device)

@@ -1,20 +1,7 @@
-"""Standard explanation metrics beside the paper's: Quantus's Sparseness, Complexity, Pixel-Flipping
-and the model-parameter randomisation test (MPRT), for the original map and the GAD map of one method.
-
-Every map goes through :class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`, so the original
-map is the original model's own map with GAD's method and settings (A_0), and the randomisation test
-randomises GAD's support models with the model (or retrains them; see the adapter).
-
-Quantus (pinned in requirements.lock) is imported on first use. Its settings are its defaults except:
-the model's scores are logits (``softmax=False``, as GAD works on logits); Pixel-Flipping replaces
-pixels by black (0 in pixel space, as gadlib's occlusion) ``features_in_step`` values at a time (default
-one image row's worth, W) and is summarised by the mean score along the curve; MPRT randomises every
-layer from the top (``layer_order="top_down"``) and compares the maps of the trained and of the fully
-randomised model only (``skip_layers=True``, ``return_last_correlation=True``), by a Spearman rank
-correlation that is NaN for a constant map.
-
-An empty map (all zero: a GAD map that kept no pixel) has no value for any metric: NaN, and the
-``empty`` column says so; the ordering-based metrics would otherwise rank arbitrary ties.
+"""Quantus's standard metrics of the original and the GAD map (docs/method.md), through
+:class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`; Quantus, imported on first use, keeps its
+defaults except logits as scores, Pixel-Flipping to black summarised by the curve's mean, and MPRT
+top-down on the last layer by a Spearman correlation. An empty map has NaN for every metric.
 """
 
 from __future__ import annotations
@@ -65,29 +52,17 @@ def standard_metrics(
     image_ids: Any = None,
     **attribute_kwargs: Any,
 ) -> pd.DataFrame:
-    """Quantus's Sparseness, Complexity, Pixel-Flipping and MPRT of the original and the GAD map.
+    """Quantus's Sparseness, Complexity, Pixel-Flipping and MPRT of the original and the GAD map: a DataFrame
+    of one row per image x map x metric, columns ``image``, ``method``, ``map``, ``metric``, ``value`` (NaN
+    for an empty map; directions in :data:`METRIC_DIRECTIONS`) and ``empty``.
 
-    Parameters
-    ----------
-    gad : the GAD configuration of one method (its original model is the model Quantus evaluates).
-    images : (N, C, H, W) pixel-space images in [0, 1] (tensor or numpy array), finite.
-    targets : the explained class: None (the class the original predicts), one index or N of them.
-    maps : which maps: ``"original"`` (the original model's own map A_0) and/or ``"gad"``.
-    metrics : a subset of :data:`STANDARD_METRICS`.
-    randomisation : what MPRT does with the support models (``"randomise"``, ``"retrain"``, ``"keep"``;
-        see :mod:`gadlib.evaluation.quantus_adapter`); ``train_images``, ``train_labels`` and
-        ``support_options`` are needed for ``"retrain"``.
-    features_in_step : values Pixel-Flipping replaces per step; must divide H * W; default W.
-    seed : seed of Quantus's layer randomisation.
-    batch_size : images per Quantus batch.
-    image_ids : (N,) identifiers for the ``image`` column; default 0..N-1.
-    attribute_kwargs : passed to :meth:`GAD.attribute` (e.g. ``n_steps=50``).
-
-    Returns
-    -------
-    DataFrame with one row per image x map x metric and columns ``image``, ``method``, ``map``,
-    ``metric``, ``value`` (NaN for an empty map) and ``empty`` (the map is all zero). The direction of
-    each metric is :data:`METRIC_DIRECTIONS`; :func:`summarize_standard_metrics` summarises the table.
+    ``gad``: one method's GAD configuration (Quantus evaluates its original model); ``images``: (N, C, H, W)
+    finite pixel-space images in [0, 1]; ``targets``: None (predicted), one class index or N; ``maps``:
+    ``"original"`` (A_0) and/or ``"gad"``; ``randomisation``, ``train_images``, ``train_labels``,
+    ``support_options``: MPRT's support models (:class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`);
+    ``features_in_step``: values Pixel-Flipping replaces per step (dividing H * W; default W); ``seed``: of
+    the layer randomisation; ``image_ids``: (N,) for the ``image`` column; ``attribute_kwargs``: for
+    :meth:`GAD.attribute`.
     """
     quantus = _import_quantus()
     unknown = [m for m in metrics if m not in STANDARD_METRICS] + [m for m in maps if m not in OUTPUTS]
@@ -105,19 +80,11 @@ def standard_metrics(
         raise ValueError(f"features_in_step must divide H * W = {height * width}; got {features_in_step}")
     common = {"softmax": False, "device": str(model_device(model)), "batch_size": batch_size}
     quiet = {"disable_warnings": True, "display_progressbar": False}
+    retrain = {"randomisation": randomisation, "train_images": train_images, "train_labels": train_labels}
     method = gad.method if isinstance(gad.method, str) else gad.method.__name__
-
     rows = []
     for which in maps:
-        explain = QuantusExplainFunc(
-            gad,
-            output=which,
-            randomisation=randomisation,
-            train_images=train_images,
-            train_labels=train_labels,
-            support_options=support_options,
-            **attribute_kwargs,
-        )
+        explain = QuantusExplainFunc(gad, output=which, support_options=support_options, **retrain, **attribute_kwargs)
         a = explain(model, x, y)
         empty = ~(a.reshape(n, -1) != 0).any(axis=1)
         kept = np.flatnonzero(~empty)
@@ -143,15 +110,10 @@ def standard_metrics(
 
 
 def summarize_standard_metrics(table: pd.DataFrame) -> dict:
-    """JSON-ready summary of a :func:`standard_metrics` table (several methods may be concatenated).
-
-    Returns ``{"direction": METRIC_DIRECTIONS, "quantus_version": ..., <method>: {<map>: {<metric>:
-    {"mean", "median", "q25", "q75", "n", "n_nan"}}}}``, statistics over the finite values (NaN where
-    none: written as null by :func:`gadlib.common.atomic.write_json`); ``n_nan`` counts empty maps and
-    undefined values.
-    """
-    missing = set(TABLE_COLUMNS) - set(table.columns)
-    if missing:
+    """JSON-ready summary of :func:`standard_metrics` tables: ``{"direction": METRIC_DIRECTIONS,
+    "quantus_version": ..., <method>: {<map>: {<metric>: {"mean", "median", "q25", "q75", "n", "n_nan"}}}}``
+    over the finite values (NaN where none); ``n_nan`` counts empty maps and undefined values."""
+    if missing := set(TABLE_COLUMNS) - set(table.columns):
         raise ValueError(f"table lacks columns {sorted(missing)}; pass the output of standard_metrics")
     summary: dict = {"direction": dict(METRIC_DIRECTIONS), "quantus_version": QUANTUS_VERSION}
     for (method, which, metric), group in table.groupby(["method", "map", "metric"], sort=True):
@@ -170,10 +132,8 @@ def summarize_standard_metrics(table: pd.DataFrame) -> dict:
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray, batched: bool = True, **_: Any) -> np.ndarray | float:
-    """Spearman rank correlation of each row of ``a`` with the same row of ``b``; NaN for a constant row.
-
-    Quantus's similarity-function signature (its own ``correlation_spearman`` fails on a constant map).
-    """
+    """Spearman rank correlation of each row of ``a`` with the same row of ``b``, NaN for a constant row:
+    Quantus's similarity-function signature (its own ``correlation_spearman`` fails on a constant map)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     a, b = (
         a.reshape(len(a), -1) if batched else a.reshape(1, -1),
@@ -191,14 +151,8 @@ def _randomisation_test(quantus: Any, data: dict, explain: QuantusExplainFunc, s
     (Quantus refuses such a batch), with NaN for an image whose randomised map is all zero."""
 
     def mprt(batch: dict) -> list[float]:
-        metric = quantus.MPRT(
-            similarity_func=spearman_rows,
-            layer_order="top_down",
-            seed=seed,
-            skip_layers=True,
-            return_last_correlation=True,
-            **quiet,
-        )
+        last_layer = {"skip_layers": True, "return_last_correlation": True}  # trained vs fully randomised
+        metric = quantus.MPRT(similarity_func=spearman_rows, layer_order="top_down", seed=seed, **last_layer, **quiet)
         return metric(**batch, explain_func=explain)
 
     try:

@@ -1,11 +1,5 @@
-"""Paired tests with effect sizes, the correction for multiple comparisons, and the verdicts.
-
-Every claim of the report compares two numbers per image (RS of the GAD regions against RS of a
-control, or the complexity of GAD's regions against a baseline's). :func:`paired_test` gives the
-number of images where both exist, the median paired difference with a bootstrap confidence
-interval, and the two-sided Wilcoxon signed-rank p-value; :func:`adjust` applies the
-Benjamini-Hochberg correction across every test of a report; :func:`verdict` reads the result in the
-paper's direction with a fixed vocabulary.
+"""Paired per-image tests with effect sizes (:func:`paired_test`, :func:`paired_rate_test`), the
+Benjamini-Hochberg correction across a report (:func:`adjust`) and the verdicts (:func:`verdict`).
 """
 
 from __future__ import annotations
@@ -26,17 +20,9 @@ VERDICTS = (SUPPORTED, NOT_SIGNIFICANT, CONTRADICTED, DEGENERATE, BY_CONSTRUCTIO
 
 @dataclass(frozen=True)
 class PairedTest:
-    """A paired comparison of ``a`` against ``b`` over the images where both are finite.
-
-    Attributes
-    ----------
-    n : number of pairs.
-    median_diff : median of ``a - b``.
-    ci95 : (low, high) percentile-bootstrap confidence interval of the median difference.
-    p : two-sided Wilcoxon signed-rank p-value (zero differences dropped); 1.0 when every difference
-        is 0, NaN when n = 0.
-    share_positive, share_negative : fraction of pairs with ``a > b`` and with ``a < b``.
-    """
+    """``a`` against ``b`` over the ``n`` images where both are finite: ``median_diff`` of ``a - b``, its
+    percentile-bootstrap ``ci95`` (low, high), the two-sided Wilcoxon signed-rank ``p`` (1.0 when every
+    difference is 0, NaN when n = 0), and the ``share_positive`` (a > b) and ``share_negative`` of pairs."""
 
     n: int
     median_diff: float
@@ -65,19 +51,8 @@ def signed_effect(median_diff: float, share_positive: float, share_negative: flo
 def paired_test(
     a, b, *, rng: np.random.Generator | int, n_resamples: int = 2000, confidence: float = 0.95
 ) -> PairedTest:
-    """Compare ``a`` and ``b`` image by image.
-
-    Parameters
-    ----------
-    a, b : (N,) arrays (or a scalar ``b``, e.g. 1 for "RC < 1"); pairs with a NaN on either side are left out.
-    rng : generator or seed of the bootstrap resampling.
-    n_resamples : bootstrap resamples of the median difference.
-    confidence : level of the interval.
-
-    Returns
-    -------
-    PairedTest
-    """
+    """The :class:`PairedTest` of (N,) arrays ``a`` and ``b`` (or a scalar ``b``, e.g. 1 for "RC < 1"),
+    pairs with a NaN left out; ``rng`` seeds ``n_resamples`` bootstrap resamples of the median difference."""
     a = np.asarray(a, dtype=np.float64)
     b = np.broadcast_to(np.asarray(b, dtype=np.float64), a.shape)
     if a.ndim != 1:
@@ -95,15 +70,9 @@ def paired_test(
 
 @dataclass(frozen=True)
 class RateTest:
-    """Paired comparison of two yes/no outcomes (e.g. "the GAD map is empty") on the same images.
-
-    Attributes
-    ----------
-    n : number of images.
-    rate_a, rate_b : share of images with the outcome under ``a`` and under ``b``.
-    diff : ``rate_a - rate_b``; ci95 its percentile-bootstrap interval (images resampled).
-    p : exact McNemar test (two-sided binomial test on the discordant images); 1.0 without any.
-    """
+    """Two yes/no outcomes (e.g. "the GAD map is empty") on the same ``n`` images: their rates, ``diff`` =
+    ``rate_a - rate_b`` with its percentile-bootstrap ``ci95``, and the exact McNemar ``p`` (1.0 without
+    discordant images)."""
 
     n: int
     rate_a: float
@@ -119,13 +88,8 @@ class RateTest:
 def paired_rate_test(
     a, b, *, rng: np.random.Generator | int, n_resamples: int = 2000, confidence: float = 0.95
 ) -> RateTest:
-    """Compare the rate of a yes/no outcome between two conditions on the same images.
-
-    Parameters
-    ----------
-    a, b : (N,) bool arrays.
-    rng, n_resamples, confidence : as in :func:`paired_test`.
-    """
+    """The :class:`RateTest` of (N,) bool arrays ``a`` and ``b``; ``rng``, ``n_resamples``, ``confidence``
+    as in :func:`paired_test`."""
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be 1-D bool arrays of the same length; got {a.shape} and {b.shape}")
@@ -147,28 +111,13 @@ def _bootstrap_ci(
     nothing to resample (one value, or all equal)."""
     if values.size < 2 or np.ptp(values) == 0:
         return estimate, estimate
-    interval = stats.bootstrap(
-        (values,),
-        statistic,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        random_state=np.random.default_rng(rng),
-    ).confidence_interval
-    return float(interval.low), float(interval.high)
+    percentile = {"method": "percentile", "random_state": np.random.default_rng(rng)}
+    result = stats.bootstrap((values,), statistic, n_resamples=n_resamples, confidence_level=confidence, **percentile)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def adjust(p_values) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (false discovery rate); NaN entries stay NaN and do not count.
-
-    Parameters
-    ----------
-    p_values : (T,) raw p-values of every test in one report.
-
-    Returns
-    -------
-    (T,) float64 array.
-    """
+    """(T,) float64 Benjamini-Hochberg adjusted p-values of a report's (T,) raw ones; NaN stays NaN, uncounted."""
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     finite = np.isfinite(p)
@@ -187,18 +136,9 @@ def verdict(
     min_pairs: int = 10,
     by_construction: bool = False,
 ) -> str:
-    """The verdict on one claim, from the fixed vocabulary :data:`VERDICTS`.
-
-    Parameters
-    ----------
-    effect : the estimated effect (median or rate difference); its sign is compared with ``direction``.
-    n : pairs the test used.
-    p_adjusted : the test's p-value after :func:`adjust`.
-    direction : +1 when the paper expects a positive effect, -1 a negative one.
-    alpha : significance level of the adjusted p-value.
-    min_pairs : with fewer pairs the claim cannot be tested ("degenerate").
-    by_construction : the claim holds for every input under the current settings.
-    """
+    """The verdict on one claim (:data:`VERDICTS`): the sign of ``effect`` (median or rate difference)
+    against the expected ``direction`` (+1 or -1) when ``p_adjusted`` < ``alpha``; "degenerate" with
+    fewer than ``min_pairs`` pairs ``n``; "by construction" when the claim holds for every input."""
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1; got {direction!r}")
     if by_construction:

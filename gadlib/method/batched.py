@@ -1,20 +1,8 @@
-"""Integrated Gradients, Saliency and InputXGradient for several models of one architecture, batched.
-
-GAD explains the original model and K support models with one attribution method on the same
-images. Captum explains one model per call. This module runs each model, one after the other, over
-all (step, image) rows of Integrated Gradients in as few large forward/backward passes as memory
-allows, and computes gradients with respect to the inputs only (never the weights).
-
-Agreement with Captum is the contract: the result is Captum's, up to the order of a floating-point
-sum, in the inputs' dtype and layout:
-
-- ``relative_error(ours, captum) <= 1e-5`` for each model, where
-  ``relative_error(a, b) = ||a - b||_F / ||b||_F``, and
-- elementwise ``|ours - captum| <= 1e-4 * |captum| + 1e-5 * max|captum|``.
-
-Faster variants that give up exactness (autocast, channels_last, batch-norm folding, the affine
-stem) live in the benchmark (``bench/accelerated.py``), built on :class:`PassRunner` and
-:func:`path_gradient_sum`.
+"""Integrated Gradients, Saliency and InputXGradient of several models (GAD's K + 1) on the same images,
+each over all (step, image) rows in as few forward/backward passes as memory allows. The contract is
+Captum's result up to the order of a floating-point sum: ``||ours - captum||_F / ||captum||_F <= 1e-5``
+per model, elementwise ``|ours - captum| <= 1e-4 * |captum| + 1e-5 * max|captum|``. Inexact, faster
+variants live in ``bench/accelerated.py``, on :class:`PassRunner` and :func:`path_gradient_sum`.
 """
 
 from __future__ import annotations
@@ -58,31 +46,16 @@ def attribute_models(
     internal_batch_size: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Attribute the same inputs and targets with one method for each of several models.
+    """(M, N, C, H, W) attributions, in the inputs' dtype and device, of the same inputs and targets with one
+    method for each of M models (``result[m]``: ``models[m]``'s).
 
-    Parameters
-    ----------
-    method_name : ``"IntegratedGradients"``, ``"Saliency"`` (absolute gradient, as Captum's default
-        ``abs=True``) or ``"InputXGradient"``. Other methods: use Captum (``gadlib.method.gad``).
-    models : M modules mapping (B, C, H, W) inputs to (B, num_classes) outputs, on the inputs'
-        device. Each is evaluated in eval mode with its parameters' ``requires_grad`` off; both are
-        restored afterwards, and the weights are never modified.
-    inputs : (N, C, H, W) float tensor (any (N, ...) shape the models take); pixel-space images in
-        [0, 1] for gadlib's models, which normalise inside (``baselines=None`` is then black).
-    target : output index to explain: one int for every input, or (N,) ints.
-    baselines : Integrated Gradients' starting point: ``None`` (zeros), a number, or a tensor that
-        broadcasts to ``inputs`` ((N, C, H, W) or (1, C, H, W)). Ignored by the other methods.
-    n_steps, ig_method : Integrated Gradients' number of steps and Captum's approximation method
-        (``"gausslegendre"``, ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
-        ``"riemann_trapezoid"``); step sizes and alphas come from Captum, so results match it.
-    internal_batch_size : rows (step x image pairs) per forward/backward pass; ``None`` picks it
-        with :func:`auto_internal_batch_size`. On out-of-memory it is halved (down to 1) with a warning.
-    progress : show a progress bar over all rows of all models.
-
-    Returns
-    -------
-    (M, N, C, H, W) tensor in the inputs' dtype and device: ``result[m]`` is the attribution of
-    ``models[m]``, shaped like ``inputs``.
+    ``method_name``: ``"IntegratedGradients"``, ``"Saliency"`` (absolute gradient) or ``"InputXGradient"``;
+    ``models``: (B, C, H, W) -> (B, num_classes) on the inputs' device, run in eval mode with frozen
+    parameters (both restored); ``inputs``: an (N, C, H, W) (or (N, ...)) float tensor; ``target``: one
+    output index or (N,); ``baselines``: Integrated Gradients' start, None (zeros), a number or a tensor
+    broadcasting to ``inputs``; ``n_steps``, ``ig_method``: its steps and Captum's rule (step sizes and
+    alphas); ``internal_batch_size``: (step, image) rows per pass (default :func:`auto_internal_batch_size`),
+    halved, with a warning, on out-of-memory.
     """
     if method_name not in BATCHED_METHODS:
         raise ValueError(
@@ -102,7 +75,6 @@ def attribute_models(
     ):
         raise ValueError(f"internal_batch_size must be a positive int or None; got {internal_batch_size!r}")
     _check_devices(models, inputs.device)
-
     rows_per_model = inputs.shape[0] * (n_steps if is_ig else 1)
     result = torch.empty((len(models),) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
     with evaluation_mode(*models, freeze_parameters=True):
@@ -110,13 +82,8 @@ def attribute_models(
         if batch is None:
             batch = auto_internal_batch_size(models[0], tuple(inputs.shape[1:]), inputs.device)
         runner = PassRunner(batch, target_rows)
-        bar = tqdm(
-            total=len(models) * rows_per_model,
-            desc=f"{method_name} x {len(models)} models",
-            disable=not progress,
-            leave=False,
-        )
-        with bar:
+        desc = f"{method_name} x {len(models)} models"
+        with tqdm(total=len(models) * rows_per_model, desc=desc, disable=not progress, leave=False) as bar:
             for index, model in enumerate(models):
                 if is_ig:
                     diff = inputs - base
@@ -139,30 +106,10 @@ def auto_internal_batch_size(
     overhead: float = ACTIVATION_OVERHEAD,
     max_batch: int = MAX_INTERNAL_BATCH,
 ) -> int:
-    """How many input rows one forward/backward pass of ``model`` can take within a memory budget.
-
-    Heuristic: ``rows = budget // bytes_per_row``, clamped to ``[1, max_batch]``, with
-
-    - ``bytes_per_row = overhead * (bytes of every leaf module's output for one row) + 2 * bytes of
-      the row``, measured by one forward pass of a single zero row with forward hooks (a model that
-      runs under autocast is measured under it). Autograd keeps these outputs for the backward pass;
-      ``overhead`` (2) leaves room for what hooks do not see (gradient buffers, workspaces).
-    - ``budget = memory_budget_bytes`` if given; else on CUDA ``memory_fraction`` of the free memory
-      (``torch.cuda.mem_get_info``), and on the CPU the fixed ``CPU_MEMORY_BUDGET_BYTES`` (1 GiB).
-
-    It is an estimate: :func:`attribute_models` halves the batch if a pass still runs out of memory.
-
-    Parameters
-    ----------
-    model : the module to run (its train/eval mode is restored after the probe).
-    input_shape : shape of one input row, e.g. (C, H, W).
-    device : where the passes run; ``None`` = where the model's parameters are.
-    memory_budget_bytes, memory_fraction, overhead, max_batch : see above.
-
-    Returns
-    -------
-    int >= 1
-    """
+    """How many input rows (an int >= 1) one forward/backward pass of ``model`` can take within a memory
+    budget (``memory_budget_bytes``, else ``memory_fraction`` of the free CUDA memory or
+    ``CPU_MEMORY_BUDGET_BYTES``): an estimate, ``overhead`` times each leaf module's output bytes for one
+    zero row of ``input_shape`` plus twice the row's, clamped to ``[1, max_batch]``, on ``device``."""
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
@@ -183,17 +130,11 @@ def auto_internal_batch_size(
 
 
 class PassRunner:
-    """Forward/backward passes of models over rows in chunks, halving the chunk when one runs out of memory.
+    """Forward/backward passes of models over rows in chunks, halving the chunk when one runs out of memory
+    and keeping the size that fits for the later calls.
 
-    The chunk size it arrives at is kept for the later calls (the next model), so each size that
-    does not fit is tried once. A model that needs other inputs (another dtype or layout, autocast)
-    is wrapped in a module that does it in its ``forward``.
-
-    Parameters
-    ----------
-    internal_batch_size : rows per pass to start with.
-    targets : every class index the passes will use, e.g. the (N,) targets of the images; checked
-        against the number of outputs at the first pass (an index out of range would crash a CUDA kernel).
+    ``internal_batch_size``: rows per pass to start with; ``targets``: every class index the passes use,
+    checked against the number of outputs at the first pass (out of range would crash a CUDA kernel).
     """
 
     def __init__(self, internal_batch_size: int, targets: torch.Tensor) -> None:
@@ -202,12 +143,8 @@ class PassRunner:
         self.targets_checked = False
 
     def run(self, model: nn.Module, make_chunk: ChunkMaker, n_rows: int, consume: ChunkConsumer) -> None:
-        """Cover rows ``0 .. n_rows - 1`` in chunks.
-
-        ``make_chunk(start, rows)`` returns ``(stop, inputs, targets)`` for at most ``rows`` rows from
-        ``start``: (B, ...) inputs and (B,) int64 targets; ``consume(start, stop, gradients)`` takes the
-        gradient of each row's target output with respect to that row, (B, ...).
-        """
+        """Cover rows ``0 .. n_rows - 1`` in chunks: ``make_chunk(start, rows)`` gives ``(stop, inputs,
+        targets)`` for at most ``rows`` rows, ``consume(start, stop, gradients)`` takes their (B, ...) gradients."""
 
         def gradients_of(start: int, sizes: dict[str, int | None]) -> tuple[int, torch.Tensor]:
             stop, chunk, chunk_target = make_chunk(start, sizes["internal_batch_size"])
@@ -248,25 +185,13 @@ def path_gradient_sum(
     alphas: torch.Tensor,
     bar: tqdm | None = None,
 ) -> torch.Tensor:
-    """``sum_s w_s grad F(start + a_s * delta)`` over the steps of Integrated Gradients' path.
+    """``sum_s w_s grad F(start + a_s * delta)`` over the steps of Integrated Gradients' path: an (N, ...)
+    tensor that, times ``deltas``, is Integrated Gradients.
 
-    Rows are (step, image), step-major. A chunk holds whole steps when the batch holds at least one
-    step's images (the common case), otherwise part of one step; so each chunk is built and summed
-    with slices and broadcasting, never with scattered indices, and the sum is deterministic.
-    ``start + a * delta`` is Captum's ``baseline + alpha * (input - baseline)``, evaluated the same way.
-
-    Parameters
-    ----------
-    runner : runs the passes (and keeps the chunk size that fits).
-    model : F, the module whose target output is differentiated (eval mode is the caller's business).
-    start_points, deltas : (N, ...) the path's start (the baseline) and ``input - baseline``.
-    target_rows : (N,) int64 output index of each image.
-    step_sizes, alphas : (S,) the weights w_s and positions a_s of the steps (:func:`integration_weights`).
-    bar : progress bar advanced by the rows done, or None.
-
-    Returns
-    -------
-    (N, ...) tensor in the start points' dtype; Integrated Gradients is this times ``deltas``.
+    ``runner`` runs the passes of ``model`` F on its ``target_rows`` ((N,) int64); ``start_points`` and
+    ``deltas`` are (N, ...), the baseline and ``input - baseline``; ``step_sizes`` and ``alphas`` (S,) the
+    weights and positions of the steps; ``bar`` is advanced by the rows done. Rows are (step, image),
+    step-major; a chunk holds whole steps (or part of one), summed with slices: deterministic.
     """
     n_images, n_steps = start_points.shape[0], len(alphas)
     row_shape = tuple(start_points.shape[1:])
@@ -302,10 +227,8 @@ def path_gradient_sum(
 
 
 def baseline_tensor(baselines: float | torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor:
-    """Integrated Gradients' baselines as a tensor shaped like ``inputs`` (N, ...), in its dtype and device.
-
-    ``None`` = zeros; a number fills every entry; a tensor is broadcast (e.g. (1, C, H, W)).
-    """
+    """Integrated Gradients' baselines (None = zeros, a number, or a tensor broadcast to it) shaped like
+    ``inputs``, in its dtype and device."""
     if baselines is None:
         return torch.zeros_like(inputs)
     if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
@@ -321,13 +244,8 @@ def baseline_tensor(baselines: float | torch.Tensor | None, inputs: torch.Tensor
 
 
 def integration_weights(ig_method: str, n_steps: int, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Captum's step sizes and alphas for ``ig_method`` with ``n_steps`` steps.
-
-    Returns
-    -------
-    (step_sizes, alphas): two (n_steps,) tensors in the inputs' dtype and device; the step sizes
-    pass through float32 first, as Captum's do.
-    """
+    """Captum's (step_sizes, alphas) for ``ig_method``: two (n_steps,) tensors in the inputs' dtype and
+    device (the step sizes through float32 first, as Captum's)."""
     if ig_method not in SUPPORTED_METHODS:
         raise ValueError(f"unknown ig_method {ig_method!r}; use one of {SUPPORTED_METHODS}")
     minimum = 1 if ig_method == "gausslegendre" else 2
@@ -342,7 +260,6 @@ def integration_weights(ig_method: str, n_steps: int, inputs: torch.Tensor) -> t
 def _gradients(
     runner: PassRunner, model: nn.Module, inputs: torch.Tensor, target_rows: torch.Tensor, bar: tqdm
 ) -> torch.Tensor:
-    """Gradient of each image's target output with respect to the image, in chunks of images."""
     result = torch.empty_like(inputs)
 
     def make_chunk(start: int, batch: int) -> tuple[int, torch.Tensor, torch.Tensor]:

@@ -1,10 +1,5 @@
-"""Algorithm 1: artificial distancing of the logits (pair, One vs All, Split output space).
-
-A strategy is a boolean "lowering mask" (N, C): which logits of which image go down, each by
-``scale * spread[j]``, ``spread[j]`` the standard deviation of logit column j over the images. One
-constant per (image class, column) keeps the order of every logit inside each class (the paper's
-premise) and widens the margin between the image's class and each lowered class by exactly
-``scale * spread``. Labels index the logit vector. No function modifies its inputs.
+"""Algorithm 1 (docs/method.md): artificial distancing of the logits (pair, One vs All, Split output space),
+a strategy lowering some logits of each image (:func:`lowering_mask`), logit j by ``scale * spread[j]``.
 """
 
 from __future__ import annotations
@@ -21,9 +16,8 @@ from gadlib.choices import STRATEGIES
 
 
 def check_alpha_schedule(alphas: Sequence[float]) -> tuple[float, ...]:
-    """The α schedule ``a_1 < a_2 < ... < a_K`` as a tuple of floats, checked: non-empty, positive,
-    finite, strictly increasing; or all zeros (K support models trained without distancing, the
-    control that separates distancing from ensembling)."""
+    """The α schedule ``a_1 < ... < a_K`` as a tuple of floats, checked: positive, finite, strictly
+    increasing; or all zeros (the control without distancing)."""
     values = tuple(float(a) for a in alphas)
     if not values:
         raise ValueError("the alpha schedule is empty; give at least one alpha, e.g. [0.5, 1, 1.5, 2, 2.5]")
@@ -54,17 +48,11 @@ def lowering_mask(
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
     allow_other: bool = False,
 ) -> torch.Tensor:
-    """Which logits of which image a distancing strategy lowers.
+    """(N, C) bool tensor, True where a distancing strategy lowers the logit.
 
-    Parameters
-    ----------
-    labels : (N,) integer class indices in [0, num_classes); num_classes : C, the number of logits.
-    strategy : ``"pair"`` (needs ``pair=(k, l)``), ``"one_vs_all"`` (needs ``cls``) or ``"split"``
-        (needs ``groups=(G1, G2)``).
-    allow_other : for ``pair`` and ``split``, images of a class outside the pair / groups are left
-        unchanged instead of raising ValueError.
-
-    Returns an (N, C) bool tensor: True where the logit is lowered.
+    ``labels``: (N,) class indices in [0, C); ``strategy``: ``"pair"`` (needs ``pair=(k, l)``),
+    ``"one_vs_all"`` (``cls``) or ``"split"`` (``groups=(G1, G2)``); ``allow_other``: leave images of a
+    class outside the pair or groups unchanged instead of raising ValueError.
     """
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
         raise ValueError("labels must be an integer tensor of shape (N,)")
@@ -115,16 +103,10 @@ def distancing_targets(
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
     allow_other: bool = False,
 ) -> torch.Tensor:
-    """Target logits of one distancing step: each lowered logit j goes down by ``scale * spread[j]``.
-
-    Parameters
-    ----------
-    strategy, pair, cls, groups, allow_other : see :func:`lowering_mask`.
-    logits : (N, C) original logits Z; labels : (N,) integer class indices into the logit vector.
-    scale : a_s, the step's α in units of each logit's spread (>= 0; 0 returns the logits unchanged).
-    spread : (C,) per-logit spread (tensor or sequence); ``None`` = :func:`logit_spread` of ``logits``.
-
-    Returns a new (N, C) tensor of targets.
+    """A new (N, C) tensor of the target logits of one distancing step, from (N, C) ``logits`` Z and (N,)
+    integer ``labels``: each logit j that the strategy lowers (``strategy``, ``pair``, ``cls``, ``groups``,
+    ``allow_other``: :func:`lowering_mask`) goes down by ``scale`` (the step's α >= 0) times ``spread[j]``
+    ((C,); default :func:`logit_spread` of ``logits``).
 
     Examples
     --------
@@ -137,8 +119,7 @@ def distancing_targets(
             [ 1., -1.],
             [-1.,  3.]])
 
-    Only the other class's logit goes down (by ``scale * spread`` of that logit), so each image's
-    margin grows by exactly that amount and the order of the images inside a class is unchanged.
+    Only the other class's logit goes down, so each margin grows by exactly ``scale * spread``.
     """
     _check_logits(logits, labels)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale >= 0):
@@ -166,9 +147,8 @@ def distancing_margin(
     cls: int | None = None,
     groups: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> torch.Tensor:
-    """(N,) margin that distancing widens: ``z_y`` minus the largest logit the strategy lowers (for a
-    pair ``z_k - z_l`` on images of k, ``z_l - z_k`` on images of l); NaN for images whose class the
-    strategy does not involve."""
+    """(N,) margin that distancing widens: ``z_y`` minus the largest logit the strategy lowers (for a pair,
+    z_true − z_other); NaN for images of a class the strategy does not involve."""
     _check_logits(logits, labels)
     mask = lowering_mask(labels, logits.shape[1], strategy, pair=pair, cls=cls, groups=groups, allow_other=True)
     mask = mask.to(logits.device)
@@ -180,12 +160,9 @@ def distancing_margin(
 def two_means_split(
     logits: torch.Tensor, labels: torch.Tensor, seed: int = 0, n_init: int = 10
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Split the classes into two groups by 2-means clustering of their class-mean logit vectors.
-
-    ``logits`` (N, C), ``labels`` (N,) of at least 2 classes. Lloyd's algorithm from ``n_init`` starts
-    (the two farthest class means, then random pairs drawn with ``seed``); the split with the lowest
-    within-group sum of squares wins. Returns (group1, group2): sorted non-empty tuples of class
-    indices; group1 holds the smallest class.
+    """(group1, group2), sorted tuples of class indices (group1 holds the smallest): 2-means of the
+    class-mean logit vectors of (N, C) ``logits``, (N,) ``labels`` of at least 2 classes. Lloyd's algorithm
+    from ``n_init`` starts (the two farthest means, then pairs drawn with ``seed``); lowest inertia wins.
     """
     _check_logits(logits, labels)
     classes = sorted(set(labels.tolist()))

@@ -1,9 +1,6 @@
-"""Algorithm 2, steps 2-5: from K + 1 attribution maps to the GAD map.
+"""Algorithm 2, steps 2-5 (docs/method.md): from K + 1 attribution maps to the GAD map.
 
-Per-pixel importance of every map, each map binarised by its own threshold, a consistency mask of
-the pixels kept in every map (or in at least ``min_agreement`` of them), and the GAD map = the
-original's attribution where the mask holds, zero elsewhere. The importance and binarisation are
-shared with the hull evaluation (its step 1), so that both read a map the same way.
+The hull evaluation reads maps with the same importance and binarisation, so both read a map alike.
 """
 
 from __future__ import annotations
@@ -17,19 +14,8 @@ from gadlib.choices import IMPORTANCE_MODES, THRESHOLD_MODES
 
 
 def pixel_importance(attributions: torch.Tensor, mode: str = "abs") -> torch.Tensor:
-    """Collapse channels into one importance value per pixel.
-
-    Parameters
-    ----------
-    attributions : (..., C, H, W) tensor
-        Raw attribution maps.
-    mode : {"abs", "positive"}
-        ``abs``: sum over channels of the absolute value; ``positive``: sum of the positive part.
-
-    Returns
-    -------
-    (..., H, W) tensor, non-negative. NaN entries are replaced by 0 with a warning.
-    """
+    """(..., H, W) non-negative importance of (..., C, H, W) attribution maps: the sum over channels of
+    |value| (``mode="abs"``) or of the positive part (``"positive"``); NaN or infinite ones count as 0 (warned)."""
     if mode not in IMPORTANCE_MODES:
         raise ValueError(f"unknown importance mode {mode!r}; use one of {IMPORTANCE_MODES}")
     if attributions.dim() < 3:
@@ -38,11 +24,8 @@ def pixel_importance(attributions: torch.Tensor, mode: str = "abs") -> torch.Ten
     importance = values.sum(dim=-3)
     bad = ~torch.isfinite(importance)
     if bad.any():
-        warnings.warn(
-            f"{int(bad.sum())} attribution values are NaN or infinite; they count as importance 0",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        message = f"{int(bad.sum())} attribution values are NaN or infinite; they count as importance 0"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
         importance = torch.where(bad, torch.zeros_like(importance), importance)
     return importance
 
@@ -58,22 +41,9 @@ def check_threshold_options(mode: str, q: float, tau: float) -> None:
 
 
 def binarize(importance: torch.Tensor, mode: str = "quantile", q: float = 0.9, tau: float = 0.5) -> torch.Tensor:
-    """Keep the important pixels of each map, each map by its own threshold.
-
-    Parameters
-    ----------
-    importance : (..., H, W) non-negative tensor
-    mode : {"quantile", "fraction_of_max"}
-        ``quantile``: keep pixels at or above the map's own q-quantile (q = 0.9 keeps the top 10%);
-        ``fraction_of_max``: keep pixels at or above ``tau * max``.
-    q : float in (0, 1)
-    tau : float in (0, 1]
-
-    Returns
-    -------
-    (..., H, W) bool tensor. Pixels of importance 0 are never kept, so a map that is all zeros keeps
-    no pixel (warning), never every pixel.
-    """
+    """(..., H, W) bool mask of the important pixels of each (..., H, W) non-negative map, by its own
+    threshold: at or above its q-quantile (``mode="quantile"``, q in (0, 1): 0.9 keeps the top 10%) or
+    ``tau * max`` (``"fraction_of_max"``, tau in (0, 1]). Importance 0 is never kept (an all-zero map: warned)."""
     check_threshold_options(mode, q, tau)
     if importance.dim() < 2:
         raise ValueError(f"importance must have shape (..., H, W); got {tuple(importance.shape)}")
@@ -93,15 +63,9 @@ def binarize(importance: torch.Tensor, mode: str = "quantile", q: float = 0.9, t
 
 @dataclass
 class FusionResult:
-    """Everything the fusion of one batch of images produced.
-
-    Attributes
-    ----------
-    gad : (N, C, H, W) the original's attribution A_0 where ``consistency`` holds, zero elsewhere.
-    importance : (M, N, H, W) per-pixel importance of every map (model 0 is the original).
-    masks : (M, N, H, W) bool, the pixels each map keeps.
-    consistency : (N, H, W) bool, the pixels kept by enough maps.
-    """
+    """The fusion of one batch: ``gad`` (N, C, H, W), the original's attribution A_0 where ``consistency``
+    ((N, H, W) bool: kept by enough maps) holds, 0 elsewhere; every map's per-pixel ``importance``
+    (M, N, H, W), model 0 the original; ``masks`` (M, N, H, W) bool, the pixels each map keeps."""
 
     gad: torch.Tensor
     importance: torch.Tensor
@@ -118,21 +82,11 @@ def fuse_maps(
     tau: float = 0.5,
     min_agreement: int | None = None,
 ) -> FusionResult:
-    """Algorithm 2, steps 2-5: keep the original's attribution where enough maps agree.
+    """Algorithm 2, steps 2-5: the :class:`FusionResult` keeping the original's attribution where enough maps agree.
 
-    Parameters
-    ----------
-    attributions : (M, N, C, H, W); map 0 is the original model's, maps 1..M-1 the support models'.
-    importance : per-pixel importance, ``"abs"`` or ``"positive"`` (sum over channels).
-    threshold_mode, q, tau : how each map is binarised (:func:`gadlib.method.fusion.binarize`).
-    min_agreement : a pixel is consistent when at least this many of the M maps keep it;
-        ``None`` = all M.
-
-    Returns
-    -------
-    FusionResult. Degenerate input is defined, never a crash: an all-zero map keeps no pixel (so with
-    ``min_agreement=None`` the GAD map of that image is all zero), and NaN or infinite attribution
-    values count as importance 0 and are 0 in the GAD map; both cases warn.
+    ``attributions``: (M, N, C, H, W), map 0 the original model's, maps 1..M-1 the support models';
+    ``importance``, ``threshold_mode``, ``q``, ``tau``: see :func:`pixel_importance` and :func:`binarize`;
+    ``min_agreement``: how many of the M maps must keep a pixel (None: all).
 
     Examples
     --------

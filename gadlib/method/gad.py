@@ -1,11 +1,6 @@
-"""Attribution methods by name, and the ``GAD`` attribution class.
-
-``GAD(method, model, support_models).attribute(inputs, target=...)`` explains the original and
-every support model, fuses the maps (:mod:`gadlib.method.fusion`), and has Captum's call shape: it
-returns a tensor shaped like the inputs, so Captum's ``NoiseTunnel`` and its visualisation take it as
-they take any Captum method (an all-zero map, an empty GAD map, is drawn by
-:func:`gadlib.plots.plot_attribution`). Quantus takes it through
-:class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`.
+"""Attribution methods by name, and the ``GAD`` attribution class: the fused maps (:mod:`gadlib.method.fusion`)
+of the original and every support model, with Captum's call shape (``NoiseTunnel`` and Captum's
+visualisation take it; :func:`gadlib.plots.plot_attribution` also draws an empty map).
 """
 
 from __future__ import annotations
@@ -51,11 +46,7 @@ TargetLike = int | Sequence[int] | torch.Tensor | None
 
 
 def make_method(name: str, model: nn.Module) -> Attribution:
-    """The Captum attribution object of a method named in ``METHODS``.
-
-    ``SmoothGrad`` is ``NoiseTunnel(Saliency(model))``; call it with ``nt_type="smoothgrad"``
-    (:func:`method_defaults` supplies that).
-    """
+    """The Captum attribution object of a method in ``METHODS``; ``SmoothGrad`` is ``NoiseTunnel(Saliency(model))``."""
     constructors: dict[str, Callable[[nn.Module], Attribution]] = {
         "IntegratedGradients": IntegratedGradients,
         "Saliency": Saliency,
@@ -69,25 +60,11 @@ def make_method(name: str, model: nn.Module) -> Attribution:
 
 
 def method_defaults(
-    name: str,
-    *,
-    n_steps: int = 50,
-    internal_batch_size: int = 64,
-    nt_samples: int = 25,
-    stdevs: float = 0.15,
+    name: str, *, n_steps: int = 50, internal_batch_size: int = 64, nt_samples: int = 25, stdevs: float = 0.15
 ) -> dict[str, Any]:
-    """Keyword arguments this project passes to a named method's Captum ``attribute`` call.
-
-    Parameters
-    ----------
-    n_steps, internal_batch_size : Integrated Gradients' path steps and its bound on images x steps
-        per forward pass. The baseline is Captum's default: zero, a black image in pixel space.
-    nt_samples, stdevs : SmoothGrad's number of noisy samples and noise std (pixel units, images in [0, 1]).
-
-    Returns
-    -------
-    dict of keyword arguments (empty for Saliency, InputXGradient, GuidedBackprop).
-    """
+    """Keyword arguments this project passes to a named method's Captum ``attribute`` call (a dict, empty
+    for Saliency, InputXGradient, GuidedBackprop): Integrated Gradients' ``n_steps`` and bound on images x
+    steps per pass (baseline: Captum's zero, a black image); SmoothGrad's samples and noise std (pixel units)."""
     if name not in METHODS:
         raise ValueError(f"unknown attribution method {name!r}; use one of {METHODS}")
     if name == "IntegratedGradients":
@@ -98,18 +75,10 @@ def method_defaults(
 
 
 def resolve_target(model: nn.Module, inputs: torch.Tensor, target: TargetLike, batch_size: int = 64) -> torch.Tensor:
-    """The class to explain for each image: ``None`` = the class ``model`` predicts.
+    """The class to explain for each image, an (N,) int64 CPU tensor in [0, K).
 
-    Parameters
-    ----------
-    model : (B, C, H, W) -> (B, K) logits.
-    inputs : (N, C, H, W).
-    target : None, one class index for every image, or N indices (sequence or tensor).
-
-    Returns
-    -------
-    (N,) int64 tensor on the CPU, every value in [0, K). With ``target=None``, images whose logits are
-    NaN or infinite are refused (ValueError naming them).
+    ``model``: (B, C, H, W) -> (B, K) logits; ``inputs``: (N, C, H, W); ``target``: one class index, N of
+    them, or None: the class ``model`` predicts (NaN or infinite logits are refused, naming the images).
     """
     if target is None:
         logits = predict_logits(model, inputs, batch_size)
@@ -137,32 +106,16 @@ def attribute(
     stdevs: float = 0.15,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """Attribution maps of one model with a named method, in batches of images, in eval mode.
-
-    Parameters
-    ----------
-    name : one of ``METHODS``.
-    model : (B, C, H, W) -> (B, K) logits. Its train/eval mode is restored afterwards.
-    inputs : (N, C, H, W) pixel-space images in [0, 1] (the normalisation inside the model; see
-        :class:`GAD`); NaN or infinite values are refused, naming the images.
-    target : see :func:`resolve_target` (None = the predicted class).
-    batch_size : images per attribution call.
-    internal_batch_size, n_steps, nt_samples, stdevs : see :func:`method_defaults`.
-    kwargs : further arguments of the Captum method; a tensor with one row per image
-        (e.g. ``baselines`` of shape (N, C, H, W)) is split into batches with the inputs.
-
-    Returns
-    -------
-    (N, C, H, W) tensor on the inputs' device.
+    """(N, C, H, W) attribution maps, on the inputs' device, of ``model`` ((B, C, H, W) -> (B, K) logits,
+    run in eval mode) with the method ``name`` (``METHODS``) for (N, C, H, W) finite pixel-space ``inputs``,
+    ``batch_size`` images per call; ``target``: see :func:`resolve_target`; ``internal_batch_size``,
+    ``n_steps``, ``nt_samples``, ``stdevs``: see :func:`method_defaults`; ``kwargs``: further Captum
+    arguments, a tensor with one row per image (e.g. ``baselines``) batched with the inputs.
     """
     check_images(inputs, "inputs", require_tensor=True)
     check_finite_images(inputs, "inputs")
-    method_kwargs = {
-        **method_defaults(
-            name, n_steps=n_steps, internal_batch_size=internal_batch_size, nt_samples=nt_samples, stdevs=stdevs
-        ),
-        **kwargs,
-    }
+    settings = {"n_steps": n_steps, "internal_batch_size": internal_batch_size, "nt_samples": nt_samples}
+    method_kwargs = {**method_defaults(name, **settings, stdevs=stdevs), **kwargs}
     targets = resolve_target(model, inputs, target, batch_size)
     with evaluation_mode(model):
         return _in_batches(
@@ -173,36 +126,19 @@ def attribute(
 class GAD(GradientAttribution):
     """Gradient Artificial Distancing around any attribution method, with Captum's call shape.
 
-    Input contract: images are pixel-space (N, C, H, W) values in [0, 1], with any normalisation
-    inside the model (every model gadlib builds works so). Integrated Gradients' default baseline,
-    zero, is then a black image. Inputs outside [0, 1] are explained, with one warning per GAD object
-    (:class:`~gadlib.common.checks.InputRangeWarning`) naming the range found: for a model that takes
-    standardised images pass ``baselines=(torch.zeros_like(images) - mean) / std`` (the black image
-    in its input space) to ``attribute``, or move the normalisation into the model.
+    ``method``: a name from ``METHODS`` or a Captum attribution class (one instance per model); ``model``:
+    the original classifier, (B, C, H, W) -> (B, K) logits; ``support_models``: a sequence (a list, even of
+    one) of its K support models, with the original's parameter names and shapes (K = 0: the plain method,
+    thresholded); ``importance``, ``threshold_mode``, ``q``, ``tau``, ``min_agreement``: the fusion
+    (:func:`fuse_maps`); ``batch_size``, ``internal_batch_size``: images per attribution call and
+    Integrated Gradients' images x steps per pass, halved on out-of-memory; ``fast``:
+    :func:`gadlib.method.batched.attribute_models` (all models at once) for ``BATCHED_METHODS``.
 
-    Parameters
-    ----------
-    method : a name from ``METHODS`` or a Captum attribution class (e.g. ``captum.attr.Saliency``),
-        instantiated once per model.
-    model : the original classifier, (B, C, H, W) -> (B, K) logits.
-    support_models : a sequence (a list, even of one) of its K support models; every one must have
-        the original's parameter names and shapes (ValueError otherwise). K = 0 gives the plain
-        method, thresholded.
-    importance, threshold_mode, q, tau, min_agreement : the fusion, see :func:`fuse_maps`.
-    batch_size : images per attribution call; halved, with a warning, when a call runs out of memory.
-    internal_batch_size : bound on Integrated Gradients' images x steps per forward pass (halved too).
-    fast : use ``gadlib.method.batched.attribute_models`` (all models at once) for the methods in
-        ``BATCHED_METHODS``; otherwise Captum, model by model.
-
-    A model whose targeted logits do not depend on the input (autograd finds no path) gets an
-    all-zero map, with a warning, instead of autograd's error.
-
-    ``NoiseTunnel(GAD(...))`` gives SmoothGrad of the GAD map. There, ``target=None`` means the class
-    predicted for each noisy copy; pass the target to explain one class throughout. The noisy copies
-    may leave [0, 1]; they are not warned about.
-
-    For Quantus, wrap a GAD object in :class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`
-    (numpy in and out, and a defined model-randomisation test).
+    Images are pixel-space (N, C, H, W) values in [0, 1] (docs/library.md); others are explained with one
+    :class:`~gadlib.common.checks.InputRangeWarning` per object. A model whose targeted logits do not depend
+    on the input gets an all-zero map, with a warning. In ``NoiseTunnel(GAD(...))`` (SmoothGrad of the GAD
+    map) ``target=None`` is each noisy copy's predicted class. For Quantus, see
+    :class:`gadlib.evaluation.quantus_adapter.QuantusExplainFunc`.
 
     Examples
     --------
@@ -262,21 +198,11 @@ class GAD(GradientAttribution):
             raise TypeError(f"method must be one of {METHODS} or a Captum attribution class; got {method!r}")
         # Only a method named here is known to match gadlib.method.batched's implementation.
         self._fast_method = method if fast and isinstance(method, str) and method in BATCHED_METHODS else None
-        self.fusion = {
-            "importance": importance,
-            "threshold_mode": threshold_mode,
-            "q": q,
-            "tau": tau,
-            "min_agreement": min_agreement,
-        }
-        self.batch_size = batch_size
-        self.method = method
-        self._options = {
-            **self.fusion,
-            "batch_size": batch_size,
-            "internal_batch_size": internal_batch_size,
-            "fast": fast,
-        }
+        self.fusion = {"importance": importance, "threshold_mode": threshold_mode, "q": q, "tau": tau}
+        self.fusion["min_agreement"] = min_agreement
+        self.method, self.batch_size = method, batch_size
+        sizes = {"batch_size": batch_size, "internal_batch_size": internal_batch_size}
+        self._options = {**self.fusion, **sizes, "fast": fast}
         self._noted: set[str] = set()  # notes given once per object (input range, dtype)
 
     def with_models(self, model: nn.Module, support_models: Sequence[nn.Module]) -> GAD:
@@ -288,73 +214,54 @@ class GAD(GradientAttribution):
         return self._methods[0].multiplies_by_inputs
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> torch.Tensor:
-        """The GAD map of each image.
+        """(N, C, H, W) GAD maps on the inputs' device: the original's attribution where the models agree, 0 elsewhere.
 
-        Parameters
-        ----------
-        inputs : (N, C, H, W) pixel-space images in [0, 1] (see the class's input contract), a float
-            tensor or a numpy array (converted; the result is a tensor). Inputs of another float dtype
-            than the original model's parameters are converted to it, with a note once; NaN or
-            infinite values are refused (ValueError naming the images).
-        target : None (the class the original predicts; NaN logits are refused), one class index, or
-            N of them.
-        method_kwargs : passed to the method (e.g. ``n_steps``, ``baselines``), over this project's
-            defaults (:func:`method_defaults`). ``return_convergence_delta=True`` is refused: a GAD
-            map has no convergence delta.
-
-        Returns
-        -------
-        (N, C, H, W) tensor on the inputs' device: the original's attribution where all models agree,
-        zero elsewhere.
+        ``inputs``: (N, C, H, W) finite pixel-space images in [0, 1], a float tensor or numpy array (another
+        float dtype than the original's is converted, with a note once); ``target``: see :func:`resolve_target`;
+        ``method_kwargs``: the method's (e.g. ``n_steps``, ``baselines``) over :func:`method_defaults`
+        (``return_convergence_delta=True`` is refused: a GAD map has none).
         """
-        return self._detailed(inputs, target, method_kwargs, noisy_copies=False).gad
+        return fuse_maps(self._maps(inputs, target, method_kwargs), **self.fusion).gad
 
     def _attribute_noisy_copies(
         self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any
     ) -> torch.Tensor:
         """:meth:`attribute` for the noisy copies that Captum's NoiseTunnel passes: no range warning."""
-        return self._detailed(inputs, target, method_kwargs, noisy_copies=True).gad
+        return fuse_maps(self._maps(inputs, target, method_kwargs, warn_range=False), **self.fusion).gad
 
     # Captum's NoiseTunnel calls ``attribute.__wrapped__`` (the method under Captum's usage logger).
     attribute.__wrapped__ = _attribute_noisy_copies
 
     def attribute_detailed(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> FusionResult:
         """Like :meth:`attribute`, but returns the whole FusionResult (per-model maps and masks)."""
-        return self._detailed(inputs, target, method_kwargs, noisy_copies=False)
+        return fuse_maps(self._maps(inputs, target, method_kwargs), **self.fusion)
 
     def attribute_original(self, inputs: torch.Tensor, target: TargetLike = None, **method_kwargs: Any) -> torch.Tensor:
-        """The original model's own map A_0, before fusion: the plain method with this object's settings
-        (same inputs, checks and defaults as :meth:`attribute`), e.g. to compare GAD against it."""
-        method_kwargs = dict(method_kwargs)
-        self._refuse_delta(method_kwargs)
-        inputs = self._checked_inputs(inputs, warn_range=True)
-        targets = resolve_target(self.models[0], inputs, target, self.batch_size)
-        with torch.enable_grad():
-            maps = self._all_maps(inputs, targets, {**self._defaults, **method_kwargs}, indices=[0])
-        _warn_non_finite_maps(maps)
-        return maps[0]
+        """The original model's own map A_0: the plain method with this object's settings and checks."""
+        return self._maps(inputs, target, method_kwargs, indices=[0])[0]
 
-    @staticmethod
-    def _refuse_delta(method_kwargs: dict[str, Any]) -> None:
+    def _maps(
+        self,
+        inputs: Any,
+        target: TargetLike,
+        method_kwargs: dict[str, Any],
+        warn_range: bool = True,
+        indices: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """(M, N, C, H, W) maps of the models at ``indices`` (default all), after every check of the inputs."""
         if method_kwargs.pop("return_convergence_delta", False):
             raise ValueError(
                 "GAD has no convergence delta: its map is the original's attribution inside a mask, not a "
                 "path integral of one model. For Integrated Gradients' delta of the original model, call "
                 "captum.attr.IntegratedGradients(model).attribute(..., return_convergence_delta=True)."
             )
-
-    def _detailed(
-        self, inputs: Any, target: TargetLike, method_kwargs: dict[str, Any], noisy_copies: bool
-    ) -> FusionResult:
-        self._refuse_delta(method_kwargs)
-        inputs = self._checked_inputs(inputs, warn_range=not noisy_copies)
+        inputs = self._checked_inputs(inputs, warn_range)
         targets = resolve_target(self.models[0], inputs, target, self.batch_size)
-        kwargs = {**self._defaults, **method_kwargs}
         # NoiseTunnel calls attribute under no_grad; the methods need gradients.
         with torch.enable_grad():
-            maps = self._all_maps(inputs, targets, kwargs)
+            maps = self._all_maps(inputs, targets, {**self._defaults, **method_kwargs}, indices)
         _warn_non_finite_maps(maps)
-        return fuse_maps(maps, **self.fusion)
+        return maps
 
     def _checked_inputs(self, inputs: Any, warn_range: bool) -> torch.Tensor:
         """Inputs as a finite float tensor in the original's dtype; a note once if outside [0, 1]."""
@@ -362,7 +269,7 @@ class GAD(GradientAttribution):
             inputs = torch.from_numpy(np.ascontiguousarray(inputs))
         check_images(inputs, "inputs", require_tensor=True)
         check_finite_images(inputs, "inputs")
-        dtype = _parameter_dtype(self.models[0])
+        dtype = next((param.dtype for param in self.models[0].parameters() if param.is_floating_point()), None)
         if dtype is not None and inputs.dtype != dtype:
             self._note_once(
                 "dtype",
@@ -383,8 +290,7 @@ class GAD(GradientAttribution):
     def _all_maps(
         self, inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any], indices: Sequence[int] | None = None
     ) -> torch.Tensor:
-        """(M, N, C, H, W) maps of the models at ``indices`` (default: the original and every support
-        model; 0 = the original), all in eval mode."""
+        """(M, N, C, H, W) maps of the models at ``indices`` (default all; 0 = the original), in eval mode."""
         indices = list(range(len(self.models)) if indices is None else indices)
         with evaluation_mode(*self.models):
             try:
@@ -397,11 +303,8 @@ class GAD(GradientAttribution):
                     raise
             # Autograd refuses a gradient of an output that does not depend on the input; it is zero.
             names = ", ".join("the original" if i == 0 else f"support {i}" for i in constant)
-            warnings.warn(
-                f"the logits of {names} do not depend on the input; their attribution maps are zero",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            message = f"the logits of {names} do not depend on the input; their attribution maps are zero"
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
             maps = torch.zeros((len(indices),) + tuple(inputs.shape), dtype=inputs.dtype, device=inputs.device)
             varying = [position for position, i in enumerate(indices) if i not in constant]
             if varying:
@@ -411,21 +314,12 @@ class GAD(GradientAttribution):
     def _maps_of(
         self, indices: Sequence[int], inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict[str, Any]
     ) -> torch.Tensor:
-        """(len(indices), N, C, H, W) maps of the models at ``indices`` (0 = the original)."""
-        chosen = [self.models[i] for i in indices]
+        run = functools.partial(_in_batches, inputs=inputs, targets=targets, batch_size=self.batch_size, kwargs=kwargs)
         if self._fast_method is not None:
+            chosen = [self.models[i] for i in indices]
             all_models = functools.partial(batched.attribute_models, self._fast_method, chosen)
-            return _in_batches(
-                all_models, inputs, targets, self.batch_size, kwargs, model_device(self.models[0]), dim=1
-            )
-        return torch.stack(
-            [
-                _in_batches(
-                    self._methods[i].attribute, inputs, targets, self.batch_size, kwargs, model_device(self.models[i])
-                )
-                for i in indices
-            ]
-        )
+            return run(all_models, device=model_device(self.models[0]), dim=1)
+        return torch.stack([run(self._methods[i].attribute, device=model_device(self.models[i])) for i in indices])
 
 
 def _in_batches(
@@ -437,13 +331,9 @@ def _in_batches(
     device: torch.device,
     dim: int = 0,
 ) -> torch.Tensor:
-    """Run ``compute(chunk, target=chunk_targets, **chunk_kwargs)`` on batches of images on ``device``.
-
-    A batch that runs out of memory is retried with half as many images (and half the
-    ``internal_batch_size``, if given), with a warning; at one image and one row the error is raised.
-
-    Returns the batches' results concatenated along ``dim`` (the image axis), on the inputs' device.
-    """
+    """``compute(chunk, target=chunk_targets, **chunk_kwargs)`` over batches of images on ``device``,
+    concatenated along ``dim`` (the image axis) on the inputs' device; :func:`batch_results` halves the
+    batch (and ``internal_batch_size``) on out-of-memory."""
 
     def result_of(start: int, sizes: dict[str, int | None]) -> tuple[int, torch.Tensor]:
         stop = min(start + sizes["batch_size"], len(inputs))
@@ -503,37 +393,24 @@ def check_support_models(support_models: Any) -> list[nn.Module]:
     return models
 
 
-def _parameter_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the model's first floating-point parameter (None for a model without one)."""
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return None
-
-
 def _warn_non_finite_maps(maps: torch.Tensor) -> None:
     """Name the images and models whose (M, N, C, H, W) maps hold NaN or infinite values."""
     bad = ~torch.isfinite(maps).flatten(2).all(dim=2)  # (M, N)
     if not bool(bad.any()):
         return
     images = bad.any(dim=0).nonzero().flatten().tolist()
-    models = ", ".join(
-        "the original" if i == 0 else f"support {i}" for i in bad.any(dim=1).nonzero().flatten().tolist()
-    )
-    warnings.warn(
-        f"the attribution maps of images {name_indices(images, maps.shape[1])} hold NaN or infinite values "
-        f"(maps of {models}), most likely from NaN or infinite logits there; they count as importance 0",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+    which = bad.any(dim=1).nonzero().flatten().tolist()
+    models = ", ".join("the original" if i == 0 else f"support {i}" for i in which)
+    message = f"the attribution maps of images {name_indices(images, maps.shape[1])} hold NaN or infinite values "
+    message += f"(maps of {models}), most likely from NaN or infinite logits there; they count as importance 0"
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _check_same_architecture(model: nn.Module, support_models: Sequence[nn.Module]) -> None:
     """Support models must have the original's parameter names and shapes."""
     reference = architecture_signature(model)
     for index, support in enumerate(support_models, start=1):
-        signature = architecture_signature(support)
-        if signature == reference:
+        if (signature := architecture_signature(support)) == reference:
             continue
         differences = [(ours, theirs) for ours, theirs in zip(reference, signature, strict=False) if ours != theirs]
         first = differences[0] if differences else f"{len(reference)} parameters against {len(signature)}"

@@ -1,9 +1,5 @@
-"""Support regression models: one per α step, trained to output the distanced logits.
-
-Support model s has the original's architecture and regresses the step-s targets, built from the
-original logits Z = f(D), with MSE, starting from support s−1 (``init="chained"``) or from the
-original (``init="original"``), which is never modified. Each saved ``support_{s}.pt`` carries a
-fingerprint of all that determines it, so a re-run skips (resumes) the models that match.
+"""Support regression models (docs/method.md): one per α step, regressing the distanced logits with MSE;
+each saved ``support_{s}.pt`` carries a fingerprint of all that determines it, so a re-run reuses it.
 """
 
 from __future__ import annotations
@@ -53,21 +49,11 @@ def remove_surplus_checkpoints(checkpoint_dir: str | os.PathLike, n_models: int)
 
 
 class SupportModels(list):
-    """The K support models :func:`train_support_models` returns: a plain list of modules, with a
-    record of how far their training got.
-
-    Attributes
-    ----------
-    margin_reached : K floats, the fraction of its intended margin gain that each support model
-        reached on its training images: (mean margin of the support − mean margin of the original) /
-        (mean margin of the step's targets − mean margin of the original), margins as
-        :func:`gadlib.method.distancing.distancing_margin` (for a pair, z_true − z_other). 1 = the
-        classes moved apart by the full α; 0 = not at all. NaN for α = 0 (nothing to reach).
-    margins, target_margins : K floats, the mean margins of the supports and of their targets;
-        original_margin : the original's mean margin, on the same images.
-    steps : optimiser steps each support model trains (epochs x batches per epoch).
-    epochs : epochs each trains (``epochs``, or more to reach ``min_steps``).
-    """
+    """The K support models (a plain list of modules) and how far their training got: ``margins``,
+    ``target_margins`` and ``original_margin``, mean margins (:func:`gadlib.method.distancing.distancing_margin`)
+    of the supports, their targets and the original on the training images; ``margin_reached``,
+    (margin − original) / (target − original) of each (1: the full α; NaN for α = 0); the ``steps`` and
+    ``epochs`` each trains."""
 
     margin_reached: list[float]
     margins: list[float]
@@ -99,34 +85,19 @@ def train_support_models(
     resume: bool = True,
     progress: bool = True,
 ) -> SupportModels:
-    """Train one support model per α of the schedule; return the K models, in eval mode, on ``device``.
+    """Train one support model per α of the schedule: the :class:`SupportModels`, in eval mode on ``device``
+    (default :func:`gadlib.models.training.select_device`).
 
-    Parameters
-    ----------
-    original : the trained classifier f; (B, C, H, W) -> (B, K) logits. Left untouched.
-    images : (N, C, H, W) training images D of the classes involved, pixel-space values in [0, 1] as
-        the original takes them (tensor or numpy array); labels : (N,) integer logit indices. Images
-        with NaN or infinite values, or whose original logits are NaN or infinite, are refused
-        (ValueError naming them).
-    alphas : the schedule a_1 < ... < a_K (α in units of each logit's spread).
-    strategy, pair, cls, groups : the distancing strategy, see :func:`gadlib.method.distancing.lowering_mask`.
-    init : ``"chained"`` (support s starts from support s−1) or ``"original"`` (every one from f).
-    epochs, lr, batch_size : Adam regression with MSE; support s shuffles with seed ``seed + s``.
-    min_steps : at least this many optimiser steps per support model: with few images, more epochs
-        than ``epochs``. The default, 80, is what the pipeline's setting gives (10 epochs of 1,000
-        images at batch 128), so it adds no step there; 0 trains exactly ``epochs``.
-    min_margin_fraction : warn (RuntimeWarning naming epochs, lr and min_steps) when a support model
-        reaches less than this fraction of its intended margin gain on its training images (see
-        :class:`SupportModels`); None never warns.
-    device : where to train; ``None`` = :func:`gadlib.models.training.select_device`.
-    checkpoint_dir : save ``support_{s}.pt`` there (meta: step, alpha, fingerprint, final_loss,
-        train_loss, spread), deleting those of steps beyond the schedule; ``None`` keeps nothing on disk.
-    resume : reuse a saved support model whose fingerprint matches; progress : show progress bars.
-
-    Returns
-    -------
-    SupportModels: a list of the K models, with ``margin_reached`` (how far each got), ``steps`` and
-    ``epochs``.
+    ``original``: the trained classifier f, (B, C, H, W) -> (B, K) logits, left untouched; ``images``,
+    ``labels``: (N, C, H, W) finite pixel-space training images in [0, 1] (tensor or array) with finite
+    logits, and (N,) logit indices; ``alphas``: the schedule a_1 < ... < a_K, in units of each logit's
+    spread; ``strategy``, ``pair``, ``cls``, ``groups``: :func:`gadlib.method.distancing.lowering_mask`;
+    ``init``: ``"chained"`` (support s starts from support s−1) or ``"original"`` (each from f); ``epochs``,
+    ``lr``, ``batch_size``: Adam on MSE, support s shuffled with seed ``seed + s``; ``min_steps``: at least
+    this many optimiser steps per model (more epochs on small data; none added to the pipeline's 10 epochs
+    of 1,000 images at batch 128); ``min_margin_fraction``: warn below this share of the intended margin
+    gain (None: never); ``checkpoint_dir``: save ``support_{s}.pt`` there, deleting those beyond the
+    schedule; ``resume``: reuse a saved model whose fingerprint matches; ``progress``: show progress bars.
 
     Examples
     --------
@@ -154,15 +125,11 @@ def train_support_models(
     images = _in_model_dtype(
         check_finite_images(check_images(images, "images", require_tensor=True), "images"), original, "images"
     )
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
-        raise ValueError(f"min_steps must be an integer >= 0; got {min_steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    for name, value, minimum in (("epochs", epochs, 1), ("min_steps", min_steps, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     device = select_device() if device is None else torch.device(device)
     distancing = {"pair": pair, "cls": cls, "groups": groups}
-
     start = copy.deepcopy(original).to(device)
     logits = predict_logits(start, images, batch_size=batch_size)
     if bad := non_finite_rows(logits):
@@ -183,7 +150,6 @@ def train_support_models(
     # the epochs actually trained: a min_steps that adds none leaves the fingerprint as it was
     config |= {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
     training = {"loss": "mse", "epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device}
-
     supports = SupportModels()
     for step, alpha in enumerate(tqdm(alphas, desc="support models", disable=not progress), start=1):
         alphas_behind = alphas[:step] if init == "chained" else (alpha,)
@@ -200,60 +166,30 @@ def train_support_models(
                 meta = {"step": step, "alpha": alpha, "fingerprint": fingerprint, "final_loss": losses[-1]}
                 save_checkpoint(path, model, meta={**meta, "train_loss": losses, "spread": spread.tolist(), **config})
         supports.append(model.to(device).eval())
-
     supports.epochs, supports.steps = epochs, epochs * batches
-    _record_margins(supports, logits, labels, [targets(alpha) for alpha in alphas], strategy, distancing, images)
-    if min_margin_fraction is not None:
-        _warn_under_trained(supports, alphas, min_margin_fraction, len(images), batch_size, lr, min_steps)
-    return supports
-
-
-def _record_margins(
-    supports: SupportModels,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    targets: list[torch.Tensor],
-    strategy: str,
-    distancing: dict[str, Any],
-    images: torch.Tensor,
-) -> None:
-    """Fill ``margin_reached``, ``margins``, ``target_margins`` and ``original_margin`` of the supports."""
-
-    def mean_margin(values: torch.Tensor) -> float:
-        return float(distancing_margin(values, labels, strategy, **distancing).nanmean())
-
-    supports.original_margin = mean_margin(logits)
+    target_logits = [targets(alpha) for alpha in alphas]
+    mean_margin = lambda values: float(distancing_margin(values, labels, strategy, **distancing).nanmean())
+    supports.original_margin = original_margin = mean_margin(logits)
     supports.margins = [mean_margin(predict_logits(support, images)) for support in supports]
-    supports.target_margins = [mean_margin(target) for target in targets]
+    supports.target_margins = [mean_margin(target) for target in target_logits]
     supports.margin_reached = [
-        (margin - supports.original_margin) / gain if (gain := target - supports.original_margin) > 0 else math.nan
+        (margin - original_margin) / gain if (gain := target - original_margin) > 0 else math.nan
         for margin, target in zip(supports.margins, supports.target_margins, strict=True)
     ]
-
-
-def _warn_under_trained(
-    supports: SupportModels,
-    alphas: Sequence[float],
-    threshold: float,
-    n_images: int,
-    batch_size: int,
-    lr: float,
-    min_steps: int,
-) -> None:
-    """One RuntimeWarning naming the support models below ``threshold`` and the knobs to turn."""
-    short = [(s, r) for s, r in enumerate(supports.margin_reached, start=1) if r < threshold]  # NaN is never short
-    if not short:
-        return
-    which = ", ".join(f"{s} (α = {alphas[s - 1]:g}): {reached:.0%}" for s, reached in short)
-    warnings.warn(
-        f"support models under-trained: {which} of the intended margin gain reached on the training images "
-        f"(threshold min_margin_fraction = {threshold:g}). Each trained {supports.steps} optimiser steps "
-        f"({supports.epochs} epochs of {n_images} images at batch {batch_size}, lr {lr:g}, "
-        f"min_steps {min_steps}). Train longer or faster: raise min_steps (more epochs on small data), "
-        f"epochs or lr (e.g. lr=1e-3); support_fidelity shows the margins on held-out images.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    reached = enumerate(supports.margin_reached, start=1)  # NaN (α = 0) is never short
+    short = [] if min_margin_fraction is None else [(s, r) for s, r in reached if r < min_margin_fraction]
+    if short:
+        which = ", ".join(f"{s} (α = {alphas[s - 1]:g}): {share:.0%}" for s, share in short)
+        warnings.warn(
+            f"support models under-trained: {which} of the intended margin gain reached on the training images "
+            f"(threshold min_margin_fraction = {min_margin_fraction:g}). Each trained {supports.steps} optimiser "
+            f"steps ({supports.epochs} epochs of {len(images)} images at batch {batch_size}, lr {lr:g}, "
+            f"min_steps {min_steps}). Train longer or faster: raise min_steps (more epochs on small data), "
+            f"epochs or lr (e.g. lr=1e-3); support_fidelity shows the margins on held-out images.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return supports
 
 
 def _in_model_dtype(images: torch.Tensor, model: nn.Module, name: str) -> torch.Tensor:
@@ -277,13 +213,9 @@ def _as_tensor(values: Any, name: str) -> torch.Tensor:
 def load_support_models(
     checkpoint_dir: str | os.PathLike, original: nn.Module, alphas: Sequence[float]
 ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
-    """Load the support models that :func:`train_support_models` saved, one per α.
-
-    ``checkpoint_dir`` holds ``support_1.pt`` ... ``support_K.pt``; ``original``, the classifier they
-    were trained from, gives the architecture (it is left untouched); each file's alpha must match
-    ``alphas``. Returns (models, metas): K models in eval mode on the original's device, and their
-    checkpoint metadata.
-    """
+    """(models, metas): the K support models :func:`train_support_models` saved in ``checkpoint_dir``,
+    in eval mode on the device of ``original`` (their architecture), and their checkpoint metadata;
+    each file's alpha must match ``alphas``."""
     alphas = check_alpha_schedule(alphas)
     models, metas = [], []
     for step, alpha in enumerate(alphas, start=1):
@@ -315,24 +247,14 @@ def support_fidelity(
     final_losses: Sequence[float] | None = None,
     batch_size: int = 256,
 ) -> list[dict[str, Any]]:
-    """How each support model classifies, and how far it pushed the classes apart, on test images.
+    """How each support model classifies, and how far it pushed the classes apart, on test images: K + 1
+    dicts, the original (alpha 0) then supports 1..K, of alpha, accuracy, agreement (argmax equal to the
+    original's), margin and target_margin (as :class:`SupportModels`, on the test images) and final_loss.
 
-    Parameters
-    ----------
-    original, supports, alphas : the classifier, its K support models and their α schedule.
-    test_images : (N, C, H, W) pixel-space images in [0, 1] (tensor or numpy array);
-        test_labels : (N,) class indices into the logit vector.
-    strategy, pair, cls, groups : the distancing the supports were trained with.
-    spread : (C,) per-logit spread used for the training targets (the ``spread`` in the support
-        checkpoints' meta); ``None`` = the spread of the original's logits on the test images.
-    final_losses : the supports' final training losses (``final_loss`` in their meta), or ``None``.
-
-    Returns K + 1 dicts, the original (alpha 0) then supports 1..K: alpha; accuracy (argmax against
-    the labels); agreement (argmax equal to the original's); margin (mean of
-    :func:`gadlib.method.distancing.distancing_margin`, for a pair z_true − z_other); target_margin
-    (the same for the step's targets, built from the original's test logits); final_loss (NaN if unknown).
-    A support model whose margin falls well short of its target margin under-trained (see
-    :class:`SupportModels`, whose ``margin_reached`` is the same comparison on the training images).
+    ``original``, ``supports``, ``alphas``: the classifier, its K support models and their α schedule;
+    ``test_images``, ``test_labels``: (N, C, H, W) pixel-space images in [0, 1] (tensor or array) and (N,)
+    logit indices; ``strategy``, ``pair``, ``cls``, ``groups``: the supports' distancing; ``spread``: (C,)
+    of their targets (checkpoint meta; default of the test logits); ``final_losses``: theirs, or None.
 
     Examples
     --------

@@ -1,9 +1,6 @@
-"""Classifiers for 28-224 px images: ResNet18 / VGG16 (the paper's networks) and a tiny CNN.
-
-Every model is ``Sequential(normalize, backbone)``: pixel-space images (N, C, H, W) in [0, 1] ->
-logits (N, num_classes), so attributions and occlusions are computed in pixel space. For small
-images VGG16's max-pools that would bring the map below 1 px become ``nn.Identity`` (28 px keeps 4
-of 5), with layer indices unchanged, so ImageNet weights still load by name.
+"""Classifiers for 28-224 px images: ResNet18 / VGG16 (the paper's networks) and a tiny CNN, each
+``Sequential(normalize, backbone)`` from pixel-space images in [0, 1] to logits, so attributions and
+occlusions are computed in pixel space.
 """
 
 from __future__ import annotations
@@ -25,8 +22,7 @@ _IMAGENET_WEIGHTS = {
 
 
 class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` (one value per input channel, std > 0), the first layer of
-    every model built here."""
+    """Per-channel ``(x - mean) / std`` (std > 0), the first layer of every model built here."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -52,19 +48,11 @@ def build_model(
     pretrained: bool = False,
     download_timeout_s: float = 10.0,
 ) -> nn.Sequential:
-    """Build a classifier that takes pixel-space images and returns logits.
-
-    Parameters
-    ----------
-    architecture : one of ``ARCHITECTURES``; num_classes : number of logits.
-    in_channels : image channels (1 for Fashion-MNIST, 3 for RGB).
-    image_size : side of the square input images (sets VGG16's max-pools); mean, std : ``in_channels`` values each.
-    pretrained : start from torchvision's ImageNet weights (resnet18, vgg16), from the torch hub cache
-        (``$TORCH_HOME/hub/checkpoints``) or downloaded; the first convolution is adapted to
-        ``in_channels`` and the last layer replaced by a new one with ``num_classes`` outputs.
-    download_timeout_s : socket timeout of the download, so a machine without internet fails fast.
-
-    Returns an ``nn.Sequential`` of modules ``normalize`` and ``backbone``: (N, in_channels, H, W) -> (N, num_classes).
+    """An ``nn.Sequential`` of ``normalize`` (``mean``, ``std``: ``in_channels`` values each) and ``backbone``
+    (one of ``ARCHITECTURES``): (N, in_channels, H, W) pixel-space images -> (N, num_classes) logits. For a
+    small ``image_size``, VGG16's max-pools that would shrink the map below 1 px become ``nn.Identity``
+    (indices unchanged, so ImageNet weights load by name). ``pretrained``: torchvision's ImageNet weights
+    (hub cache, else downloaded within ``download_timeout_s``), first convolution adapted, new last layer.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; use one of {ARCHITECTURES}")
@@ -75,16 +63,11 @@ def build_model(
         raise ValueError(f"mean {list(mean)} and std {list(std)} need one value per input channel ({in_channels})")
     if pretrained and architecture not in _IMAGENET_WEIGHTS:
         raise ValueError(f"no pretrained weights for {architecture!r}; pretrained works for {tuple(_IMAGENET_WEIGHTS)}")
-
     if architecture == "small_cnn":  # adaptive pooling to 4x4 keeps the head's size whatever the image size
+        convolutions = [nn.Conv2d(in_channels, 16, kernel_size=3, padding=1), nn.ReLU()]
+        convolutions += [nn.Conv2d(16, 32, kernel_size=3, padding=1, stride=2), nn.ReLU()]
         backbone = nn.Sequential(
-            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1, stride=2),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(),
-            nn.Linear(32 * 4 * 4, num_classes),
+            *convolutions, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 4 * 4, num_classes)
         )
     else:
         constructor = getattr(torchvision.models, architecture)
@@ -116,9 +99,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def _replace_first_conv(backbone: nn.Module, architecture: str, in_channels: int, from_rgb: bool) -> None:
-    """Give the backbone a first convolution with ``in_channels`` inputs and torchvision's init or,
-    ``from_rgb``, the pretrained mean RGB kernel times 3 / in_channels (so an image whose channels are
-    all equal gets the RGB network's response to that grey image)."""
+    """A first convolution with ``in_channels`` inputs and torchvision's init or, ``from_rgb``, the pretrained
+    mean RGB kernel times 3 / in_channels (a grey image gets the RGB network's response)."""
     parent, name = (backbone, "conv1") if architecture == "resnet18" else (backbone.features, "0")
     old = getattr(parent, name)
     new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)

@@ -1,7 +1,5 @@
-"""Model checkpoints ``{"state_dict": ..., "meta": plain values describing how the weights were made}``.
-
-Saved atomically; loaded with ``torch.load(..., weights_only=True)``, so a file crafted to run code
-when unpickled is refused instead of executed.
+"""Model checkpoints ``{"state_dict": ..., "meta": plain values describing how the weights were made}``,
+saved atomically and loaded with ``weights_only=True`` (a file crafted to run code is refused).
 """
 
 from __future__ import annotations
@@ -32,10 +30,8 @@ def save_torch_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load_torch_state(path: str | os.PathLike, created_by: str = DEFAULT_CREATOR) -> dict[str, Any]:
-    """Read a dict written by :func:`save_torch_state`, refusing anything but tensors and plain values.
-
-    Tensors are loaded on the CPU; ``created_by`` names what writes the file, in the error when it is missing.
-    """
+    """Read a dict written by :func:`save_torch_state` (tensors on the CPU), refusing anything but tensors
+    and plain values; ``created_by`` names what writes the file, in the error when it is missing."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; it is created by {created_by}")
@@ -62,11 +58,8 @@ def save_checkpoint(
     model_or_state_dict: nn.Module | dict[str, torch.Tensor],
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Save model weights and a dict of plain metadata to ``path`` atomically (folder created if needed).
-
-    ``model_or_state_dict``: a module (its ``state_dict()`` is saved) or a state dict; tensors are moved
-    to the CPU. ``meta``: plain values describing the weights (config, alpha, losses ...); ``None``: ``{}``.
-    """
+    """Save a module's (or a state dict's) weights, on the CPU, and a dict of plain ``meta`` values to
+    ``path`` atomically."""
     state_dict = model_or_state_dict
     if isinstance(state_dict, nn.Module):
         state_dict = state_dict.state_dict()
@@ -79,11 +72,8 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | os.PathLike, model: nn.Module | None = None, created_by: str = DEFAULT_CREATOR
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint`: (state_dict of CPU tensors, meta dict).
-
-    ``model``, if given, gets the weights (strictly: names and shapes must match); ``created_by``
-    names what writes the file, in the error when it is missing.
-    """
+    """(state_dict of CPU tensors, meta dict) of a :func:`save_checkpoint` file, also loaded strictly into
+    ``model`` if given; ``created_by`` as in :func:`load_torch_state`."""
     state = load_torch_state(path, created_by)
     if set(state) != {"state_dict", "meta"}:
         raise ValueError(

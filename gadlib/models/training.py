@@ -1,8 +1,6 @@
-"""One training loop, for the classifier (cross-entropy) and for support models (MSE on logits).
-
-Determinism: the shuffling order, the augmentation draws and the model's own randomness (dropout)
-of epoch ``e`` come from a seed derived from ``(seed, e)``, so two CPU runs with the same seed give
-bit-identical weights. GPU runs are close but not bit-identical (cuDNN picks its algorithms).
+"""One training loop, for the classifier (cross-entropy) and for support models (MSE on logits). Epoch ``e``
+draws its shuffling, augmentation and dropout from a seed derived from ``(seed, e)``: two CPU runs with the
+same seed give bit-identical weights (GPU runs close ones; cuDNN picks its algorithms).
 """
 
 from __future__ import annotations
@@ -28,17 +26,9 @@ from gadlib.models.architectures import model_device
 
 @dataclass
 class TrainHistory:
-    """Per-epoch record of a training run.
-
-    Attributes
-    ----------
-    train_loss : mean training loss of each finished epoch.
-    val_loss : validation loss of each epoch (empty without validation data).
-    val_accuracy : validation accuracy of each epoch (cross-entropy with validation data only).
-    best_epoch : 1-based number of the epoch whose weights the model holds at the end (the lowest
-        validation loss under early stopping or model selection, otherwise the last epoch).
-    stopped_early : whether early stopping ended the run before ``epochs``.
-    """
+    """Per-epoch ``train_loss``, ``val_loss`` and ``val_accuracy`` (cross-entropy) of a training run;
+    ``best_epoch``, 1-based, whose weights the model ends with (the lowest validation loss under early
+    stopping or model selection, else the last); ``stopped_early`` before ``epochs``."""
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -49,15 +39,9 @@ class TrainHistory:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random changes of each training image, drawn anew every epoch (for the classifier only: the
-    support models regress the logits of the images as they are).
-
-    Attributes
-    ----------
-    crop_padding : p > 0 pads each image with p black pixels on every side and crops a random
-        window of the original size (shifts of up to p pixels); 0 = no crop.
-    horizontal_flip : mirror each image left-right with probability 1/2.
-    """
+    """Random changes of each training image, drawn anew every epoch (the classifier's only): with
+    ``crop_padding`` p > 0, a random window of the image padded by p black pixels; with
+    ``horizontal_flip``, a left-right mirror with probability 1/2."""
 
     crop_padding: int = 0
     horizontal_flip: bool = False
@@ -71,12 +55,8 @@ class Augmentation:
             dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(batch.device)
             rows = (dy[:, None] + torch.arange(height, device=batch.device))[:, None, :, None]
             cols = (dx[:, None] + torch.arange(width, device=batch.device))[:, None, None, :]
-            batch = padded[
-                torch.arange(n, device=batch.device)[:, None, None, None],
-                torch.arange(batch.shape[1], device=batch.device)[None, :, None, None],
-                rows,
-                cols,
-            ]
+            images, channels = torch.arange(n, device=batch.device), torch.arange(batch.shape[1], device=batch.device)
+            batch = padded[images[:, None, None, None], channels[None, :, None, None], rows, cols]
         if self.horizontal_flip:
             flip = (torch.rand(n, generator=generator) < 0.5).to(batch.device)
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
@@ -84,12 +64,8 @@ class Augmentation:
 
 
 def select_device(preference: str = "auto") -> torch.device:
-    """The device to compute on: ``"auto"`` picks CUDA when available, else the CPU.
-
-    Parameters
-    ----------
-    preference : ``"auto"`` or any torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-    """
+    """The device to compute on: ``preference`` ``"auto"`` (CUDA when available, else the CPU) or a torch
+    device string (``"cpu"``, ``"cuda:1"``)."""
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -120,43 +96,16 @@ def train_model(
     schedule: str = "constant",
     progress: bool = True,
 ) -> TrainHistory:
-    """Train ``model`` in place with Adam; it is left on ``device``.
-
-    Parameters
-    ----------
-    model : maps (B, C, H, W) images to (B, K) outputs.
-    images : (N, C, H, W) float tensor (may stay on the CPU; batches are moved to ``device``).
-    targets : (N,) int64 class indices for ``"cross_entropy"``; (N, K) float target logits for ``"mse"``.
-    loss : ``"cross_entropy"`` or ``"mse"``.
-    epochs : number of passes over the data (>= 1).
-    batch_size, lr, seed : mini-batch size, Adam learning rate, seed of shuffling and dropout.
-    device : where to train; ``None`` = :func:`select_device`.
-    val_images, val_targets : optional validation set, evaluated after every epoch.
-    early_stopping_patience : stop after this many epochs without a lower validation loss and restore
-        the best weights; needs validation data. ``None`` trains all epochs.
-    select_best : model selection: end with the weights of the epoch of lowest validation loss (needs
-        validation data); without it, and without early stopping, the model keeps its last weights.
-    augment : random crops and flips of the training batches (:class:`Augmentation`), or None.
-    schedule : ``"constant"`` (``lr`` throughout) or ``"one_cycle"`` (PyTorch's ``OneCycleLR`` over
-        all the epochs' steps: warm-up to ``lr`` in the first 30%, then cosine annealing to ~0).
-    progress : show a progress bar over epochs.
-
-    Returns
-    -------
-    TrainHistory
+    """Train ``model`` ((B, C, H, W) -> (B, K)) in place with Adam on ``device`` (default :func:`select_device`),
+    returning its :class:`TrainHistory`. ``images``: (N, C, H, W) floats; ``targets``: (N,) int64 classes
+    for ``loss="cross_entropy"``, (N, K) float logits for ``"mse"``; ``val_images``, ``val_targets``: an
+    optional validation set, evaluated every epoch; ``early_stopping_patience``: epochs without a lower
+    validation loss before stopping; ``select_best``: end with the weights of the lowest validation loss;
+    ``augment``: an :class:`Augmentation`; ``schedule``: ``"constant"`` or ``"one_cycle"`` (peaking at ``lr``).
     """
-    check_training_inputs(
-        model,
-        images,
-        targets,
-        loss=loss,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        val_images=val_images,
-        val_targets=val_targets,
-        early_stopping_patience=early_stopping_patience,
-    )
+    settings = {"loss": loss, "epochs": epochs, "batch_size": batch_size, "lr": lr, "val_images": val_images}
+    settings |= {"val_targets": val_targets, "early_stopping_patience": early_stopping_patience}
+    check_training_inputs(model, images, targets, **settings)
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
     if select_best and val_images is None:
@@ -176,21 +125,11 @@ def train_model(
     history = TrainHistory()
     best_state: dict[str, torch.Tensor] | None = None
     best_val = math.inf
+    epoch_options = {"loss": loss, "batch_size": batch_size, "seed": seed, "device": device, "augment": augment}
+    epoch_options["scheduler"] = scheduler
     epoch_bar = tqdm(range(epochs), desc=f"train ({loss})", disable=not progress, leave=False)
     for epoch in epoch_bar:
-        train_loss = train_epoch(
-            model,
-            images,
-            targets,
-            optimizer,
-            loss=loss,
-            batch_size=batch_size,
-            seed=seed,
-            epoch=epoch,
-            device=device,
-            augment=augment,
-            scheduler=scheduler,
-        )
+        train_loss = train_epoch(model, images, targets, optimizer, epoch=epoch, **epoch_options)
         history.train_loss.append(train_loss)
         if not has_val:
             history.best_epoch = epoch + 1
@@ -204,16 +143,13 @@ def train_model(
             if val_loss < best_val:
                 best_val, history.best_epoch = val_loss, epoch + 1
                 if early_stopping_patience is not None or select_best:  # a copy is only needed to restore it
-                    best_state = _cpu_copy(model.state_dict())
-        epoch_bar.set_postfix(
-            train_loss=f"{train_loss:.4g}", val_loss=f"{history.val_loss[-1]:.4g}" if has_val else "-"
-        )
+                    best_state = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+        epoch_bar.set_postfix(train_loss=f"{train_loss:.4g}", val_loss=f"{val_loss:.4g}" if has_val else "-")
         if early_stopping_patience is not None:
             patience_spent = epoch + 1 - history.best_epoch >= early_stopping_patience
             history.stopped_early = patience_spent and epoch + 1 < epochs
         if history.stopped_early:
             break
-
     if (early_stopping_patience is not None or select_best) and best_state is not None:
         model.load_state_dict(best_state)
     else:  # the model keeps its last weights
@@ -222,10 +158,8 @@ def train_model(
 
 
 def adam(parameters, lr: float) -> torch.optim.Adam:
-    """Adam with its fused kernel: the same update as the plain loop over parameters, in one pass
-    (about 1.25x the training throughput of a ResNet18 at 28 px on a 2-core CPU); only the rounding
-    differs (tested: within 1e-5 of the plain update after one step). Falls back to the plain loop
-    where the fused kernel is missing."""
+    """Adam with its fused kernel where there is one: the plain update in one pass, rounded differently
+    (within 1e-5 after a step), about 1.25x the throughput of a ResNet18 at 28 px on a 2-core CPU."""
     parameters = list(parameters)
     try:
         return torch.optim.Adam(parameters, lr=lr, fused=True)
@@ -234,25 +168,11 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
 
 
 def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Model outputs for every image, in eval mode and without gradients.
-
-    Parameters
-    ----------
-    model : maps (B, ...) inputs, e.g. (B, C, H, W) images, to (B, K) logits. Its train/eval mode is
-        restored afterwards.
-    images : (N, ...) tensor, e.g. (N, C, H, W).
-    batch_size : images per forward pass; halved, with a warning, when a pass runs out of memory.
-    device : where to run; ``None`` = where the model's parameters are. The model is moved there.
-
-    Returns
-    -------
-    (N, K) float32 CPU tensor.
-    """
+    """(N, K) float32 CPU tensor of ``model``'s logits for (N, ...) ``images``, in eval mode (restored
+    afterwards) without gradients, ``batch_size`` images per pass (halved, with a warning, on
+    out-of-memory), on ``device`` (default the model's; the model is moved there)."""
     if images.dim() < 2:
         raise ValueError(f"images must have shape (N, C, H, W) (or (N, ...)); got {tuple(images.shape)}")
     if batch_size < 1:
@@ -286,19 +206,15 @@ def check_training_inputs(
     val_targets: torch.Tensor | None = None,
     early_stopping_patience: int | None = None,
 ) -> None:
-    """Raise ``ValueError``/``TypeError`` naming the first bad argument of :func:`train_model`.
-
-    Runs before any work, so a wrong shape or setting fails at once instead of after an epoch.
-    """
+    """Raise ``ValueError``/``TypeError`` naming the first bad argument of :func:`train_model`, before any work."""
     patience = early_stopping_patience
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
@@ -353,29 +269,11 @@ def train_epoch(
     augment: Augmentation | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
-    """One pass of mini-batch steps over ``(images, targets)`` in a seeded order; the mean loss.
-
-    The shuffling order and the model's own randomness (dropout) come from a seed derived from
-    ``(seed, epoch)``, and the caller's random state is restored afterwards: the same call gives the
-    same weights, which is what makes :func:`train_model` repeatable.
-
-    Parameters
-    ----------
-    model : the module to step.
-    images, targets, loss : as in :func:`train_model`, on any device (batches are moved to ``device``);
-        ``"mse"`` targets must already be float.
-    optimizer : steps ``model``'s parameters.
-    batch_size : images per step.
-    seed, epoch : the run's seed and the 0-based epoch number.
-    device : where the model is.
-    augment : changes each batch before the step (drawn from the epoch's seeded generator), or None.
-    scheduler : stepped after every optimiser step, or None.
-
-    Returns
-    -------
-    float: the mean training loss over the epoch's images.
-    """
-    epoch_seed = _epoch_seed(seed, epoch)
+    """One pass of ``optimizer`` steps over ``(images, targets)`` (as in :func:`train_model`, ``"mse"``
+    targets already float) in batches moved to ``device``; returns the mean training loss. Order,
+    ``augment`` draws and dropout come from a seed derived from ``(seed, epoch)`` (0-based), the caller's
+    random state restored: the same call gives the same weights. ``scheduler`` steps after every step."""
+    epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint32)[0])
     loss_fn = _loss_function(loss)
     with _seeded_rng(epoch_seed, device):
         model.train()
@@ -409,10 +307,6 @@ def _evaluate(model, images, targets, loss_fn, batch_size, device, with_accuracy
     return value, accuracy
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint32)[0])
-
-
 @contextlib.contextmanager
 def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generators (dropout) for one epoch, then restore the caller's state."""
@@ -422,7 +316,3 @@ def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
-
-
-def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: value.detach().cpu().clone() for name, value in state_dict.items()}

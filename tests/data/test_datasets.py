@@ -1,9 +1,10 @@
-"""Datasets on generated trees in their real layouts; class selection; deterministic splits."""
+"""Datasets on generated trees in their real layouts; class selection; deterministic splits.
+
+Obtaining the raw files (`make data`) is tools/fetch.py's job: tests/tools/test_fetch.py."""
 
 from __future__ import annotations
 
 import gzip
-import subprocess
 
 import numpy as np
 import pytest
@@ -11,8 +12,7 @@ import torch
 
 from gadlib.data import datasets as data
 from gadlib.data.datasets import DataError, ImageSet
-from gadlib.pipeline.paths import DATA_DIR
-from tests.fixtures import TEST_OFFSET, fashion_images, snapshot, write_cub_tree, write_idx, write_jpeg
+from tests.fixtures import DATA_DIR, TEST_OFFSET, fashion_images, snapshot, write_cub_tree, write_idx, write_jpeg
 
 REAL_FASHION = DATA_DIR / "fashion-mnist"
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
@@ -109,91 +109,6 @@ def test_real_fashion_mnist_verifies_and_loads_untouched():
     assert 0 <= test.images.min() and test.images.max() <= 1
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     assert snapshot(REAL_FASHION) == before
-
-
-def _fake_system_dir(path):
-    path.mkdir()
-    for i, name in enumerate(data.FASHION_MNIST_FILES):
-        (path / name).write_bytes(bytes([i]) * 100 + name.encode())
-    return path
-
-
-def test_obtain_copies_the_system_files_byte_for_byte(tmp_path):
-    system = _fake_system_dir(tmp_path / "system")
-    source = data.obtain_fashion_mnist(tmp_path / "dest", system_dir=system, use_apt=False, use_download=False)
-    assert "Debian package" in source
-    for name in data.FASHION_MNIST_FILES:
-        assert (tmp_path / "dest" / name).read_bytes() == (system / name).read_bytes()
-    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted(data.FASHION_MNIST_FILES)
-
-
-def test_obtain_never_overwrites_a_present_file(tmp_path):
-    system = _fake_system_dir(tmp_path / "system")
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    (dest / TRAIN_IMAGES).write_bytes(b"mine")
-    data.obtain_fashion_mnist(dest, system_dir=system, use_apt=False, use_download=False)
-    assert (dest / TRAIN_IMAGES).read_bytes() == b"mine"
-    assert (dest / TRAIN_LABELS).read_bytes() == (system / TRAIN_LABELS).read_bytes()
-    # All four present: nothing is read from anywhere, even with no source at all.
-    before = snapshot(dest)
-    assert (
-        data.obtain_fashion_mnist(dest, system_dir=tmp_path / "none", use_apt=False, use_download=False)
-        == "already present"
-    )
-    assert snapshot(dest) == before
-
-
-def test_obtain_without_any_source_says_what_to_do(tmp_path):
-    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as err:
-        data.obtain_fashion_mnist(tmp_path / "dest", system_dir=tmp_path / "none", use_apt=False, use_download=False)
-    assert str(tmp_path / "dest") in str(err.value)
-    assert not (tmp_path / "dest").exists()
-
-
-class FakeApt:
-    """Stands in for subprocess.run of apt-get: records the commands, answers with the given results."""
-
-    def __init__(self, *results: tuple[int, str]):
-        self.results, self.commands = list(results), []
-
-    def __call__(self, cmd, **kwargs):
-        self.commands.append(cmd)
-        code, stderr = self.results.pop(0)
-        return subprocess.CompletedProcess(cmd, code, stdout="", stderr=stderr)
-
-
-LOCKED = "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (apt-get)\n"
-
-
-def test_apt_waits_a_bounded_time_for_the_lock_and_its_error_reaches_the_message(tmp_path, monkeypatch):
-    apt = FakeApt((0, ""), (100, LOCKED))
-    monkeypatch.setattr(data.subprocess, "run", apt)
-    monkeypatch.setattr(data.shutil, "which", lambda name: f"/usr/bin/{name}")
-    reported = []
-    with pytest.raises(DataError) as err:
-        data.obtain_fashion_mnist(
-            tmp_path / "dest", system_dir=tmp_path / "none", use_download=False, report=reported.append
-        )
-    assert [cmd[1:3] for cmd in apt.commands] == [["-o", "DPkg::Lock::Timeout=120"]] * 2
-    assert [cmd[3] for cmd in apt.commands] == ["update", "install"]
-    message = str(err.value)
-    assert "install -y -qq dataset-fashion-mnist` failed (exit 100)" in message
-    assert "It is held by process 4242 (apt-get)" in message and "\n" not in message
-    assert reported and "waits up to 120 s" in reported[0]
-
-
-def test_a_failed_index_update_does_not_stop_the_install(monkeypatch):
-    apt = FakeApt((100, "W: Failed to fetch http://example.invalid/dists"), (0, ""))
-    monkeypatch.setattr(data.subprocess, "run", apt)
-    assert data.install_debian_package("dataset-fashion-mnist", lock_timeout=5) is None
-    assert "DPkg::Lock::Timeout=5" in apt.commands[1]
-
-    apt = FakeApt((100, "W: Failed to fetch"), (100, "E: Unable to locate package dataset-fashion-mnist"))
-    monkeypatch.setattr(data.subprocess, "run", apt)
-    failure = data.install_debian_package("dataset-fashion-mnist")
-    assert "update -qq` failed (exit 100): W: Failed to fetch" in failure
-    assert "E: Unable to locate package dataset-fashion-mnist" in failure
 
 
 # --------------------------------------------------------------------------- Dogs vs. Cats

@@ -9,9 +9,8 @@ import torch
 from gadlib.data import datasets as data
 from gadlib.data.datasets import DataError
 from gadlib.data.prepared import PreparedData, load_prepared, prepare_experiment, save_prepared
-from gadlib.pipeline.params import resolve_path
-from gadlib.pipeline.paths import DATA_DIR
-from tests.fixtures import TEST_OFFSET, snapshot
+from gadlib.project.params import resolve_path
+from tests.fixtures import DATA_DIR, ROOT, TEST_OFFSET, snapshot
 
 REAL_FASHION = DATA_DIR / "fashion-mnist"
 
@@ -28,10 +27,12 @@ def experiment(root, dataset="fashion_mnist", classes=("Shirt", "T-shirt/top"), 
 
 
 def prepare(data: dict, exp: dict, seed: int) -> PreparedData:
-    """prepare_experiment with the keys of params.yaml's ``data`` section and one experiment."""
+    """prepare_experiment with the keys of params.yaml's ``data`` section and one experiment, as
+    notebooks/01_prepare.ipynb calls it (a relative data_dir: in this repository, whatever the
+    working directory)."""
     return prepare_experiment(
         exp["dataset"],
-        resolve_path(exp["data_dir"]),
+        resolve_path(exp["data_dir"], root=ROOT),
         exp["classes"],
         exp["image_size"],
         seed=seed,

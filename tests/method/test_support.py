@@ -316,9 +316,9 @@ def test_non_finite_training_images_and_logits_are_refused_naming_them():
         fit(Overflowing(), images, labels)
 
 
-def test_the_defaults_agree_with_the_readme_choices_table():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    row = next(line for line in readme.splitlines() if line.startswith("| support training |"))
+def test_the_defaults_agree_with_the_choices_table_of_the_method():
+    method = (Path(__file__).resolve().parents[2] / "docs" / "method.md").read_text(encoding="utf-8")
+    row = next(line for line in method.splitlines() if line.startswith("| support training |"))
     defaults = {k: v.default for k, v in inspect.signature(train_support_models).parameters.items()}
     assert defaults["lr"] == 1e-4 and "lr 1e-4" in row and f"{defaults['epochs']} epochs" in row
     assert f"batch {defaults['batch_size']}" in row and f"`min_steps` ({defaults['min_steps']}" in row

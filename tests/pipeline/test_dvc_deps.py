@@ -1,9 +1,9 @@
-"""Every stage of dvc.yaml depends on all the gadlib code it runs, so `dvc repro` never reuses a
-stale output.
+"""Every stage of dvc.yaml depends on all the code it runs, so `dvc repro` never reuses a stale
+output, and on no drawing code unless it draws: recolouring a figure re-runs the figures stage only.
 
-For each stage, the gadlib modules its command and its notebook import are followed through the
-static import graph (every ``import`` statement of every module, at any depth, including the
-packages' ``__init__``); each module's file must lie under one of the stage's ``deps``.
+For each stage, the gadlib and tools modules its command and its notebook import are followed
+through the static import graph (every ``import`` statement of every module, at any depth,
+including the packages' ``__init__``); each module's file must lie under one of the stage's ``deps``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import pytest
 import yaml
 
 from gadlib import _EXPORTS
-from gadlib.pipeline.paths import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DVC_FILE = ROOT / "dvc.yaml"
+PACKAGES = ("gadlib", "tools")  # the code of this repository that stages run
+DRAWING = ("gadlib/plots.py", "gadlib/project/figures.py")  # code that only draws
 
 
 def module_file(module: str, root: Path = ROOT) -> Path | None:
@@ -32,7 +35,7 @@ def module_file(module: str, root: Path = ROOT) -> Path | None:
 
 
 def imported_modules(source: str, current: str = "") -> set[str]:
-    """gadlib modules a piece of code imports (absolute and relative imports, any depth).
+    """gadlib and tools modules a piece of code imports (absolute and relative imports, any depth).
 
     ``from gadlib import GAD`` counts the module that defines ``GAD`` (gadlib's lazy exports)."""
     found = set()
@@ -46,10 +49,10 @@ def imported_modules(source: str, current: str = "") -> set[str]:
                 base = ".".join([*parent, base] if base else parent)
             found.add(base)
             for alias in node.names:
-                found.add(f"{base}.{alias.name}")  # `from gadlib.pipeline import prepare` is a module
+                found.add(f"{base}.{alias.name}")  # `from gadlib.project import params` is a module
                 if base == "gadlib" and alias.name in _EXPORTS:
                     found.add(_EXPORTS[alias.name])
-    return {name for name in found if name == "gadlib" or name.startswith("gadlib.")}
+    return {name for name in found if name.split(".")[0] in PACKAGES}
 
 
 def closure(modules: set[str], root: Path = ROOT) -> set[Path]:
@@ -82,8 +85,8 @@ def stages(dvc_file: Path = DVC_FILE) -> dict[str, tuple[str, list[str]]]:
 
 
 def code_run_by(cmd: str, root: Path = ROOT) -> set[Path]:
-    """The gadlib files a stage command runs: its ``-m`` module and its notebook, with their imports."""
-    modules = set(re.findall(r"-m\s+(gadlib[\w.]*)", cmd))
+    """The files a stage command runs: its ``-m`` module and its notebook, with their imports."""
+    modules = set(re.findall(r"-m\s+((?:gadlib|tools)[\w.]*)", cmd))
     for notebook in re.findall(r"(?<!\S)(notebooks/[^\s$]+\.ipynb)", cmd):  # the input, not the output
         modules |= imported_modules(notebook_code(root / notebook))
     return closure(modules, root)
@@ -107,6 +110,27 @@ def test_every_module_a_stage_runs_is_a_dependency(stage):
     assert not missing, f"stage {stage} runs {missing} but dvc.yaml does not list them (or a folder above) in its deps"
 
 
+@pytest.mark.parametrize("stage", [name for name in stages() if name != "figures"])
+def test_only_the_figures_stage_depends_on_drawing_code(stage):
+    cmd, deps = stages()[stage]
+    runs = {str(path.relative_to(ROOT)) for path in code_run_by(cmd)}
+    for drawing in DRAWING:
+        assert drawing not in runs, f"stage {stage} computes, yet its notebook imports {drawing}"
+        covered = drawing in deps or any(drawing.startswith(dep + "/") for dep in deps)
+        assert not covered, f"stage {stage} would re-run when a figure of {drawing} is recoloured"
+
+
+def test_the_figures_stage_draws_with_the_shared_drawing_code():
+    cmd, deps = stages()["figures"]
+    assert all(ROOT / drawing in code_run_by(cmd) and drawing in deps for drawing in DRAWING)
+
+
+def test_every_stage_runs_its_notebook_through_the_runner():
+    for name, (cmd, deps) in stages().items():
+        assert cmd.startswith("python -m tools.run_notebook notebooks/"), name
+        assert "tools/run_notebook.py" in deps, name
+
+
 def test_a_forgotten_dependency_is_found(tmp_path):
     # the check itself can fail: drop one folder from a stage's deps and it names what is now uncovered
     cmd, deps = stages()["attribute"]
@@ -116,13 +140,19 @@ def test_a_forgotten_dependency_is_found(tmp_path):
 
 
 def test_a_new_import_without_a_dependency_is_found(tmp_path):
-    # a copy of the package in which the prepare stage's module starts importing the evaluation
+    # copies in which the prepare notebook, then a module it imports, start importing more
     import shutil
 
-    shutil.copytree(ROOT / "gadlib", tmp_path / "gadlib", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    for folder in ("gadlib", "tools", "notebooks"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     cmd, deps = stages()["prepare"]
     assert uncovered(cmd, deps, tmp_path) == []
-    stage_module = tmp_path / "gadlib" / "pipeline" / "prepare.py"
-    stage_module.write_text(stage_module.read_text() + "\nfrom gadlib.evaluation import regions  # noqa\n")
+    notebook = tmp_path / "notebooks" / "01_prepare.ipynb"
+    cells = json.loads(notebook.read_text())
+    cells["cells"].append({"cell_type": "code", "metadata": {}, "source": ["from gadlib import plots"], "outputs": []})
+    notebook.write_text(json.dumps(cells))
+    assert DRAWING[0] in uncovered(cmd, deps, tmp_path)
+    shutil.copy(ROOT / "notebooks" / "01_prepare.ipynb", notebook)
+    module = tmp_path / "gadlib" / "project" / "params.py"
+    module.write_text(module.read_text() + "\nfrom gadlib.evaluation import regions  # noqa\n")
     assert "gadlib/evaluation/regions.py" in uncovered(cmd, deps, tmp_path)

@@ -1,8 +1,9 @@
-"""dvc.yaml's plots: the figures stage writes the tables they read, each template fills with DVC's
-own renderer, and `dvc plots show` draws every plot of a real run (pipeline-marked)."""
+"""dvc.yaml's plots: each template fills with DVC's own renderer from the columns the figures
+notebook writes, and `dvc plots show` draws every plot of a real run (pipeline-marked)."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -10,10 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from gadlib.pipeline import figures
-from gadlib.pipeline.paths import ROOT
-from tests.fixtures import run_command
-from tests.pipeline.test_figures import METHODS, fidelity_table, hull_table
+from tests.fixtures import ROOT, run_command
+from tests.notebooks import notebook_source
 
 TEMPLATES = ROOT / ".dvc" / "plots"
 
@@ -24,11 +23,22 @@ def data_plots() -> dict[str, dict]:
     return {k: v for entry in plots if isinstance(entry, dict) for k, v in entry.items()}
 
 
+def written_columns() -> dict[str, list[str]]:
+    """File name -> the columns notebooks/06_figures.ipynb writes to reports/plots/ (its ``plot_tables``)."""
+    tree = ast.parse(notebook_source("notebooks/06_figures.ipynb"))
+    assign = next(
+        n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "plot_tables"
+    )
+    return {
+        ast.literal_eval(key): ast.literal_eval(value.elts[1])
+        for key, value in zip(assign.value.keys, assign.value.values, strict=True)
+    }
+
+
 def columns_of(path: str) -> list[str]:
-    """The columns a plot's file has: as written by the figures stage, or the committed file's header."""
-    name = Path(path).name
+    """The columns a plot's file has: as the figures notebook writes them, or the committed file's header."""
     if Path(path).parent == Path("reports/plots"):
-        return figures.PLOT_DATA_COLUMNS[name]
+        return written_columns()[Path(path).name]
     return pd.read_csv(ROOT / path, nrows=0).columns.tolist()
 
 
@@ -42,18 +52,10 @@ def named_fields(spec) -> list[str]:
     return []
 
 
-def test_write_plot_data_keeps_the_columns_and_rows_the_plots_draw(tmp_path):
-    hull = pd.concat([hull_table(["a"], METHODS), hull_table(["b"], METHODS)], ignore_index=True)
-    fidelity = pd.concat([fidelity_table(e, [0.5, 1.0]) for e in ("a", "b")], ignore_index=True)
-    fidelity = pd.concat([fidelity, fidelity.assign(support_set="alpha0", alpha=0.0)], ignore_index=True)
-    written = figures.write_plot_data(hull, fidelity, tmp_path)
-    assert sorted(written) == sorted(figures.PLOT_DATA_COLUMNS)
-    for name, columns in figures.PLOT_DATA_COLUMNS.items():
-        assert pd.read_csv(tmp_path / name).columns.tolist() == columns
-    rc = pd.read_csv(tmp_path / "rc.csv")
-    assert len(rc) == len(hull[hull["region_set"] == "gad"])  # one row per image and method
-    assert set(pd.read_csv(tmp_path / "rs.csv")["region_set"]) == set(hull["region_set"])
-    assert "alpha0" not in set(pd.read_csv(tmp_path / "fidelity.csv")["support_set"])
+def test_the_figures_notebook_writes_the_three_tables_the_plots_read():
+    assert sorted(written_columns()) == ["fidelity.csv", "rc.csv", "rs.csv"]
+    used = {Path(path).name for plot in data_plots().values() for path in plot["y"] if path.startswith("reports/plots")}
+    assert used == set(written_columns())
 
 
 @pytest.mark.parametrize("plot_id", sorted(data_plots()))

@@ -1,21 +1,26 @@
-"""The figures stage's assembly: tiny saved outputs in, the report's figures (titles, panels, drops, files) out."""
+"""The figures of notebooks/06_figures.ipynb (and the explorer): tiny saved outputs in, the report's
+figures (titles, panels, drops, files) out; the notebook itself on those outputs (pipeline-marked)."""
 
 from __future__ import annotations
+
+import json
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
-from gadlib import plots as plotting  # noqa: E402
 from gadlib.common.atomic import save_arrays  # noqa: E402
-from gadlib.pipeline import figures  # noqa: E402
-from gadlib.pipeline.params import validate_params  # noqa: E402
-from gadlib.pipeline.paths import ExperimentPaths  # noqa: E402
+from gadlib.project import figures  # noqa: E402
+from gadlib.project.maps import example_region_sets  # noqa: E402
+from gadlib.project.params import validate_params  # noqa: E402
+from gadlib.project.paths import ExperimentPaths  # noqa: E402
+from tests.fixtures import ROOT  # noqa: E402
+from tools.run_notebook import run  # noqa: E402
 
 SIZE = 12
 INDEX = np.array([11, 30, 38])  # dataset indices of the explained images: not 0, 1, 2
@@ -35,7 +40,7 @@ def tiny_params(params):
 
 
 def saved_outputs(seed: int = 0, n_models: int = 3) -> dict[str, np.ndarray]:
-    """What the attribute stage saves for one method (gadlib.pipeline.attribute.run), for 3 tiny images."""
+    """What the attribute stage saves for one method (notebooks/04_attribute.ipynb), for 3 tiny images."""
     rng = np.random.default_rng(seed)
     n = len(INDEX)
     importance = rng.uniform(0, 0.1, size=(n_models, n, SIZE, SIZE)).astype(np.float32)
@@ -119,7 +124,7 @@ def write_stage_outputs(params, experiments) -> None:
 
 
 def region_sets(tiny_params, n_examples=2):
-    return figures.example_region_sets(saved_outputs(), tiny_params.regions, tiny_params.seed, n_examples)
+    return example_region_sets(saved_outputs(), tiny_params, n_examples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,94 +205,67 @@ def test_occlusion_figure_fills_with_the_given_mean(tiny_params):
 
 
 # --------------------------------------------------------------------------------------------
-# the whole stage
+# the whole notebook, on tiny saved outputs
 # --------------------------------------------------------------------------------------------
-def test_read_tables_concatenates_the_experiments(stage_outputs, tiny_params):
-    write_stage_outputs(tiny_params, ["a", "b"])
-    hull, fidelity = figures.read_tables(["a", "b"])
-    assert list(pd.unique(hull["experiment"])) == ["a", "b"]
-    assert len(hull) == 2 * len(METHODS) * len(INDEX) * len(REGION_SETS)
-    assert list(fidelity["experiment"]) == ["a"] * 3 + ["b"] * 3
+def test_one_image_keeps_the_arrays_and_region_sets_of_that_image(tiny_params):
+    saved, sets = saved_outputs(), region_sets(tiny_params, n_examples=3)
+    one, one_sets = figures.one_image(saved, sets, 1)
+    assert one["index"].tolist() == [30] and one["importance"].shape == (3, 1, SIZE, SIZE)
+    np.testing.assert_array_equal(one_sets.masks["gad"][0], sets.masks["gad"][1])
+    assert one_sets.polygons == sets.polygons[1:2] and one_sets.subset_draws.shape[1] == 1
 
 
-def test_save_report_figures_writes_every_figure_in_report_order(stage_outputs, tiny_params, monkeypatch):
-    names = tiny_params.experiment_names
-    write_stage_outputs(tiny_params, names)
-    drawn = {}
-    real_save = plotting.save_figure
-
-    def record(fig, path):
-        drawn[path.name] = (fig.get_suptitle(), [ax.get_title() for ax in fig.axes])
-        real_save(fig, path)
-
-    monkeypatch.setattr(figures.plotting, "save_figure", record)
-    saved = figures.save_report_figures(tiny_params, names)
-
-    per_experiment = [
-        (f"{kind}, {name}", f"figures/{stem}_{name}.png")
-        for name in names
-        for kind, stem in (
-            ("Attribution maps", "attribution_grid"),
-            ("Hull regions", "hulls"),
-            ("Occlusion examples", "occlusion"),
-        )
-    ]
-    assert list(saved.items()) == per_experiment + [
-        ("RC per method and experiment", "figures/rc_distributions.png"),
-        ("RS: GAD regions against the rest, the controls and the baselines", "figures/rs_comparison.png"),
-        ("Support-model fidelity against α", "figures/support_fidelity.png"),
-    ]
-    folder = stage_outputs.parent / "reports" / "figures"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(path.split("/")[1] for path in saved.values())
-    assert all((folder.parent / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in saved.values())
-    assert plt.get_fignums() == []  # every figure closed once written
-
-    name = names[0]
-    title, panels = drawn[f"hulls_{name}.png"]
-    assert title == f"{name}, Saliency: original hulls against GAD hulls"
-    assert panels == ["image 11", "image 30"]  # n_examples = 2, headed by dataset index
-    assert len(drawn[f"occlusion_{name}.png"][1]) == 2 * (1 + len(REGION_SETS))
-    assert all("drop 9 " in t for t in drawn[f"occlusion_{name}.png"][1] if t.startswith(REGION_SETS))
-
-
-def test_save_report_figures_to_another_folder_links_it_from_reports(stage_outputs, tiny_params):
-    write_stage_outputs(tiny_params, ["a"])
-    saved = figures.save_report_figures(tiny_params, ["a"], folder=stage_outputs.parent / "elsewhere")
-    assert saved["Hull regions, a"] == "../elsewhere/hulls_a.png"
-    assert (stage_outputs.parent / "elsewhere" / "hulls_a.png").is_file()
-    assert not (stage_outputs.parent / "reports" / "figures").exists()
-
-
-def judged_metrics(names, methods) -> dict:
-    test = {
-        "n": 30,
-        "median_diff": 0.1,
-        "ci95": [0.05, 0.2],
-        "p": 0.01,
-        "share_positive": 0.7,
-        "share_negative": 0.3,
-        "p_adjusted": 0.02,
-        "verdict": "supported",
-    }
+def summary_of(methods) -> dict:
+    """A step-5 summary.json whose tests the notebook judges: one supported claim, one mean-fill test."""
+    test = {"n": 30, "median_diff": 0.1, "ci95": [0.05, 0.2], "p": 0.001, "share_positive": 0.7, "share_negative": 0.3}
+    keys = ("n_images", "rc_median", "rc_median_nonempty", "gad_empty", "rs_gad_mean", "rs_rest_mean")
     method = {
-        "tests": {
-            "rs_gad_vs_rest": test,
-            "rc_vs_top_n": {**test, "median_diff": -0.1, "ci95": [-0.2, 0.0], "verdict": "not significant"},
-        },
-        "rs_by_fill": {"black": test, "mean": {**test, "verdict": "contradicted", "median_diff": -0.3}},
+        **dict.fromkeys(keys, 0.5),
+        "tests": {"rs_gad_vs_rest": test, "rc_below_1": {**test, "median_diff": -0.5}},
+        "rs_by_fill": {"mean": {**test, "p": 0.6, "median_diff": -0.01}},
         "agreement": {"observed": [0.6, 0.3, 0.1], "independent": [0.81, 0.18, 0.01]},
     }
-    return {name: {"fills": ["black", "mean"], "methods": {m: method for m in methods}} for name in names}
+    return {"fills": ["black", "mean"], "rc_bounded_by_construction": True, "methods": dict.fromkeys(methods, method)}
 
 
-def test_claims_and_agreement_figures_come_first_from_the_metrics(stage_outputs, tiny_params):
-    names = tiny_params.experiment_names
-    write_stage_outputs(tiny_params, names)
-    metrics = judged_metrics(names, METHODS)
-    table = figures.claims_table(metrics)
-    assert len(table) == len(names) * len(METHODS) * 3  # two claims and the mean-fill test
-    assert set(table["verdict"]) == {"supported", "not significant", "contradicted"}
-    saved = figures.save_report_figures(tiny_params, names, metrics)
-    assert list(saved.values())[:2] == ["figures/claims.png", "figures/agreement.png"]
-    agreement = figures.agreement_table(metrics)
-    assert list(agreement["maps"][:3]) == [0, 1, 2] and agreement["observed"].iloc[2] == 0.1
+@pytest.mark.pipeline  # starts a Jupyter kernel: about 20 s
+def test_the_figures_notebook_writes_every_figure_the_metrics_and_the_report(project_dir, params):
+    params["attribution"]["methods"] = METHODS
+    params["support"]["alphas"] = [0.5, 1.0]
+    params["figures"]["n_examples"] = 2
+    (project_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny = validate_params(params)
+    names = tiny.experiment_names
+    write_stage_outputs(tiny, names)
+    for name in names:
+        paths = ExperimentPaths(name)
+        paths.classifier_summary.write_text('{"accuracy": 0.9}')
+        paths.summary.write_text(json.dumps(summary_of(METHODS)))
+
+    output = project_dir / "reports" / "notebooks" / "06_figures.ipynb"
+    run(ROOT / "notebooks" / "06_figures.ipynb", output, {}, project_dir)
+
+    reports = project_dir / "reports"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert {t["verdict"] for m in metrics[names[0]]["methods"].values() for t in m["tests"].values()} == {
+        "supported",
+        "by construction",
+    }
+    per_experiment = [
+        f"figures/{stem}_{name}.png" for name in names for stem in ("attribution_grid", "hulls", "occlusion")
+    ]
+    expected = ["figures/claims.png", "figures/agreement.png", *per_experiment]
+    expected += ["figures/rc_distributions.png", "figures/rs_comparison.png", "figures/support_fidelity.png"]
+    report = (reports / "report.md").read_text()
+    links = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert links == expected, "the report links every figure, in report order"
+    assert sorted(p.name for p in (reports / "figures").iterdir()) == sorted(p.split("/")[1] for p in expected)
+    assert all((reports / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in expected)
+    assert "**supported** for" in report and "## Reconstruction choices in force" in report
+    rc = pd.read_csv(reports / "plots" / "rc.csv")
+    assert rc.columns.tolist() == ["experiment", "method", "image", "rc"]
+    assert len(rc) == len(names) * len(METHODS) * len(INDEX)  # one row per image and method
+    assert set(pd.read_csv(reports / "plots" / "rs.csv")["region_set"]) == set(REGION_SETS)
+    shown = json.loads(output.read_text())
+    images = [o for c in shown["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == len(expected), "the notebook shows every figure it saves"

@@ -1,11 +1,11 @@
-"""The hull_metrics stage counts GAD's expected conditions instead of warning about them."""
+"""notebooks/05_hull_metrics.ipynb counts GAD's expected conditions instead of warning about them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from gadlib.pipeline.hull_metrics import expected_condition_lines, expected_conditions
+from tests.notebooks import notebook_function
 
 
 def per_image_table() -> pd.DataFrame:
@@ -21,14 +21,9 @@ def per_image_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_expected_conditions_are_counted_per_method_without_the_control():
-    counts = expected_conditions(per_image_table())
-    assert counts.loc["Saliency"].tolist() == [2, 1, 1]  # the control's undefined RS is not counted
-    assert counts.loc["IntegratedGradients"].tolist() == [2, 0, 0]
-
-
-def test_one_line_of_information_per_method():
-    assert expected_condition_lines(per_image_table()) == [
+def test_one_line_of_information_per_method_without_the_control():
+    lines = notebook_function("notebooks/05_hull_metrics.ipynb", "expected_condition_lines")(per_image_table())
+    assert lines == [  # the control's undefined RS is not counted
         "IntegratedGradients: GAD map empty on 0 of 2 images; RS undefined for 0 of 6 region sets "
         "(an empty set has no RS)",
         "Saliency: GAD map empty on 1 of 2 images; RS undefined for 1 of 6 region sets (an empty set has no RS)",

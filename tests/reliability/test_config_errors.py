@@ -1,9 +1,11 @@
 """A broken params.yaml or an undeclared notebook parameter stops a stage before any work.
 
-Through the real stage command, `python -m gadlib.pipeline.stage NOTEBOOK OUTPUT -p experiment X` as dvc.yaml
-calls it: every fault exits non-zero with one line naming the key, the value and what is allowed,
-and the notebook is never executed (no output, no failed copy). In-process for the whole list of
-faults (milliseconds each), and as real subprocesses in temporary copies of the repository for two.
+Every stage notebook calls `load_params()` in its first code cell: each fault of params.yaml is one line
+naming the key, the value and what is allowed, checked here through `load_params` for the whole list
+(milliseconds each). Through the real stage command, `python -m tools.run_notebook NOTEBOOK OUTPUT -p
+experiment X` as dvc.yaml calls it, in temporary copies of the repository: a broken params.yaml stops the
+notebook in that first cell (exit 1, one line, nothing prepared); a parameter the notebook does not
+declare stops the command before a kernel starts (exit 2, one line, no output).
 """
 
 from __future__ import annotations
@@ -11,17 +13,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
-import papermill
 import pytest
 import yaml
 
-from gadlib.pipeline import stage
-from gadlib.pipeline.params import read_yaml
-from gadlib.pipeline.paths import PARAMS_FILE, ROOT
-from tests.fixtures import copy_repository, repository_env
+from gadlib.project.params import ConfigError, load_params, read_yaml
+from tests.fixtures import ROOT, copy_repository, repository_env
 
 NOTEBOOK = "notebooks/01_prepare.ipynb"
 EXPERIMENT = "tshirt_vs_shirt"
@@ -96,104 +94,91 @@ FAULTS = {
 
 
 def broken_params(fault: str) -> str:
-    params = read_yaml(PARAMS_FILE.read_text())
+    params = read_yaml((ROOT / "params.yaml").read_text())
     FAULTS[fault][0](params)
     return yaml.safe_dump(params, sort_keys=False)
 
 
-@pytest.fixture
-def no_kernel(monkeypatch):
-    """Fails the test if the stage gets as far as executing the notebook."""
-
-    def execute(*args, **kwargs):
-        raise AssertionError("the notebook was executed although the stage should have stopped first")
-
-    monkeypatch.setattr(papermill, "execute_notebook", execute)
-
-
 @pytest.mark.parametrize("fault", FAULTS)
-def test_stage_command_names_the_bad_key(fault, tmp_path, monkeypatch, capsys, no_kernel):
+def test_load_params_names_the_bad_key(fault, tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(broken_params(fault))
-    monkeypatch.setattr(stage, "PARAMS_FILE", params_file)
-    output = tmp_path / "out" / "01_prepare.ipynb"
-    code = stage.main([str(ROOT / NOTEBOOK), str(output), "-p", "experiment", EXPERIMENT])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1, f"one line of error expected; got {err!r}"
+    with pytest.raises(ConfigError) as error:
+        load_params(params_file)
+    message = str(error.value)
+    assert message.startswith(f"{params_file}: ") and "\n" not in message, f"one line expected; got {message!r}"
     for fragment in FAULTS[fault][1]:
-        assert fragment in err, f"{fragment!r} missing from the message {err!r}"
-    assert not output.parent.exists() or not any(output.parent.iterdir())
+        assert fragment in message, f"{fragment!r} missing from the message {message!r}"
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (
-            ["-p", "experiment", EXPERIMENT, "-p", "bogus", "1"],
-            "does not declare parameter(s) ['bogus']; it declares ['experiment']",
-        ),
-        (["-p", "experiment", "nope"], "unknown experiment 'nope'; params.yaml defines ['tshirt_vs_shirt'"),
-    ],
-)
-def test_stage_command_refuses_undeclared_parameters(argv, message, tmp_path, capsys, no_kernel):
-    output = tmp_path / "out" / "01_prepare.ipynb"
-    code = stage.main([str(ROOT / NOTEBOOK), str(output), *argv])
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and err.count("\n") == 1
-    assert not output.exists()
+def test_without_a_fault_the_same_round_trip_loads(tmp_path):
+    """The control: the repository's params.yaml, read and dumped as broken_params does, validates."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(read_yaml((ROOT / "params.yaml").read_text()), sort_keys=False))
+    assert EXPERIMENT in load_params(params_file).experiment_names
 
 
 # ------------------------------------------------------------------ real subprocesses, repository copies
-SUBPROCESS_CASES = {  # fault -> (params.yaml text or None for the repository's, extra arguments, message)
-    "class not in the dataset": ("class not in the dataset", [], f"'experiments.{EXPERIMENT}.classes' has 'Cat'"),
-    "undeclared parameter": (None, ["-p", "bogus", "1"], "does not declare parameter(s) ['bogus']"),
-}
-STAGE_SECONDS = 60  # generous on a loaded 2-core machine; the kernel would start only after this check
+OUTPUT = "stage_output/01_prepare.ipynb"
+STAGE_SECONDS = 60  # generous on a loaded 2-core machine for a check made before the kernel starts
 
 
-@pytest.fixture(scope="module")
-def subprocess_results(tmp_path_factory):
-    """Each case's stage command run in its own copy of the repository, all at once."""
-
-    def run(name: str):
-        fault, extra, _ = SUBPROCESS_CASES[name]
-        repo = copy_repository(tmp_path_factory.mktemp("config") / "repo")
-        if fault is not None:
-            (repo / "params.yaml").write_text(broken_params(fault))
-        output = "stage_output/01_prepare.ipynb"
-        cmd = [sys.executable, "-m", "gadlib.pipeline.stage", NOTEBOOK, output, "-p", "experiment", EXPERIMENT, *extra]
-        start = time.perf_counter()
-        result = subprocess.run(
-            cmd, cwd=repo, env=repository_env(repo), capture_output=True, text=True, timeout=10 * STAGE_SECONDS
-        )
-        return repo, result, time.perf_counter() - start
-
-    with ThreadPoolExecutor(len(SUBPROCESS_CASES)) as pool:
-        return dict(zip(SUBPROCESS_CASES, pool.map(run, SUBPROCESS_CASES), strict=True))
+def stage_command(repo, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The prepare stage's command, as dvc.yaml runs it, in the repository copy ``repo``; its seconds."""
+    cmd = [sys.executable, "-m", "tools.run_notebook", NOTEBOOK, OUTPUT, "-p", "experiment", EXPERIMENT, *extra]
+    env = repository_env(repo)
+    env.pop("DVC_ROOT", None)  # the project is the working directory, as in a dvc stage
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=10 * STAGE_SECONDS)
+    return result, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("case", SUBPROCESS_CASES)
-def test_stage_subprocess_stops_before_the_notebook(case, subprocess_results):
-    repo, result, seconds = subprocess_results[case]
+def test_a_broken_params_yaml_stops_the_stage_before_a_kernel_starts(tmp_path):
+    repo = copy_repository(tmp_path / "repo")
+    (repo / "params.yaml").write_text(broken_params("class not in the dataset"))
+    result, seconds = stage_command(repo)
     assert result.returncode == 2, result.stderr
-    assert SUBPROCESS_CASES[case][2] in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (repo / "stage_output").exists(), "no executed notebook, no failed copy, no temporary file"
-    assert not (repo / "artifacts").exists(), "the prepare stage wrote artifacts although it should not start"
+    assert f"'experiments.{EXPERIMENT}.classes' has 'Cat'" in result.stderr
+    assert "not a fashion_mnist class" in result.stderr and "'Shirt'" in result.stderr  # key, value, what is allowed
+    assert not (repo / "stage_output").exists(), "no executed notebook: the kernel never started"
+    assert not list(repo.glob("artifacts/**/*.npz")), "nothing prepared"
     assert seconds < STAGE_SECONDS
 
 
-def test_without_a_fault_the_stage_reaches_the_notebook(tmp_path, monkeypatch):
-    """The control: the repository's params.yaml and declared parameters go on to papermill."""
-    calls = []
+@pytest.mark.pipeline  # starts a Jupyter kernel: about 15 s
+def test_the_notebook_itself_stops_in_its_first_code_cell(tmp_path, monkeypatch):
+    """Run in JupyterLab (or by papermill alone), the notebook validates params.yaml before any work."""
+    from papermill.exceptions import PapermillExecutionError
 
-    def execute(*args, **kwargs):
-        calls.append(kwargs)
-        return nbformat.v4.new_notebook()
+    from tools.run_notebook import run
 
-    monkeypatch.setattr(papermill, "execute_notebook", execute)
-    output = tmp_path / "out" / "01_prepare.ipynb"
-    assert stage.main([str(ROOT / NOTEBOOK), str(output), "-p", "experiment", EXPERIMENT]) == 0
-    assert [c["parameters"] for c in calls] == [{"experiment": EXPERIMENT}]
+    repo = copy_repository(tmp_path / "repo")
+    (repo / "params.yaml").write_text(broken_params("class not in the dataset"))
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with pytest.raises(PapermillExecutionError) as failure:
+        run(repo / NOTEBOOK, repo / OUTPUT, {"experiment": EXPERIMENT}, repo)
+    assert (
+        failure.value.ename == "ConfigError" and f"'experiments.{EXPERIMENT}.classes' has 'Cat'" in failure.value.evalue
+    )
+    executed = nbformat.read(repo / OUTPUT, as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    tags = [c.metadata.get("tags", []) for c in code]
+    assert "parameters" in tags[0] and "injected-parameters" in tags[1]
+    failed = [c for c in code if any(o.output_type == "error" for o in c.outputs)]
+    assert failed == [code[2]], "the first code cell after the parameters stops the run"
+    assert all(not c.outputs and c.execution_count is None for c in code[3:]), "no cell ran after the error"
+    assert not list(repo.glob("artifacts/**/*.npz")), "nothing prepared"
+
+
+def test_an_undeclared_parameter_stops_the_stage_before_a_kernel_starts(tmp_path):
+    repo = copy_repository(tmp_path / "repo")
+    result, seconds = stage_command(repo, "-p", "bogus", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "does not declare parameter(s) ['bogus']; it declares ['experiment']" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (repo / "stage_output").exists(), "no executed notebook, no temporary file"
+    assert not list(repo.glob("artifacts/**/*.npz")), "the prepare stage wrote artifacts although it should not start"
+    assert seconds < STAGE_SECONDS

@@ -1,9 +1,9 @@
 """A missing dataset, a wrong layout, a corrupt file or a class too small to split stops the prepare
 stage with an error that names the file or the class, and leaves no prepared data behind.
 
-Through gadlib.pipeline.prepare.run (what notebooks/01_prepare.ipynb calls) with params whose
-experiment points at a generated broken tree, and once through the real stage command, notebook and
-all, in a temporary copy of the repository.
+Through what notebooks/01_prepare.ipynb runs (prepare_experiment with the experiment's params, then
+save_prepared) with params whose experiment points at a generated broken tree, in an empty project,
+and once through the real stage command, notebook and all, in a temporary copy of the repository.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ import shutil
 import subprocess
 import sys
 
+import nbformat
 import pytest
 import yaml
 
 from gadlib.data.datasets import DataError
-from gadlib.pipeline import prepare as prepare_stage
-from gadlib.pipeline.params import read_yaml, validate_params
-from gadlib.pipeline.paths import DATA_DIR
+from gadlib.data.prepared import PreparedData, prepare_experiment, save_prepared
+from gadlib.project.params import Params, read_yaml, resolve_path, validate_params
+from gadlib.project.paths import ExperimentPaths
 from tests.fixtures import (
+    DATA_DIR,
     copy_repository,
     repository_env,
     write_cub_tree,
@@ -33,9 +35,32 @@ needs_fashion = pytest.mark.skipif(not REAL_FASHION.is_dir(), reason="Fashion-MN
 
 
 @pytest.fixture
-def outputs(stage_outputs):
-    """The stages write under tmp_path instead of the repository's artifacts/ and reports/."""
-    return stage_outputs
+def outputs(project_dir):
+    """The stage writes into an empty project (tmp_path) instead of the repository."""
+    return project_dir
+
+
+def prepare_stage(params: Params, name: str) -> PreparedData:
+    """What notebooks/01_prepare.ipynb runs: select, split and resize, then save prepared.npz."""
+    setting, data = params.experiments[name], params.data
+    prepared = prepare_experiment(
+        setting.dataset,
+        resolve_path(setting.data_dir),
+        setting.classes,
+        setting.image_size,
+        seed=params.seed,
+        max_train_per_class=data.max_train_per_class,
+        max_test_per_class=data.max_test_per_class,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+    )
+    save_prepared(ExperimentPaths(name).prepared, prepared)
+    return prepared
+
+
+def written(project) -> list:
+    """Every file in the project besides its params.yaml and dvc.yaml."""
+    return [p for p in project.rglob("*") if p.is_file() and p.parent != project]
 
 
 def prepare(params: dict, outputs, dataset: str, data_dir, classes) -> None:
@@ -50,10 +75,9 @@ def prepare(params: dict, outputs, dataset: str, data_dir, classes) -> None:
         }
     }
     try:
-        prepare_stage.run(validate_params(params), "broken")
+        prepare_stage(validate_params(params), "broken")
     finally:
-        written = [p for p in outputs.rglob("*") if p.is_file()] if outputs.exists() else []
-        assert written == [], f"a failed prepare stage left {written}"
+        assert written(outputs) == [], f"a failed prepare stage left {written(outputs)}"
 
 
 def copy_real_fashion(dest):
@@ -179,8 +203,9 @@ def test_a_sound_tree_prepares(params, outputs, tmp_path):
             "strategy": "pair",
         }
     }
-    prepared = prepare_stage.run(validate_params(params), "sound")
-    assert prepared.class_names == ["cat", "dog"] and (outputs / "sound" / "prepared.npz").is_file()
+    prepared = prepare_stage(validate_params(params), "sound")
+    assert prepared.class_names == ["cat", "dog"]
+    assert written(outputs) == [outputs / "artifacts" / "sound" / "prepared.npz"]
 
 
 # ------------------------------------------------------------------ through the real stage command
@@ -202,11 +227,13 @@ def test_prepare_stage_reports_a_corrupt_image(tmp_path):
     }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = repo / "reports" / "notebooks" / "broken" / "01_prepare.ipynb"
+    env = repository_env(repo)
+    env.pop("DVC_ROOT", None)  # the project is the working directory, as in a dvc stage
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "gadlib.pipeline.stage",
+            "tools.run_notebook",
             "notebooks/01_prepare.ipynb",
             str(output),
             "-p",
@@ -214,7 +241,7 @@ def test_prepare_stage_reports_a_corrupt_image(tmp_path):
             "broken",
         ],
         cwd=repo,
-        env=repository_env(repo),
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -226,6 +253,14 @@ def test_prepare_stage_reports_a_corrupt_image(tmp_path):
         r".*/cat\.2\.jpg .*; replace or delete the file",
         last[0],
     ), result.stderr[-3000:]
-    assert last[1] == f"The executed part, with the traceback, is in {output.with_suffix('.failed.ipynb')}"
-    assert not output.exists() and output.with_suffix(".failed.ipynb").is_file()
-    assert not (repo / "artifacts" / "broken" / "prepared.npz").exists()
+    assert last[1] == f"The executed part, with the traceback, is in {output}"
+    errors = [
+        out
+        for cell in nbformat.read(output, as_version=4).cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if out.output_type == "error"
+    ]
+    assert [e.ename for e in errors] == ["DataError"] and "cat.2.jpg" in errors[0].evalue
+    assert list(output.parent.iterdir()) == [output]  # the partial notebook alone, under its own name
+    assert [p for p in (repo / "artifacts" / "broken").rglob("*") if p.is_file()] == []  # no prepared.npz

@@ -2,12 +2,14 @@
 file that looks finished.
 
 Real subprocesses, killed with SIGKILL (nothing can be cleaned up on the way out): one trains support
-models with a tiny CNN and is killed while the second model trains, then the training is run again;
-others are killed in the middle of writing an output through gadlib.common.atomic.
+models with a tiny CNN through gadlib.method.support.train_support_models with a checkpoint folder (what
+notebooks/03_train_support.ipynb calls) and is killed while the second model trains, then the training
+is run again; others are killed in the middle of writing an output through gadlib.common.atomic.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -26,7 +28,9 @@ from gadlib.common.atomic import load_arrays, remove_stale_temporaries, save_arr
 from gadlib.method import support
 from gadlib.models.architectures import build_model
 from gadlib.models.checkpoints import load_checkpoint, save_checkpoint
-from gadlib.pipeline.paths import ROOT
+from gadlib.project.paths import ExperimentPaths
+from tests.fixtures import ROOT
+from tests.notebooks import notebook_source
 
 ALPHAS = [0.5, 1.0]
 TIMEOUT = 120
@@ -153,12 +157,21 @@ def test_killed_support_training_resumes_from_the_last_finished_model(work, tmp_
         assert all(torch.equal(resumed[k], fresh[k]) for k in fresh), f"support {step} differs"
 
 
-def test_the_support_folder_survives_dvc_re_running_the_stage():
-    """dvc deletes a stage's outputs before running it, unless they persist: the support folder must."""
+def test_the_support_folder_survives_dvc_re_running_the_stage(tmp_path):
+    """dvc deletes a stage's outputs before running it, unless they persist: the support folder must,
+    and it is where the stage's notebook keeps the checkpoints it resumes from."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = stages["train_support"]["do"]["outs"]
     support_out = [o for o in outs if isinstance(o, dict) and "artifacts/${key}/support" in o]
     assert support_out and support_out[0]["artifacts/${key}/support"].get("persist") is True
+    assert ExperimentPaths("exp", root=tmp_path).support_dir == tmp_path / "artifacts" / "exp" / "support"
+    calls = [
+        node
+        for node in ast.walk(ast.parse(notebook_source("notebooks/03_train_support.ipynb")))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "support.train_support_models"
+    ]
+    folders = [ast.unparse(k.value) for call in calls for k in call.keywords if k.arg == "checkpoint_dir"]
+    assert folders == ["paths.support_dir / spec.name"], folders
 
 
 # ------------------------------------------------------------------ writes killed half-way
@@ -216,18 +229,17 @@ RAW_WRITE = re.compile(
     r"np\.savez_compressed\(|\.savefig\(|json\.dump\(|\.to_csv\((?!index=False\))|"
     r"\.to_(parquet|json|pickle)\(|shutil\.copy\w*\(|os\.(rename|replace)\("
 )
-# The partial notebook of a failed stage is copied beside the output as *.failed.ipynb: a name that
-# does not look finished, kept for its traceback.
 # A checkpoint is serialised into memory first (its bytes then go through atomic.write_bytes).
-ALLOWED = {("gadlib/stage.py", "shutil.copyfile(tmp, failed)"), ("gadlib/checkpoints.py", "torch.save(state, buffer)")}
+ALLOWED = {("gadlib/models/checkpoints.py", "torch.save(state, buffer)")}
 
 
 def test_every_output_is_written_through_atomic_path():
     sources = {
         str(p.relative_to(ROOT)): p.read_text().splitlines()
-        for p in sorted((ROOT / "gadlib").glob("*.py"))
-        if p.name != "atomic.py"
-    }  # it is the rule
+        for p in sorted((ROOT / "gadlib").rglob("*.py"))
+        if p.name != "atomic.py"  # it is the rule
+    }
+    assert "gadlib/models/checkpoints.py" in sources and "gadlib/plots.py" in sources
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = nbformat.read(notebook, as_version=4).cells
         sources[str(notebook.relative_to(ROOT))] = [

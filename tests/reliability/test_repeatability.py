@@ -1,26 +1,27 @@
 """Two runs of the tiny profile with the same seed give identical results on the CPU; another seed
 gives other ones. Each run is a full `dvc repro` in its own copy of the repository (a minute or two),
 so the session's shared run (tiny_pipeline, tests/conftest.py) is the first of the three. And, in
-seconds: the classifier's initial weights follow params.yaml's seed, not the process's random state.
+seconds: the classifier's initial weights follow params.yaml's seed, not the process's random state
+(notebooks/02_train_classifier.ipynb's code, run in this process with the training left out).
 """
 
 from __future__ import annotations
 
 import json
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from gadlib.common.atomic import load_arrays
 from gadlib.data.prepared import save_prepared
 from gadlib.models import training
 from gadlib.models.checkpoints import load_checkpoint
-from gadlib.pipeline import train_classifier
-from gadlib.pipeline.params import validate_params
-from gadlib.pipeline.paths import ExperimentPaths
-from tests.fixtures import SMALL_CNN_EXPERIMENT, run_command, tiny_prepared_data, tiny_profile_repository
+from gadlib.project.paths import ExperimentPaths
+from tests.fixtures import ROOT, SMALL_CNN_EXPERIMENT, run_command, tiny_prepared_data, tiny_profile_repository
 
 # Columns and keys that measure the machine, not the method: they differ between identical runs.
 TIMINGS = (
@@ -100,15 +101,33 @@ def test_another_seed_gives_other_results(tiny_pipeline, tmp_path):
         assert {f"{name}/prepared.npz", f"{name}/classifier.pt", f"{name}/hull_metrics.csv"} <= set(changed)
 
 
-def test_the_classifier_starts_from_the_seed_s_weights(params, stage_outputs, monkeypatch):
-    monkeypatch.setattr(training, "train_model", lambda *args, **kwargs: training.TrainHistory(best_epoch=0))
+def run_notebook_code(notebook: str, **parameters) -> dict:
+    """Execute the notebook's code cells in this process, ``parameters`` set after its parameters
+    cell as papermill sets them (IPython magics dropped); its variables at the end."""
+    namespace: dict = {"__name__": "__main__"}
+    for number, cell in enumerate(nbformat.read(ROOT / notebook, as_version=4).cells):
+        if cell.cell_type != "code":
+            continue
+        lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        exec(compile("\n".join(lines), f"{notebook}, cell {number}", "exec"), namespace)
+        if "parameters" in cell.metadata.get("tags", []):
+            namespace.update(parameters)
+    return namespace
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_the_classifier_starts_from_the_seed_s_weights(params, project_dir, monkeypatch):
+    one_epoch = training.TrainHistory(train_loss=[1.0], val_loss=[1.0], val_accuracy=[0.5], best_epoch=1)
+    monkeypatch.setattr(training, "train_model", lambda *args, **kwargs: one_epoch)  # weights stay as built
     params["experiments"] = {"exp": dict(SMALL_CNN_EXPERIMENT)}
     save_prepared(ExperimentPaths("exp").prepared, tiny_prepared_data())
 
     def initial_weights(seed: int) -> dict:
         params["seed"] = seed
+        (project_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         torch.rand(7)  # whatever ran before in the kernel must not matter
-        return train_classifier.run(validate_params(params), "exp")[0].state_dict()
+        run_notebook_code("notebooks/02_train_classifier.ipynb", experiment="exp")
+        return load_checkpoint(ExperimentPaths("exp").classifier)[0]  # what the stage saved
 
     first, again, other = initial_weights(0), initial_weights(0), initial_weights(1)
     assert all(torch.equal(first[k], again[k]) for k in first)

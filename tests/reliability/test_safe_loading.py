@@ -17,9 +17,10 @@ from gadlib.common.atomic import load_arrays, save_arrays
 from gadlib.data.prepared import load_prepared, save_prepared
 from gadlib.method import support
 from gadlib.models.checkpoints import load_checkpoint, save_checkpoint
-from gadlib.pipeline.experiment import load_classifier, new_classifier
-from gadlib.pipeline.params import validate_params
-from gadlib.pipeline.paths import ExperimentPaths
+from gadlib.project.classifier import load_classifier, new_classifier
+from gadlib.project.params import validate_params
+from gadlib.project.paths import ExperimentPaths
+from gadlib.project.supports import SupportSet, load_supports
 from tests.fixtures import SMALL_CNN_EXPERIMENT, tiny_prepared_data
 
 
@@ -39,8 +40,8 @@ def marker(tmp_path):
 
 
 @pytest.fixture
-def experiment(params, stage_outputs):
-    """params with one small_cnn experiment whose files live under tmp_path."""
+def experiment(params, project_dir):
+    """params with one small_cnn experiment whose files live in an empty project under tmp_path."""
     params["experiments"] = {"exp": dict(SMALL_CNN_EXPERIMENT)}
     return validate_params(params)
 
@@ -76,6 +77,12 @@ def test_crafted_support_checkpoint_is_refused(experiment, tmp_path, marker):
         support.load_support_models(tmp_path, original, [0.5])
     with pytest.raises(ValueError, match="refused to load"):
         load_checkpoint(tmp_path / "support_1.pt")
+    # the loader notebooks/04_attribute.ipynb calls, on the experiment's support folder
+    folder = ExperimentPaths("exp").support_dir / "pair"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": Payload(marker), "meta": {"alpha": 0.5}}, folder / "support_1.pt")
+    with pytest.raises(ValueError, match="refused to load .*/pair/support_1.pt"):
+        load_supports(experiment, "exp", original, SupportSet("pair", "pair", pair=(0, 1)))
     assert not marker.exists()
 
 
